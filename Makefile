@@ -1,0 +1,36 @@
+# Two commands for a fresh clone: `make run` and `make test`. Both create the virtual
+# environment and the state folder (HRM_HOME) they need.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HRM_HOME ?= $(CURDIR)/.hrm
+export DAGSTER_HOME ?= $(HRM_HOME)/dagster
+
+.PHONY: setup run test ui bench lint
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	# The CPU build of torch first, so the range in pyproject.toml is already satisfied.
+	$(BIN)/pip install "torch==2.13.0"
+	$(BIN)/pip install -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/hrm-trading run
+
+test: setup
+	$(BIN)/pytest -q
+
+ui: setup
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster dev -w workspace.yaml
+
+bench: setup
+	$(BIN)/python benchmarks/bench_features.py
+
+lint: setup
+	$(BIN)/ruff check .

@@ -1,0 +1,6 @@
+"""HRM Trading library: data, features, model, training and simulation. Never imports Dagster."""
+
+from hrm_core.config import HRMConfig, load_config
+from hrm_core.errors import ConfigError, DataError, HRMError
+
+__all__ = ["ConfigError", "DataError", "HRMConfig", "HRMError", "load_config"]

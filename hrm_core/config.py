@@ -1,0 +1,143 @@
+"""Typed configuration loaded from YAML presets.
+
+Presets keep the seed's key names (``hierarchical_features: {high_level_lookback, ...}``) so that
+configs written for the original design load unchanged. Unknown keys are an error: a typo must
+not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hrm_core.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    """Where the bars come from."""
+
+    source: Literal["sample", "csv", "parquet", "s3", "yfinance"] = "sample"
+    path: str | None = None
+    symbols: list[str] | None = None
+    interval: str = "1d"
+    start: str | None = None
+    end: str | None = None
+
+    @model_validator(mode="after")
+    def _path_for_files(self) -> DataConfig:
+        if self.source in ("csv", "parquet", "s3") and not self.path:
+            raise ValueError(f"data.source '{self.source}' needs data.path (a file, folder or s3:// URI)")
+        if self.source == "yfinance" and not self.symbols:
+            raise ValueError("data.source 'yfinance' needs data.symbols, e.g. [SPY, QQQ]")
+        return self
+
+
+class ValidationConfig(_Strict):
+    """Thresholds of the OHLCV validation suite."""
+
+    max_quarantine_share: float = Field(0.01, ge=0.0, le=1.0)
+    outlier_sigmas: float = Field(8.0, gt=0.0)
+    gap_factor: float = Field(3.5, gt=1.0)
+
+
+class HierarchicalFeaturesConfig(_Strict):
+    """The seed's feature block: which indicators feed the strategic (H) and tactical (L) inputs."""
+
+    high_level_lookback: int = Field(100, gt=0)
+    low_level_lookback: int = Field(20, gt=0)
+    strategic_indicators: list[str] = ["sma_50", "sma_200", "atr_20", "regime_indicator"]
+    tactical_indicators: list[str] = ["rsi_14", "macd", "bb_squeeze", "momentum_5"]
+
+    @model_validator(mode="after")
+    def _known_indicators(self) -> HierarchicalFeaturesConfig:
+        from hrm_core.features.registry import INDICATORS
+
+        for key in ("strategic_indicators", "tactical_indicators"):
+            unknown = [name for name in getattr(self, key) if name not in INDICATORS]
+            if unknown:
+                raise ValueError(
+                    f"hierarchical_features.{key}: unknown indicator {unknown[0]!r}; "
+                    f"known: {', '.join(sorted(INDICATORS))}"
+                )
+        return self
+
+
+class LabelConfig(_Strict):
+    """Forward-return horizons (bars) for deep supervision, and the task-tag window."""
+
+    horizons: list[int] = [1, 10, 50, 100]
+    tag_horizon: int = Field(10, gt=1)
+
+    @field_validator("horizons")
+    @classmethod
+    def _positive_sorted(cls, horizons: list[int]) -> list[int]:
+        if not horizons or any(h <= 0 for h in horizons):
+            raise ValueError("labels.horizons must be a non-empty list of positive bar counts")
+        return sorted(set(horizons))
+
+
+class SplitConfig(_Strict):
+    """Walk-forward folds: the last ``test_fraction`` of time is cut into ``n_folds`` test blocks."""
+
+    n_folds: int = Field(4, ge=1)
+    test_fraction: float = Field(0.4, gt=0.0, lt=1.0)
+    validation_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    embargo_bars: int | None = Field(None, ge=0)
+
+
+class HRMConfig(_Strict):
+    """The whole project configuration."""
+
+    seed: int = 42
+    data: DataConfig = DataConfig()
+    validation: ValidationConfig = ValidationConfig()
+    hierarchical_features: HierarchicalFeaturesConfig = HierarchicalFeaturesConfig()
+    labels: LabelConfig = LabelConfig()
+    splits: SplitConfig = SplitConfig()
+
+    @model_validator(mode="after")
+    def _embargo_covers_labels(self) -> HRMConfig:
+        longest = max(self.labels.horizons)
+        if self.splits.embargo_bars is not None and self.splits.embargo_bars < longest:
+            raise ValueError(
+                f"splits.embargo_bars ({self.splits.embargo_bars}) must be at least the longest "
+                f"label horizon ({longest})"
+            )
+        return self
+
+    @property
+    def embargo_bars(self) -> int:
+        """Bars left out between train and the next part: at least the longest label horizon."""
+        if self.splits.embargo_bars is not None:
+            return self.splits.embargo_bars
+        return max(self.labels.horizons) + 1
+
+
+def load_config(path: str | Path | None = None, **overrides: dict) -> HRMConfig:
+    """Load a YAML preset (or the defaults) and apply section overrides such as ``data={...}``."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: config file not found") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping, e.g. 'seed: 42'")
+    for section, values in overrides.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    try:
+        return HRMConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise ConfigError(f"{path or 'config'}: {where}: {first['msg']}") from exc

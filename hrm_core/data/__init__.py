@@ -1,0 +1,1 @@
+"""Market data: sources, tolerant readers, the OHLCV schema and its validation rules."""

@@ -1,0 +1,149 @@
+"""Where bars come from. Every source returns the normalised frame of :mod:`hrm_core.data.readers`.
+
+Sources: ``sample`` (S&P 500 and NASDAQ daily bars shipped with the ``arch`` package, no network),
+``csv`` / ``parquet`` / ``s3`` (a file or a folder of files, local or ``s3://``) and ``yfinance``
+(extra ``live``). S3 access goes through any boto3-style client handed in by the caller, so the
+library needs no credentials logic of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+
+from hrm_core.config import DataConfig
+from hrm_core.data.readers import normalise_frame, read_ohlcv_bytes
+from hrm_core.errors import DataError
+
+SUFFIXES = {"csv": (".csv",), "parquet": (".parquet", ".pq"), "s3": (".csv", ".parquet", ".pq")}
+
+
+class Source(Protocol):
+    """Anything that can produce normalised OHLCV bars."""
+
+    def load(self) -> pd.DataFrame: ...
+
+
+@dataclass(frozen=True)
+class SampleSource:
+    """Real daily bars 1999–2018 for ``SP500`` and ``NASDAQ`` from the ``arch`` package."""
+
+    symbols: tuple[str, ...] = ("SP500", "NASDAQ")
+
+    def load(self) -> pd.DataFrame:
+        from arch.data import nasdaq, sp500
+
+        loaders = {"SP500": sp500.load, "NASDAQ": nasdaq.load}
+        unknown = [s for s in self.symbols if s not in loaders]
+        if unknown:
+            raise DataError("sample", "unknown sample symbol (known: SP500, NASDAQ)", unknown[0])
+        frames = [
+            normalise_frame(loaders[s]().reset_index(), f"arch.data.{s.lower()}", default_symbol=s)
+            for s in self.symbols
+        ]
+        return pd.concat(frames, ignore_index=True)
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """A CSV/parquet file or a folder of them, on local disk or under an ``s3://`` URI.
+
+    The symbol is the file's stem unless the file has a ``symbol`` column.
+    """
+
+    path: str
+    kind: str = "csv"
+    s3_client: Any = None
+
+    def load(self) -> pd.DataFrame:
+        suffixes = SUFFIXES[self.kind]
+        if self.path.startswith("s3://"):
+            files = _S3Files(self.path, self.s3_client)
+        else:
+            files = _LocalFiles(Path(self.path))
+        names = [n for n in files.list() if n.lower().endswith(suffixes)]
+        if not names:
+            raise DataError(
+                self.path,
+                f"no data files found (expected {' or '.join(suffixes)})",
+                f"found: {files.list()[:5] or 'nothing'}",
+            )
+        frames = [read_ohlcv_bytes(files.read(name), name) for name in names]
+        return pd.concat(frames, ignore_index=True)
+
+
+@dataclass(frozen=True)
+class YFinanceSource:
+    """Bars downloaded with yfinance (extra ``live``); offline it fails with a clear message."""
+
+    symbols: tuple[str, ...]
+    interval: str = "1d"
+    start: str | None = None
+    end: str | None = None
+
+    def load(self) -> pd.DataFrame:
+        try:
+            import yfinance
+        except ImportError as exc:
+            raise DataError("yfinance", "yfinance is not installed", "pip install 'hrm-trading[live]'") from exc
+        frames = []
+        for symbol in self.symbols:
+            try:
+                bars = yfinance.Ticker(symbol).history(
+                    interval=self.interval, start=self.start, end=self.end, auto_adjust=False
+                )
+            except Exception as exc:  # network errors surface as many types
+                raise DataError(f"yfinance:{symbol}", "download failed (offline?)", str(exc)) from exc
+            if bars.empty:
+                raise DataError(f"yfinance:{symbol}", "no bars returned (offline or unknown symbol?)", symbol)
+            frames.append(normalise_frame(bars.reset_index(), f"yfinance:{symbol}", default_symbol=symbol))
+        return pd.concat(frames, ignore_index=True)
+
+
+def make_source(config: DataConfig, s3_client: Any = None) -> Source:
+    """Build the source a :class:`DataConfig` names."""
+    if config.source == "sample":
+        return SampleSource(tuple(config.symbols) if config.symbols else SampleSource.symbols)
+    if config.source == "yfinance":
+        return YFinanceSource(tuple(config.symbols or ()), config.interval, config.start, config.end)
+    return FileSource(str(config.path), config.source, s3_client)
+
+
+class _LocalFiles:
+    def __init__(self, path: Path) -> None:
+        if not path.exists():
+            raise DataError(str(path), "path does not exist", str(path.resolve()))
+        self.path = path
+
+    def list(self) -> list[str]:
+        if self.path.is_file():
+            return [str(self.path)]
+        return sorted(str(p) for p in self.path.iterdir() if p.is_file())
+
+    def read(self, name: str) -> bytes:
+        return Path(name).read_bytes()
+
+
+class _S3Files:
+    def __init__(self, uri: str, client: Any) -> None:
+        if client is None:
+            raise DataError(uri, "an s3:// path needs an S3 client (configure the s3 resource)")
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        self.bucket, self.prefix, self.client = bucket, prefix, client
+
+    def list(self) -> list[str]:
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix
+            )
+            keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+        except Exception as exc:  # botocore's error classes are generated at run time
+            raise DataError(f"s3://{self.bucket}/{self.prefix}", "cannot list S3 objects", str(exc)) from exc
+        return sorted(f"s3://{self.bucket}/{key}" for key in keys if not key.endswith("/"))
+
+    def read(self, name: str) -> bytes:
+        key = name.removeprefix(f"s3://{self.bucket}/")
+        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
