@@ -46,6 +46,9 @@ ROW_RULES: dict[str, list] = {
     "ts_strictly_increasing": [ge.ExpectColumnValuesToBeIncreasing(column="ts", strictly=True)],
 }
 """Blocking row rules: rule name -> the expectations that implement it."""
+for _rule, _expectations in ROW_RULES.items():
+    for _expectation in _expectations:
+        _expectation.meta = {"rule": _rule}  # lets a validation result name its rule
 
 NUMERIC_TYPES = ["float64", "Float64", "int64", "Int64"]
 
@@ -82,19 +85,24 @@ class ValidationReport:
 
 @cache
 def _batch_definition():
+    """One ephemeral GX context per process, with a batch definition that takes a DataFrame."""
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     asset = context.data_sources.add_pandas("ohlcv").add_dataframe_asset("bars")
     return asset.add_batch_definition_whole_dataframe("symbol_batch")
 
 
+def _suite(name: str, expectations: list) -> gx.ExpectationSuite:
+    _batch_definition()  # suites need an active context
+    suite = gx.ExpectationSuite(name=name)
+    for expectation in expectations:
+        suite.add_expectation(expectation)
+    return suite
+
+
 @cache
 def _row_suite() -> gx.ExpectationSuite:
-    suite = gx.ExpectationSuite(name="ohlcv_rows")
-    for rule, expectations in ROW_RULES.items():
-        for expectation in expectations:
-            suite.add_expectation(expectation.model_copy(update={"meta": {"rule": rule}}))
-    return suite
+    return _suite("ohlcv_rows", [e for expectations in ROW_RULES.values() for e in expectations])
 
 
 def _run(suite: gx.ExpectationSuite, frame: pd.DataFrame):
@@ -104,13 +112,12 @@ def _run(suite: gx.ExpectationSuite, frame: pd.DataFrame):
 
 def check_schema(frame: pd.DataFrame, name: str) -> None:
     """Raise :class:`DataError` unless ``frame`` has the OHLCV columns with numeric prices."""
-    suite = gx.ExpectationSuite(name="ohlcv_schema")
-    suite.add_expectation(
-        ge.ExpectTableColumnsToMatchSet(column_set=list(OHLCV_COLUMNS), exact_match=False)
-    )
     present = [c for c in (*PRICE_COLUMNS, "volume") if c in frame.columns]
-    for column in present:
-        suite.add_expectation(ge.ExpectColumnValuesToBeInTypeList(column=column, type_list=NUMERIC_TYPES))
+    suite = _suite(
+        "ohlcv_schema",
+        [ge.ExpectTableColumnsToMatchSet(column_set=list(OHLCV_COLUMNS), exact_match=False)]
+        + [ge.ExpectColumnValuesToBeInTypeList(column=c, type_list=NUMERIC_TYPES) for c in present],
+    )
     result = _run(suite, frame.head(1000))
     if not result.success:
         failed = next(r for r in result.results if not r.success)
@@ -146,9 +153,17 @@ def _warnings(frame: pd.DataFrame, config: ValidationConfig) -> dict[str, int]:
     checks = pd.DataFrame({"interval_s": interval, "return_z": z}).iloc[1:].reset_index(drop=True)
     if checks.empty:
         return {"bar_gaps": 0, "return_outliers": 0}
-    suite = gx.ExpectationSuite(name="ohlcv_warnings")
-    suite.add_expectation(ge.ExpectColumnValuesToBeBetween(column="interval_s", max_value=float(config.gap_factor * interval.median())))
-    suite.add_expectation(ge.ExpectColumnValuesToBeBetween(column="return_z", min_value=-config.outlier_sigmas, max_value=config.outlier_sigmas))
+    suite = _suite(
+        "ohlcv_warnings",
+        [
+            ge.ExpectColumnValuesToBeBetween(
+                column="interval_s", max_value=float(config.gap_factor * interval.median())
+            ),
+            ge.ExpectColumnValuesToBeBetween(
+                column="return_z", min_value=-config.outlier_sigmas, max_value=config.outlier_sigmas
+            ),
+        ],
+    )
     result = _run(suite, checks)
     counts = [int(r.result.get("unexpected_count") or 0) for r in result.results]
     return {"bar_gaps": counts[0], "return_outliers": counts[1]}

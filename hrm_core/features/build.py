@@ -11,27 +11,25 @@ from importlib.resources import files
 
 import duckdb
 
+from hrm_core.data.warehouse import transaction
+
 SQL_DIR = files("hrm_core.features") / "sql"
+GROUP_TABLES = ("f_regime", "f_calendar", "f_volume", "f_volatility", "f_momentum", "f_trend", "bars")
+"""Temp tables the group files create; dropped once the feature table is written."""
 
 
 def sql_files() -> list[str]:
     """Names of the feature SQL files in execution order."""
-    return sorted(p.name for p in SQL_DIR.iterdir() if p.name.endswith(".sql"))
+    return sorted(p.name for p in SQL_DIR.iterdir() if p.name[:2].isdigit())
 
 
 def build_features(con: duckdb.DuckDBPyConnection, source: str = "clean.ohlcv") -> int:
     """Compute every registered feature for the bars in ``source``; return the row count."""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute("CREATE SCHEMA IF NOT EXISTS features")
         con.execute(f"CREATE OR REPLACE TEMP VIEW source_bars AS SELECT * FROM {source}")
         for name in sql_files():
             con.execute((SQL_DIR / name).read_text())
-        rows = con.execute("SELECT count(*) FROM features.hierarchical").fetchone()[0]
-        for table in ("f_regime", "f_calendar", "f_volume", "f_volatility", "f_momentum", "f_trend", "bars"):
+        for table in GROUP_TABLES:
             con.execute(f"DROP TABLE IF EXISTS temp.{table}")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    return rows
+        return con.execute("SELECT count(*) FROM features.hierarchical").fetchone()[0]

@@ -1,0 +1,143 @@
+"""``hrm-trading``: run the pipeline's jobs through Dagster from the command line.
+
+Runs go through the same Dagster instance the UI reads (``DAGSTER_HOME`` under ``HRM_HOME``), so
+every CLI run, its materialisations and its asset checks appear in ``make ui``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from assets.resources import DEFAULT_CONFIG, HRMSettings, hrm_home
+from hrm_core.data.sources import make_source
+from hrm_core.errors import HRMError
+
+JOB_ALIASES = {"data": "data_job", "train": "train_job", "full": "full_job"}
+
+
+def prepare_home() -> Path:
+    """Create ``HRM_HOME`` and its Dagster instance folder with a pool limit of 1 for DuckDB."""
+    home = hrm_home()
+    dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(home / "dagster")))
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    (home / "reports").mkdir(parents=True, exist_ok=True)
+    instance_yaml = dagster_home / "dagster.yaml"
+    if not instance_yaml.exists():
+        instance_yaml.write_text(
+            yaml.safe_dump({"telemetry": {"enabled": False}, "concurrency": {"pools": {"default_limit": 1}}})
+        )
+    return home
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hrm-trading", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command")
+    run = commands.add_parser("run", help="materialise a job (default: the largest one defined)")
+    run.add_argument("--job", choices=sorted(JOB_ALIASES), help="which job to run")
+    run.add_argument("--source", choices=["sample", "csv", "parquet", "s3", "yfinance"])
+    run.add_argument("--path", help="file, folder or s3:// URI for csv/parquet/s3 sources")
+    run.add_argument("--symbols", nargs="+", help="symbols to ingest (sample, yfinance)")
+    run.add_argument("--config", default=None, help=f"YAML preset (default {DEFAULT_CONFIG})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command != "run":
+        _parser().print_help()
+        return 2
+    try:
+        return _run(args)
+    except HRMError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    prepare_home()
+    import dagster as dg
+
+    from pipelines.definitions import build_definitions
+    from pipelines.jobs import JOBS_BY_SIZE, partition_range_tags, sync_symbol_partitions
+    from pipelines.resources import resources_for_profile
+
+    settings = HRMSettings(
+        config_path=args.config or DEFAULT_CONFIG, source=args.source, path=args.path, symbols=args.symbols
+    )
+    config = settings.config()
+    resources = {**resources_for_profile(), "settings": settings}
+    defs = build_definitions(resources)
+    defined = {job.name for job in defs.jobs}
+    job_name = JOB_ALIASES[args.job] if args.job else next(j for j in JOBS_BY_SIZE if j in defined)
+    if job_name not in defined:
+        raise HRMError(f"job '{args.job}' is not defined yet (defined: {', '.join(sorted(defined))})")
+
+    s3_client = resources["s3"].get_client() if (config.data.path or "").startswith("s3://") else None
+    symbols = sorted(make_source(config.data, s3_client).load()["symbol"].unique().tolist())
+    instance = dg.DagsterInstance.get()
+    sync_symbol_partitions(instance, symbols)
+    print(f"running {job_name} on {len(symbols)} symbols from '{config.data.source}' "
+          f"(HRM_HOME={hrm_home()})", flush=True)
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance, tags=partition_range_tags(symbols), raise_on_error=False
+    )
+    print(format_summary(result))
+    if not result.success:
+        print(f"error: {job_name} failed: {failure_message(result)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def failure_message(result) -> str:
+    """The user-facing message of the first failed step or blocking check."""
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            evaluation = event.event_specific_data
+            if not evaluation.passed:
+                details = {k: v.value for k, v in evaluation.metadata.items()}
+                return f"blocking check '{evaluation.check_name}' failed: {details}"
+    for event in result.all_events:
+        if event.is_step_failure:
+            info = event.step_failure_data.error
+            while info.cause is not None:
+                info = info.cause
+            return info.message.strip()
+    return "unknown failure (see the run in the Dagster UI)"
+
+
+def format_summary(result) -> str:
+    """Rows per symbol, feature count, data version and fold dates, from the run's metadata."""
+    meta = {
+        event.asset_key.to_user_string(): {k: v.value for k, v in event.step_materialization_data.materialization.metadata.items()}
+        for event in result.get_asset_materialization_events()
+    }
+    lines = ["", "== summary =="]
+    clean = meta.get("clean_ohlcv", {})
+    for symbol, c in (clean.get("counts") or {}).items():
+        lines.append(
+            f"{symbol:>10}: {c['rows_in']} rows in, {c['rows_clean']} clean, {c['rows_quarantined']} quarantined"
+            + (f" {c['rules']}" if c["rules"] else "")
+        )
+    if "dataset_version" in meta:
+        lines.append(f"data version (DVC md5): {meta['dataset_version']['data_version']}")
+    if "hierarchical_features" in meta:
+        f = meta["hierarchical_features"]
+        lines.append(f"features: {f['feature_count']} columns × {f['rows']} rows in features.hierarchical")
+    if "training_labels" in meta:
+        lines.append(f"labels: {meta['training_labels']['task_counts']}")
+    for i, fold in enumerate((meta.get("walk_forward_splits") or {}).get("fold_dates", [])):
+        lines.append(
+            f"fold {i}: train {fold['train'][0][:10]}→{fold['train'][1][:10]}, "
+            f"validation {fold['validation'][0][:10]}→{fold['validation'][1][:10]}, "
+            f"test {fold['test'][0][:10]}→{fold['test'][1][:10]}"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

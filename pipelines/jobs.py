@@ -1,0 +1,57 @@
+"""Jobs and schedules."""
+
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+
+from assets.features import hierarchical_features
+from assets.ingest import raw_ohlcv, symbols_partitions
+from assets.labels import training_labels
+from assets.resources import HRMSettings
+from assets.splits import walk_forward_splits
+from assets.validation import clean_ohlcv
+from assets.versioning import dataset_version
+from hrm_core.data.sources import make_source
+
+DATA_ASSETS = [raw_ohlcv, clean_ohlcv, dataset_version, hierarchical_features, training_labels, walk_forward_splits]
+
+data_job = dg.define_asset_job(
+    "data_job",
+    selection=dg.AssetSelection.assets(*DATA_ASSETS),
+    description="Ingest → validate → version → features → labels → walk-forward splits.",
+)
+
+JOBS_BY_SIZE = ("full_job", "train_job", "data_job")
+"""Job names from the largest to the smallest; ``hrm-trading run`` runs the largest defined."""
+
+
+def partition_range_tags(symbols: list[str]) -> dict[str, str]:
+    """Tags that make one run cover every symbol partition (``raw_ohlcv`` runs them together)."""
+    return {
+        "dagster/asset_partition_range_start": symbols[0],
+        "dagster/asset_partition_range_end": symbols[-1],
+    }
+
+
+def sync_symbol_partitions(instance: dg.DagsterInstance, symbols: list[str]) -> list[str]:
+    """Make the ``symbols`` partitions exactly ``symbols`` (in that order); return them.
+
+    Stale symbols are removed so that a partition range never covers a symbol the source lacks;
+    their past materialisations stay in the event log.
+    """
+    current = instance.get_dynamic_partitions(symbols_partitions.name)
+    if current != symbols:
+        for key in current:
+            instance.delete_dynamic_partition(symbols_partitions.name, key)
+        instance.add_dynamic_partitions(symbols_partitions.name, symbols)
+    return symbols
+
+
+@dg.schedule(job=data_job, cron_schedule="0 6 * * *", default_status=dg.DefaultScheduleStatus.STOPPED)
+def daily_ingest_schedule(
+    context: dg.ScheduleEvaluationContext, settings: HRMSettings, s3: S3Resource
+) -> dg.RunRequest:
+    """Every morning: discover the source's symbols and run the data job over all of them."""
+    bars = make_source(settings.config().data, s3.get_client()).load()
+    symbols = sync_symbol_partitions(context.instance, sorted(bars["symbol"].unique().tolist()))
+    return dg.RunRequest(run_key=context.scheduled_execution_time.isoformat(), tags=partition_range_tags(symbols))
