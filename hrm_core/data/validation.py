@@ -35,11 +35,15 @@ ROW_RULES: dict[str, list] = {
         for c in PRICE_COLUMNS
     ],
     "high_ge_open_close": [
-        ge.ExpectColumnPairValuesAToBeGreaterThanB(column_A="high", column_B=c, or_equal=True)
+        ge.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="high", column_B=c, or_equal=True, ignore_row_if="either_value_is_missing"
+        )
         for c in ("open", "close")
     ],
     "low_le_open_close": [
-        ge.ExpectColumnPairValuesAToBeGreaterThanB(column_A=c, column_B="low", or_equal=True)
+        ge.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A=c, column_B="low", or_equal=True, ignore_row_if="either_value_is_missing"
+        )
         for c in ("open", "close")
     ],
     "volume_non_negative": [ge.ExpectColumnValuesToBeBetween(column="volume", min_value=0)],

@@ -1,0 +1,37 @@
+"""Config presets: the seed's keys load as written, unknown keys and bad values are errors."""
+
+from pathlib import Path
+
+import pytest
+
+from hrm_core.config import load_config
+from hrm_core.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_cpu_preset_loads_with_the_seeds_feature_keys():
+    config = load_config(REPO / "configs" / "hrm_cpu_small.yaml")
+    hf = config.hierarchical_features
+    assert (hf.high_level_lookback, hf.low_level_lookback) == (100, 20)
+    assert hf.strategic_indicators == ["sma_50", "sma_200", "atr_20", "regime_indicator"]
+    assert hf.tactical_indicators == ["rsi_14", "macd", "bb_squeeze", "momentum_5"]
+    assert config.embargo_bars == 101
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("hierarchical_features: {high_level_lookbak: 5}", "high_level_lookbak"),
+        ("hierarchical_features: {tactical_indicators: [rsi_99]}", "unknown indicator 'rsi_99'"),
+        ("data: {source: csv}", "needs data.path"),
+        ("splits: {embargo_bars: 3}", "at least the longest label horizon"),
+        ("- just a list", "top level must be a mapping"),
+    ],
+)
+def test_bad_configs_are_errors_that_name_the_file(tmp_path: Path, text: str, message: str):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path)
+    assert str(path) in str(info.value)

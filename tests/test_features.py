@@ -1,0 +1,97 @@
+"""Features: the registry matches the table, TA-Lib agreement, finiteness and point-in-time."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import talib
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hrm_core.features.build import build_features
+from hrm_core.features.quality import nonfinite_counts, point_in_time_difference
+from hrm_core.features.registry import FEATURES, INDICATORS, model_features
+from tests.conftest import warehouse_with
+
+REQUIRED_TALIB_COLUMNS = {
+    "h_sma_50", "h_sma_100", "h_sma_200", "h_atr_20", "l_rsi_14", "l_ema_12", "l_ema_26", "l_macd",
+    "l_macd_signal", "l_macd_hist", "l_bbands_upper_20", "l_bbands_middle_20", "l_bbands_lower_20",
+    "l_mom_5",
+}
+
+
+def talib_reference(bars: pd.DataFrame) -> dict[str, np.ndarray]:
+    c, h, lo = (bars[k].to_numpy(dtype=float) for k in ("close", "high", "low"))
+    macd, signal, hist = talib.MACD(c, 12, 26, 9)
+    upper, middle, lower = talib.BBANDS(c, 20, 2, 2)
+    return {
+        "h_sma_50": talib.SMA(c, 50), "h_sma_100": talib.SMA(c, 100), "h_sma_200": talib.SMA(c, 200),
+        "h_atr_20": talib.ATR(h, lo, c, 20), "l_rsi_14": talib.RSI(c, 14), "l_ema_12": talib.EMA(c, 12),
+        "l_ema_26": talib.EMA(c, 26), "l_macd": macd, "l_macd_signal": signal, "l_macd_hist": hist,
+        "l_bbands_upper_20": upper, "l_bbands_middle_20": middle, "l_bbands_lower_20": lower,
+        "l_mom_5": talib.MOM(c, 5),
+    }
+
+
+def features_for(bars: pd.DataFrame) -> pd.DataFrame:
+    con = warehouse_with(bars)
+    build_features(con)
+    return con.execute("SELECT * FROM features.hierarchical ORDER BY symbol, ts").df()
+
+
+def test_registry_names_every_column_and_has_the_required_set(sample_bars):
+    table = features_for(sample_bars)
+    assert list(table.columns[:2]) == ["symbol", "ts"]
+    assert set(table.columns[2:]) == {f.name for f in FEATURES}
+    assert len(FEATURES) >= 30
+    assert {f.name for f in FEATURES if f.talib} == REQUIRED_TALIB_COLUMNS
+    assert all(f.name[:2] in ("h_", "l_", "s_") for f in FEATURES)
+    for columns in INDICATORS.values():
+        assert set(columns) <= set(table.columns)
+
+
+@pytest.mark.parametrize("dataset", ["sample_bars", "daily_bars", "hourly_bars"])
+def test_talib_namesakes_match_talib_at_every_bar(dataset, request):
+    bars = request.getfixturevalue(dataset)
+    table = features_for(bars)
+    for symbol, ours in table.groupby("symbol"):
+        theirs = talib_reference(bars[bars["symbol"] == symbol].sort_values("ts"))
+        for column, expected in theirs.items():
+            got = ours[column].to_numpy(dtype=float)
+            assert np.array_equal(np.isnan(got), np.isnan(expected)), f"{symbol} {column}: warm-up differs"
+            np.testing.assert_allclose(got, expected, rtol=1e-8, atol=1e-12, err_msg=f"{symbol} {column}")
+
+
+def test_features_are_finite_after_their_lookback(sample_bars, hourly_bars):
+    for bars in (sample_bars, hourly_bars):
+        con = warehouse_with(bars)
+        build_features(con)
+        assert nonfinite_counts(con) == {f.name: 0 for f in FEATURES}
+
+
+def test_a_feature_that_peeks_ahead_is_caught(daily_bars):
+    con = warehouse_with(daily_bars)
+    build_features(con)
+    cut = daily_bars["ts"].iloc[700]
+    assert point_in_time_difference(con, "S0000", cut) == 0.0
+    con.execute("UPDATE features.hierarchical SET l_mom_5 = l_mom_5 + 1e-6 WHERE ts = ?", [cut])
+    assert point_in_time_difference(con, "S0000", cut) > 1e-9
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.integers(min_value=0, max_value=1498), scale=st.floats(min_value=0.2, max_value=5.0))
+def test_changing_bars_after_t_leaves_every_feature_at_or_before_t_unchanged(daily_bars, cut, scale):
+    bars = daily_bars[daily_bars["symbol"] == "S0001"].reset_index(drop=True)
+    changed = bars.copy()
+    after = changed.index > cut
+    for column in ("open", "high", "low", "close", "volume"):
+        changed.loc[after, column] *= scale
+    before = features_for(bars).iloc[: cut + 1]
+    after_change = features_for(changed).iloc[: cut + 1]
+    pd.testing.assert_frame_equal(before, after_change, check_exact=True)
+
+
+def test_model_features_follow_the_config_indicator_names():
+    columns = model_features(["sma_50", "regime_indicator"], ["macd"])
+    assert columns["strategic"] == ["h_sma_50_ratio", "h_regime", "h_trend_strength_50", "h_vol_ratio_20_100"]
+    assert columns["tactical"][:3] == ["l_macd_norm", "l_macd_signal_norm", "l_macd_hist_norm"]
+    assert "s_ret_1" in columns["tactical"]
