@@ -20,6 +20,7 @@ from assets.resources import DvcResource, HRMSettings, hrm_home
 def local_resources(home: Path | None = None, project_dir: str = ".") -> dict:
     """Everything under ``HRM_HOME``: DuckDB file, DVC remote folder; S3 only if an endpoint is set."""
     home = home or hrm_home()
+    home.mkdir(parents=True, exist_ok=True)
     return {
         "settings": HRMSettings(project_dir=project_dir),
         "warehouse": DuckDBResource(database=str(home / "warehouse.duckdb")),
