@@ -1,6 +1,5 @@
 """``hierarchical_features``: strategic (h_), tactical (l_) and shared (s_) features in DuckDB."""
 
-
 import random
 
 import dagster as dg
@@ -54,8 +53,12 @@ def features_point_in_time(settings: HRMSettings, warehouse: DuckDBResource) -> 
     with warehouse.get_connection() as con:
         symbols = [r[0] for r in con.execute("SELECT DISTINCT symbol FROM clean.ohlcv ORDER BY 1").fetchall()]
         symbol = rng.choice(symbols)
-        stamps = [r[0] for r in con.execute(
-            "SELECT ts FROM clean.ohlcv WHERE symbol = ? ORDER BY ts", [symbol]).fetchall()]
+        stamps = [
+            r[0]
+            for r in con.execute(
+                "SELECT ts FROM clean.ohlcv WHERE symbol = ? ORDER BY ts", [symbol]
+            ).fetchall()
+        ]
         cut = stamps[rng.randrange(len(stamps) // 2, len(stamps))]
         difference = point_in_time_difference(con, symbol, cut)
     return dg.AssetCheckResult(

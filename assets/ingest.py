@@ -1,15 +1,14 @@
 """``raw_ohlcv``: bars from the configured source, one dynamic partition per symbol."""
 
-
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
+from assets.resources import HRMSettings
 from hrm_core.data.sources import make_source
 from hrm_core.data.versioning import snapshot_path, write_snapshot
 from hrm_core.data.warehouse import ensure_tables, replace_symbols, transaction
 from hrm_core.errors import DataError
-from assets.resources import HRMSettings
 
 symbols_partitions = dg.DynamicPartitionsDefinition(name="symbols")
 WAREHOUSE_POOL = "warehouse"

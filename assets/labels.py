@@ -1,6 +1,5 @@
 """``training_labels``: forward returns at the supervision horizons and multi-task tags."""
 
-
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
@@ -16,9 +15,11 @@ def training_labels(settings: HRMSettings, warehouse: DuckDBResource) -> dg.Mate
     config = settings.config().labels
     with warehouse.get_connection() as con:
         rows = build_labels(con, config)
-        tasks = dict(con.execute(
-            "SELECT coalesce(task, 'unlabelled'), count(*) FROM labels.forward GROUP BY 1 ORDER BY 1"
-        ).fetchall())
+        tasks = dict(
+            con.execute(
+                "SELECT coalesce(task, 'unlabelled'), count(*) FROM labels.forward GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+        )
     return dg.MaterializeResult(
         metadata={
             "rows": rows,

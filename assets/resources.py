@@ -1,6 +1,5 @@
 """The resources assets ask for. Their wiring per deployment lives in ``pipelines.resources``."""
 
-
 import os
 from pathlib import Path
 
@@ -31,7 +30,9 @@ class HRMSettings(dg.ConfigurableResource):
     symbols: list[str] | None = None
 
     def config(self) -> HRMConfig:
-        data = {k: v for k, v in (("source", self.source), ("path", self.path), ("symbols", self.symbols)) if v}
+        data = {
+            k: v for k, v in (("source", self.source), ("path", self.path), ("symbols", self.symbols)) if v
+        }
         config_path = self.config_path
         if config_path and not Path(config_path).is_absolute():
             config_path = str(Path(self.project_dir) / config_path)

@@ -1,6 +1,5 @@
 """``walk_forward_splits``: chronological folds, purged and embargoed, with train-only normalisation."""
 
-
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
@@ -43,8 +42,13 @@ def walk_forward_splits(settings: HRMSettings, warehouse: DuckDBResource) -> dg.
         metadata={
             "folds": dg.MetadataValue.md(table),
             "fold_dates": dg.MetadataValue.json(
-                [{part: [str(getattr(f, part)[0]), str(getattr(f, part)[1])]
-                  for part in ("train", "validation", "test")} for f in folds]
+                [
+                    {
+                        part: [str(getattr(f, part)[0]), str(getattr(f, part)[1])]
+                        for part in ("train", "validation", "test")
+                    }
+                    for f in folds
+                ]
             ),
             "embargo_bars": config.embargo_bars,
             "warmup_bars": warmup,

@@ -1,6 +1,5 @@
 """``clean_ohlcv``: Great Expectations rules split raw bars into clean and quarantined rows."""
 
-
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
@@ -20,10 +19,18 @@ SCHEMA_CHECK = "ohlcv_schema"
     group_name="data",
     kinds={"duckdb", "great_expectations"},
     check_specs=[
-        dg.AssetCheckSpec(SCHEMA_CHECK, asset="clean_ohlcv", blocking=True,
-                          description="raw bars have the OHLCV columns with numeric prices"),
-        dg.AssetCheckSpec(QUARANTINE_CHECK, asset="clean_ohlcv", blocking=True,
-                          description="no symbol has more than max_quarantine_share of its rows quarantined"),
+        dg.AssetCheckSpec(
+            SCHEMA_CHECK,
+            asset="clean_ohlcv",
+            blocking=True,
+            description="raw bars have the OHLCV columns with numeric prices",
+        ),
+        dg.AssetCheckSpec(
+            QUARANTINE_CHECK,
+            asset="clean_ohlcv",
+            blocking=True,
+            description="no symbol has more than max_quarantine_share of its rows quarantined",
+        ),
     ],
 )
 def clean_ohlcv(
@@ -45,9 +52,14 @@ def clean_ohlcv(
             return dg.MaterializeResult(
                 metadata={"error": str(error)},
                 check_results=[
-                    dg.AssetCheckResult(check_name=SCHEMA_CHECK, passed=False, metadata={"error": str(error)}),
-                    dg.AssetCheckResult(check_name=QUARANTINE_CHECK, passed=False,
-                                        metadata={"error": "not evaluated: schema is wrong"}),
+                    dg.AssetCheckResult(
+                        check_name=SCHEMA_CHECK, passed=False, metadata={"error": str(error)}
+                    ),
+                    dg.AssetCheckResult(
+                        check_name=QUARANTINE_CHECK,
+                        passed=False,
+                        metadata={"error": "not evaluated: schema is wrong"},
+                    ),
                 ],
             )
         failing = report.failing_symbols(config.validation.max_quarantine_share)
@@ -71,8 +83,11 @@ def _metadata(report: ValidationReport, written: bool) -> dict:
         for r in report.symbols.values()
     ]
     table = "\n".join(
-        ["| symbol | rows in | clean | quarantined | share | gap warnings | outlier warnings |",
-         "|---|---|---|---|---|---|---|", *rows]
+        [
+            "| symbol | rows in | clean | quarantined | share | gap warnings | outlier warnings |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+        ]
     )
     return {
         "rows_in": sum(r.rows_in for r in report.symbols.values()),
@@ -80,9 +95,16 @@ def _metadata(report: ValidationReport, written: bool) -> dict:
         "rows_quarantined": sum(r.rows_quarantined for r in report.symbols.values()),
         "per_symbol": dg.MetadataValue.md(table),
         "counts": dg.MetadataValue.json(
-            {r.symbol: {"rows_in": r.rows_in, "rows_clean": r.rows_clean,
-                        "rows_quarantined": r.rows_quarantined, "rules": r.rule_counts,
-                        "warnings": r.warnings} for r in report.symbols.values()}
+            {
+                r.symbol: {
+                    "rows_in": r.rows_in,
+                    "rows_clean": r.rows_clean,
+                    "rows_quarantined": r.rows_quarantined,
+                    "rules": r.rule_counts,
+                    "warnings": r.warnings,
+                }
+                for r in report.symbols.values()
+            }
         ),
         "written": written,
     }

@@ -1,6 +1,5 @@
 """``dataset_version``: DVC versions the raw snapshots; training runs record the md5."""
 
-
 import dagster as dg
 
 from assets.resources import DvcResource

@@ -81,8 +81,10 @@ def _run(args: argparse.Namespace) -> int:
     symbols = sorted(make_source(config.data, s3_client).load()["symbol"].unique().tolist())
     instance = dg.DagsterInstance.get()
     sync_symbol_partitions(instance, symbols)
-    print(f"running {job_name} on {len(symbols)} symbols from '{config.data.source}' "
-          f"(HRM_HOME={hrm_home()})", flush=True)
+    print(
+        f"running {job_name} on {len(symbols)} symbols from '{config.data.source}' (HRM_HOME={hrm_home()})",
+        flush=True,
+    )
     result = defs.resolve_job_def(job_name).execute_in_process(
         instance=instance, tags=partition_range_tags(symbols), raise_on_error=False
     )
@@ -113,15 +115,17 @@ def failure_message(result) -> str:
 def format_summary(result) -> str:
     """Rows per symbol, feature count, data version and fold dates, from the run's metadata."""
     meta = {
-        event.asset_key.to_user_string(): {k: v.value for k, v in event.step_materialization_data.materialization.metadata.items()}
+        event.asset_key.to_user_string(): {
+            k: v.value for k, v in event.step_materialization_data.materialization.metadata.items()
+        }
         for event in result.get_asset_materialization_events()
     }
     lines = ["", "== summary =="]
     clean = meta.get("clean_ohlcv", {})
     for symbol, c in (clean.get("counts") or {}).items():
         lines.append(
-            f"{symbol:>10}: {c['rows_in']} rows in, {c['rows_clean']} clean, {c['rows_quarantined']} quarantined"
-            + (f" {c['rules']}" if c["rules"] else "")
+            f"{symbol:>10}: {c['rows_in']} rows in, {c['rows_clean']} clean, "
+            f"{c['rows_quarantined']} quarantined" + (f" {c['rules']}" if c["rules"] else "")
         )
     if "dataset_version" in meta:
         lines.append(f"data version (DVC md5): {meta['dataset_version']['data_version']}")

@@ -1,6 +1,5 @@
 """The code location: ``dagster dev -w workspace.yaml`` loads ``defs`` from here."""
 
-
 import dagster as dg
 
 from assets.features import features_finite, features_point_in_time

@@ -1,6 +1,5 @@
 """Jobs and schedules."""
 
-
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
@@ -13,7 +12,14 @@ from assets.validation import clean_ohlcv
 from assets.versioning import dataset_version
 from hrm_core.data.sources import make_source
 
-DATA_ASSETS = [raw_ohlcv, clean_ohlcv, dataset_version, hierarchical_features, training_labels, walk_forward_splits]
+DATA_ASSETS = [
+    raw_ohlcv,
+    clean_ohlcv,
+    dataset_version,
+    hierarchical_features,
+    training_labels,
+    walk_forward_splits,
+]
 
 data_job = dg.define_asset_job(
     "data_job",
@@ -54,4 +60,6 @@ def daily_ingest_schedule(
     """Every morning: discover the source's symbols and run the data job over all of them."""
     bars = make_source(settings.config().data, s3.get_client()).load()
     symbols = sync_symbol_partitions(context.instance, sorted(bars["symbol"].unique().tolist()))
-    return dg.RunRequest(run_key=context.scheduled_execution_time.isoformat(), tags=partition_range_tags(symbols))
+    return dg.RunRequest(
+        run_key=context.scheduled_execution_time.isoformat(), tags=partition_range_tags(symbols)
+    )

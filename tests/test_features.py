@@ -13,8 +13,19 @@ from hrm_core.features.registry import FEATURES, INDICATORS, model_features
 from tests.conftest import warehouse_with
 
 REQUIRED_TALIB_COLUMNS = {
-    "h_sma_50", "h_sma_100", "h_sma_200", "h_atr_20", "l_rsi_14", "l_ema_12", "l_ema_26", "l_macd",
-    "l_macd_signal", "l_macd_hist", "l_bbands_upper_20", "l_bbands_middle_20", "l_bbands_lower_20",
+    "h_sma_50",
+    "h_sma_100",
+    "h_sma_200",
+    "h_atr_20",
+    "l_rsi_14",
+    "l_ema_12",
+    "l_ema_26",
+    "l_macd",
+    "l_macd_signal",
+    "l_macd_hist",
+    "l_bbands_upper_20",
+    "l_bbands_middle_20",
+    "l_bbands_lower_20",
     "l_mom_5",
 }
 
@@ -24,10 +35,19 @@ def talib_reference(bars: pd.DataFrame) -> dict[str, np.ndarray]:
     macd, signal, hist = talib.MACD(c, 12, 26, 9)
     upper, middle, lower = talib.BBANDS(c, 20, 2, 2)
     return {
-        "h_sma_50": talib.SMA(c, 50), "h_sma_100": talib.SMA(c, 100), "h_sma_200": talib.SMA(c, 200),
-        "h_atr_20": talib.ATR(h, lo, c, 20), "l_rsi_14": talib.RSI(c, 14), "l_ema_12": talib.EMA(c, 12),
-        "l_ema_26": talib.EMA(c, 26), "l_macd": macd, "l_macd_signal": signal, "l_macd_hist": hist,
-        "l_bbands_upper_20": upper, "l_bbands_middle_20": middle, "l_bbands_lower_20": lower,
+        "h_sma_50": talib.SMA(c, 50),
+        "h_sma_100": talib.SMA(c, 100),
+        "h_sma_200": talib.SMA(c, 200),
+        "h_atr_20": talib.ATR(h, lo, c, 20),
+        "l_rsi_14": talib.RSI(c, 14),
+        "l_ema_12": talib.EMA(c, 12),
+        "l_ema_26": talib.EMA(c, 26),
+        "l_macd": macd,
+        "l_macd_signal": signal,
+        "l_macd_hist": hist,
+        "l_bbands_upper_20": upper,
+        "l_bbands_middle_20": middle,
+        "l_bbands_lower_20": lower,
         "l_mom_5": talib.MOM(c, 5),
     }
 

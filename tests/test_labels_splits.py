@@ -25,8 +25,10 @@ def test_forward_returns_fill_at_the_next_open(labelled, daily_bars):
     opens = daily_bars[daily_bars["symbol"] == "S0000"]["open"].to_numpy()
     t = 100
     for h in (1, 10, 50):
-        assert labels[f"fwd_ret_{h}"].iloc[t] == pytest.approx(np.log(opens[t + 1 + h] / opens[t + 1]), rel=1e-12)
-        assert labels[f"fwd_ret_{h}"].iloc[len(opens) - 1 - h : ].isna().all()
+        assert labels[f"fwd_ret_{h}"].iloc[t] == pytest.approx(
+            np.log(opens[t + 1 + h] / opens[t + 1]), rel=1e-12
+        )
+        assert labels[f"fwd_ret_{h}"].iloc[len(opens) - 1 - h :].isna().all()
     assert labels["label_end_ts"].iloc[t] == labels["ts"].iloc[t + 51]
 
 
@@ -39,14 +41,24 @@ def test_task_tags_cover_the_four_tasks(labelled):
 def test_splits_are_purged_embargoed_and_in_time_order(labelled):
     embargo = 51
     features = ["h_sma_50_ratio", "l_rsi_14_norm"]
-    folds = build_splits(labelled, SplitConfig(n_folds=3, test_fraction=0.3, validation_fraction=0.1), embargo, features, warmup=60)
+    folds = build_splits(
+        labelled,
+        SplitConfig(n_folds=3, test_fraction=0.3, validation_fraction=0.1),
+        embargo,
+        features,
+        warmup=60,
+    )
     assert check_splits(labelled, embargo) == []
     for fold in folds:
         assert fold.train[1] < fold.validation[0] < fold.validation[1] < fold.test[0]
-    rows = labelled.execute(
-        "SELECT r.fold, r.part, max(l.label_end_ts) AS end_label, min(r.ts) AS first "
-        "FROM splits.rows r JOIN labels.forward l USING (symbol, ts) GROUP BY 1, 2"
-    ).df().set_index(["fold", "part"])
+    rows = (
+        labelled.execute(
+            "SELECT r.fold, r.part, max(l.label_end_ts) AS end_label, min(r.ts) AS first "
+            "FROM splits.rows r JOIN labels.forward l USING (symbol, ts) GROUP BY 1, 2"
+        )
+        .df()
+        .set_index(["fold", "part"])
+    )
     for fold in folds:
         assert rows.loc[(fold.fold, "train"), "end_label"] < fold.validation[0]
         assert rows.loc[(fold.fold, "validation"), "end_label"] < fold.test[0]

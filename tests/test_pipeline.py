@@ -22,7 +22,14 @@ pytestmark = pytest.mark.slow
 
 def warehouse_counts(home: Path) -> dict[str, int]:
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
-    tables = ("raw.ohlcv", "clean.ohlcv", "quarantine.ohlcv", "features.hierarchical", "labels.forward", "splits.rows")
+    tables = (
+        "raw.ohlcv",
+        "clean.ohlcv",
+        "quarantine.ohlcv",
+        "features.hierarchical",
+        "labels.forward",
+        "splits.rows",
+    )
     counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
     con.close()
     return counts
@@ -47,12 +54,26 @@ def test_data_job_materialises_every_asset_on_the_sample_data(project: Path, tmp
         )
     assert result.success
     materialised = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    assert materialised == {"raw_ohlcv", "clean_ohlcv", "dataset_version", "hierarchical_features",
-                            "training_labels", "walk_forward_splits"}
-    checks = {e.event_specific_data.check_name: e.event_specific_data.passed
-              for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
-    assert checks == {"ohlcv_schema": True, "quarantine_share_within_threshold": True, "features_finite": True,
-                      "features_point_in_time": True, "splits_purged_and_embargoed": True}
+    assert materialised == {
+        "raw_ohlcv",
+        "clean_ohlcv",
+        "dataset_version",
+        "hierarchical_features",
+        "training_labels",
+        "walk_forward_splits",
+    }
+    checks = {
+        e.event_specific_data.check_name: e.event_specific_data.passed
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert checks == {
+        "ohlcv_schema": True,
+        "quarantine_share_within_threshold": True,
+        "features_finite": True,
+        "features_point_in_time": True,
+        "splits_purged_and_embargoed": True,
+    }
     counts = warehouse_counts(home)
     assert counts["raw.ohlcv"] == counts["clean.ohlcv"] + counts["quarantine.ohlcv"] == 2 * 5031
     assert counts["features.hierarchical"] == counts["labels.forward"] == 2 * 5031
@@ -105,12 +126,15 @@ def test_failed_check_leaves_the_warehouse_as_it_was(project: Path, csv_folder: 
     err = capsys.readouterr().err
     assert "quarantine_share_within_threshold" in err and "ohlc_not_null" in err
     after = warehouse_counts(home)
-    assert {k: v for k, v in after.items() if k != "raw.ohlcv"} == {k: v for k, v in before.items() if k != "raw.ohlcv"}
+    assert {k: v for k, v in after.items() if k != "raw.ohlcv"} == {
+        k: v for k, v in before.items() if k != "raw.ohlcv"
+    }
 
 
 def test_dvc_versioning_survives_a_data_dvc_naming_a_missing_cache_entry(project: Path, csv_folder: Path):
     (project / "data.dvc").write_text(
-        "outs:\n- md5: 0123456789abcdef0123456789abcdef.dir\n  size: 1\n  nfiles: 1\n  hash: md5\n  path: data\n"
+        "outs:\n- md5: 0123456789abcdef0123456789abcdef.dir\n"
+        "  size: 1\n  nfiles: 1\n  hash: md5\n  path: data\n"
     )
     assert main(["run", "--source", "csv", "--path", str(csv_folder)]) == 0
     assert "0123456789abcdef" not in (project / "data.dvc").read_text()
@@ -130,8 +154,12 @@ def test_s3_source_against_a_local_s3_server(project: Path, csv_folder: Path, mo
     server.start()
     try:
         endpoint = f"http://127.0.0.1:{port}"
-        for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                           "AWS_DEFAULT_REGION": "us-east-1", "HRM_S3_ENDPOINT_URL": endpoint}.items():
+        for key, value in {
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "HRM_S3_ENDPOINT_URL": endpoint,
+        }.items():
             monkeypatch.setenv(key, value)
         client = boto3.client("s3", endpoint_url=endpoint)
         client.create_bucket(Bucket="market-data")

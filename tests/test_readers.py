@@ -75,12 +75,26 @@ def test_parquet_with_datetime_index(tmp_path: Path):
         (b"", "file is empty", "0 data bytes"),
         (b"Date,Open,High,Low,Close,Volume\n", "no data rows", "date"),
         (b"Date,Open,High,Low,Volume\n2020-01-02,1,2,0.5,10\n", "missing required columns", "close"),
-        (b"Date,Open,High,Low,Close,Volume,Sentiment\n2020-01-02,1,2,0.5,1,10,up\n", "unknown columns", "sentiment"),
-        (b"Date,Open,High,Low,Close,Volume\n2020-01-02,1,2,0.5,1,10\nyesterday,1,2,0.5,1,10\n",
-         "unparseable timestamps", "row 2: 'yesterday'"),
-        (b"ts,open,high,low,close,volume\n2020-01-02T10:00:00Z,1,2,0.5,1,10\n2020-01-02T11:00:00,1,2,0.5,1,10\n",
-         "mixes time-zone-aware and naive", "row 2"),
-        (b"Date,Open,High,Low,Close,Volume\n2020-01-02,1,2,abc,1,10\n", "column 'low' must be numeric", "'abc'"),
+        (
+            b"Date,Open,High,Low,Close,Volume,Sentiment\n2020-01-02,1,2,0.5,1,10,up\n",
+            "unknown columns",
+            "sentiment",
+        ),
+        (
+            b"Date,Open,High,Low,Close,Volume\n2020-01-02,1,2,0.5,1,10\nyesterday,1,2,0.5,1,10\n",
+            "unparseable timestamps",
+            "row 2: 'yesterday'",
+        ),
+        (
+            b"ts,open,high,low,close,volume\n2020-01-02T10:00:00Z,1,2,0.5,1,10\n2020-01-02T11:00:00,1,2,0.5,1,10\n",
+            "mixes time-zone-aware and naive",
+            "row 2",
+        ),
+        (
+            b"Date,Open,High,Low,Close,Volume\n2020-01-02,1,2,abc,1,10\n",
+            "column 'low' must be numeric",
+            "'abc'",
+        ),
     ],
 )
 def test_bad_files_name_the_file_the_rule_and_an_example(text, rule, example):

@@ -46,9 +46,7 @@ def read_ohlcv_bytes(payload: bytes, name: str) -> pd.DataFrame:
 
 def _read_csv(payload: bytes, name: str) -> pd.DataFrame:
     try:
-        return pd.read_csv(
-            io.BytesIO(payload), dtype=str, keep_default_na=False, na_values=list(NULL_TOKENS)
-        )
+        return pd.read_csv(io.BytesIO(payload), dtype=str, keep_default_na=False, na_values=list(NULL_TOKENS))
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(name, "not a readable CSV file", str(exc).splitlines()[0]) from exc
 
@@ -80,9 +78,7 @@ def normalise_frame(frame: pd.DataFrame, name: str, default_symbol: str) -> pd.D
     if ts_column is None and epoch_column is None:
         missing.insert(0, "date/ts/timestamp or datetime_epoch")
     if missing:
-        raise DataError(
-            name, "missing required columns", f"missing {missing}; found {list(frame.columns)}"
-        )
+        raise DataError(name, "missing required columns", f"missing {missing}; found {list(frame.columns)}")
     unknown = [c for c in frame.columns if c not in known and c not in IGNORED_COLUMNS]
     if unknown:
         raise DataError(

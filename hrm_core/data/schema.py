@@ -17,8 +17,19 @@ SYMBOL_ALIASES = ("symbol", "ticker")
 COLUMN_ALIASES = {"o": "open", "h": "high", "l": "low", "c": "close", "v": "volume", "vol": "volume"}
 
 IGNORED_COLUMNS = frozenset(
-    {"adj_close", "adjclose", "dividends", "stock_splits", "capital_gains", "vwap", "trades",
-     "count", "turnover", "unnamed:_0", "index"}
+    {
+        "adj_close",
+        "adjclose",
+        "dividends",
+        "stock_splits",
+        "capital_gains",
+        "vwap",
+        "trades",
+        "count",
+        "turnover",
+        "unnamed:_0",
+        "index",
+    }
 )
 """Columns real exports carry that the pipeline does not use; anything else unknown is an error."""
 

@@ -88,7 +88,9 @@ class YFinanceSource:
         try:
             import yfinance
         except ImportError as exc:
-            raise DataError("yfinance", "yfinance is not installed", "pip install 'hrm-trading[live]'") from exc
+            raise DataError(
+                "yfinance", "yfinance is not installed", "pip install 'hrm-trading[live]'"
+            ) from exc
         frames = []
         for symbol in self.symbols:
             try:

@@ -22,8 +22,8 @@ from hrm_core.data.schema import LINEAGE_COLUMNS, OHLCV_COLUMNS, PRICE_COLUMNS
 from hrm_core.errors import DataError
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-import great_expectations as gx  # noqa: E402  (the variable above must be set before import)
-from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
+import great_expectations as gx
+from great_expectations.data_context.types.base import ProgressBarsConfig
 
 ge = gx.expectations
 
@@ -31,8 +31,7 @@ ROW_RULES: dict[str, list] = {
     "ts_not_null": [ge.ExpectColumnValuesToNotBeNull(column="ts")],
     "ohlc_not_null": [ge.ExpectColumnValuesToNotBeNull(column=c) for c in PRICE_COLUMNS],
     "prices_positive": [
-        ge.ExpectColumnValuesToBeBetween(column=c, min_value=0, strict_min=True)
-        for c in PRICE_COLUMNS
+        ge.ExpectColumnValuesToBeBetween(column=c, min_value=0, strict_min=True) for c in PRICE_COLUMNS
     ],
     "high_ge_open_close": [
         ge.ExpectColumnPairValuesAToBeGreaterThanB(
@@ -183,9 +182,7 @@ def validate_ohlcv(bars: pd.DataFrame, config: ValidationConfig) -> ValidationRe
         broken = np.zeros(len(frame), dtype=bool)
         for mask in masks.values():
             broken |= mask
-        rules = [
-            [rule for rule, mask in masks.items() if mask[i]] for i in np.flatnonzero(broken)
-        ]
+        rules = [[rule for rule, mask in masks.items() if mask[i]] for i in np.flatnonzero(broken)]
         quarantined = frame.loc[broken].assign(rules=rules)
         clean = frame.loc[~broken, list(OHLCV_COLUMNS)]
         assert len(clean) + len(quarantined) == len(frame), "validation lost rows"
@@ -202,7 +199,11 @@ def validate_ohlcv(bars: pd.DataFrame, config: ValidationConfig) -> ValidationRe
         clean_parts.append(clean)
         quarantine_parts.append(quarantined[[*OHLCV_COLUMNS, *LINEAGE_COLUMNS, "rules"]])
     return ValidationReport(
-        clean=pd.concat(clean_parts, ignore_index=True) if clean_parts else bars.iloc[:0][list(OHLCV_COLUMNS)],
-        quarantine=pd.concat(quarantine_parts, ignore_index=True) if quarantine_parts else bars.iloc[:0].assign(rules=[]),
+        clean=pd.concat(clean_parts, ignore_index=True)
+        if clean_parts
+        else bars.iloc[:0][list(OHLCV_COLUMNS)],
+        quarantine=pd.concat(quarantine_parts, ignore_index=True)
+        if quarantine_parts
+        else bars.iloc[:0].assign(rules=[]),
         symbols=reports,
     )

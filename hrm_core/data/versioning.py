@@ -48,7 +48,9 @@ def _dvc(project_dir: Path, *args: str) -> str:
     )
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise HRMError(f"dvc {' '.join(args)} failed in {project_dir}: {detail[-1] if detail else proc.returncode}")
+        raise HRMError(
+            f"dvc {' '.join(args)} failed in {project_dir}: {detail[-1] if detail else proc.returncode}"
+        )
     return proc.stdout
 
 

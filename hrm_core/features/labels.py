@@ -21,12 +21,16 @@ def build_labels(con: duckdb.DuckDBPyConnection, config: LabelConfig, source: st
     forward = ",\n        ".join(
         f"ln(lead(open, {1 + h}) OVER w / lead(open, 1) OVER w) AS fwd_ret_{h}" for h in config.horizons
     )
-    sql = (SQL_DIR / "labels.sql").read_text().format(
-        forward_returns=forward,
-        forward_columns=", ".join(label_columns(config.horizons)),
-        longest_exit=1 + max(config.horizons),
-        tag_exit=1 + config.tag_horizon,
-        tag_horizon=config.tag_horizon,
+    sql = (
+        (SQL_DIR / "labels.sql")
+        .read_text()
+        .format(
+            forward_returns=forward,
+            forward_columns=", ".join(label_columns(config.horizons)),
+            longest_exit=1 + max(config.horizons),
+            tag_exit=1 + config.tag_horizon,
+            tag_horizon=config.tag_horizon,
+        )
     )
     with transaction(con):
         con.execute("CREATE SCHEMA IF NOT EXISTS labels")

@@ -57,11 +57,27 @@ FEATURES: tuple[Feature, ...] = (
     Feature("s_ret_10", "momentum", 10, "log return over 10 bars"),
     Feature("s_ret_20", "momentum", 20, "log return over 20 bars"),
     # volatility.sql
-    Feature("h_atr_20", "volatility", 20, "average true range, 20 bars (Wilder)", "ATR(high, low, close, 20)"),
+    Feature(
+        "h_atr_20", "volatility", 20, "average true range, 20 bars (Wilder)", "ATR(high, low, close, 20)"
+    ),
     Feature("h_atr_20_pct", "volatility", 20, "ATR20 / close"),
-    Feature("l_bbands_upper_20", "volatility", 19, "upper Bollinger band, 20 bars, 2σ", "BBANDS(close, 20, 2, 2)[0]"),
-    Feature("l_bbands_middle_20", "volatility", 19, "middle Bollinger band (SMA20)", "BBANDS(close, 20, 2, 2)[1]"),
-    Feature("l_bbands_lower_20", "volatility", 19, "lower Bollinger band, 20 bars, 2σ", "BBANDS(close, 20, 2, 2)[2]"),
+    Feature(
+        "l_bbands_upper_20",
+        "volatility",
+        19,
+        "upper Bollinger band, 20 bars, 2σ",
+        "BBANDS(close, 20, 2, 2)[0]",
+    ),
+    Feature(
+        "l_bbands_middle_20", "volatility", 19, "middle Bollinger band (SMA20)", "BBANDS(close, 20, 2, 2)[1]"
+    ),
+    Feature(
+        "l_bbands_lower_20",
+        "volatility",
+        19,
+        "lower Bollinger band, 20 bars, 2σ",
+        "BBANDS(close, 20, 2, 2)[2]",
+    ),
     Feature("l_bb_pctb_20", "volatility", 19, "Bollinger %b: position of close between the bands"),
     Feature("l_bb_width_20", "volatility", 19, "Bollinger band width / middle band"),
     Feature("l_bb_squeeze", "volatility", 118, "1 when band width is within 10 % of its 100-bar low"),

@@ -67,14 +67,17 @@ def build_splits(
     ``warmup`` is the per-symbol bar index before which rows are not used (feature lookbacks plus
     the model's window). Normalisation (mean, std) is fitted on each fold's training rows only.
     """
-    timeline = pd.DatetimeIndex(
-        con.execute("SELECT DISTINCT ts FROM labels.forward ORDER BY ts").df()["ts"]
-    )
+    timeline = pd.DatetimeIndex(con.execute("SELECT DISTINCT ts FROM labels.forward ORDER BY ts").df()["ts"])
     folds = plan_folds(timeline, config, embargo)
     plan = pd.DataFrame(
         [
-            {"fold": f.fold, "part": part, "start_ts": getattr(f, part)[0], "end_ts": getattr(f, part)[1],
-             "next_start_ts": _next_start(f, part)}
+            {
+                "fold": f.fold,
+                "part": part,
+                "start_ts": getattr(f, part)[0],
+                "end_ts": getattr(f, part)[1],
+                "next_start_ts": _next_start(f, part),
+            }
             for f in folds
             for part in PARTS
         ]
@@ -162,7 +165,9 @@ def check_splits(con: duckdb.DuckDBPyConnection, embargo: int) -> list[str]:
         problems.append(f"label window overlaps the next part (not purged): {leaks[0]}")
     gaps = con.execute(
         """
-        WITH timeline AS (SELECT ts, row_number() OVER (ORDER BY ts) AS i FROM (SELECT DISTINCT ts FROM labels.forward)),
+        WITH timeline AS (
+            SELECT ts, row_number() OVER (ORDER BY ts) AS i FROM (SELECT DISTINCT ts FROM labels.forward)
+        ),
         ends AS (
             SELECT f.fold, f.part, s.i AS start_i, e.i AS end_i FROM splits.folds AS f
             JOIN timeline AS s ON s.ts = f.start_ts JOIN timeline AS e ON e.ts = f.end_ts
