@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import duckdb
 import pandas as pd
 
-from hrm_core.data.schema import LINEAGE_COLUMNS, OHLCV_COLUMNS
+from hrm_core.data.schema import OHLCV_COLUMNS
 
 SCHEMAS = ("raw", "quarantine", "clean", "features", "labels", "splits")
 
@@ -82,5 +82,3 @@ def read_bars(con: duckdb.DuckDBPyConnection, table: str, symbols: list[str]) ->
     frame["ts"] = pd.to_datetime(frame["ts"]).dt.tz_localize("UTC")
     return frame
 
-
-__all__ = ["LINEAGE_COLUMNS", "ensure_tables", "read_bars", "replace_symbols", "transaction"]
