@@ -14,7 +14,6 @@ from pathlib import Path
 import yaml
 
 from assets.resources import DEFAULT_CONFIG, HRMSettings, hrm_home
-from hrm_core.data.sources import make_source
 from hrm_core.errors import HRMError
 
 JOB_ALIASES = {"data": "data_job", "train": "train_job", "full": "full_job"}
@@ -63,7 +62,12 @@ def _run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from pipelines.definitions import build_definitions
-    from pipelines.jobs import JOBS_BY_SIZE, partition_range_tags, sync_symbol_partitions
+    from pipelines.jobs import (
+        JOBS_BY_SIZE,
+        discover_symbols,
+        partition_range_tags,
+        sync_symbol_partitions,
+    )
     from pipelines.resources import resources_for_profile
 
     settings = HRMSettings(
@@ -78,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
         raise HRMError(f"job '{args.job}' is not defined yet (defined: {', '.join(sorted(defined))})")
 
     s3_client = resources["s3"].get_client() if (config.data.path or "").startswith("s3://") else None
-    symbols = sorted(make_source(config.data, s3_client).load()["symbol"].unique().tolist())
+    symbols = discover_symbols(config.data, s3_client)
     instance = dg.DagsterInstance.get()
     sync_symbol_partitions(instance, symbols)
     print(

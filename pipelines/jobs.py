@@ -1,5 +1,7 @@
 """Jobs and schedules."""
 
+from typing import Any
+
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
@@ -10,6 +12,7 @@ from assets.resources import HRMSettings
 from assets.splits import walk_forward_splits
 from assets.validation import clean_ohlcv
 from assets.versioning import dataset_version
+from hrm_core.config import DataConfig
 from hrm_core.data.sources import make_source
 
 DATA_ASSETS = [
@@ -39,6 +42,11 @@ def partition_range_tags(symbols: list[str]) -> dict[str, str]:
     }
 
 
+def discover_symbols(config: DataConfig, s3_client: Any = None) -> list[str]:
+    """The sorted symbols the configured source holds: the partitions a run should cover."""
+    return sorted(make_source(config, s3_client).load()["symbol"].unique().tolist())
+
+
 def sync_symbol_partitions(instance: dg.DagsterInstance, symbols: list[str]) -> list[str]:
     """Make the ``symbols`` partitions exactly ``symbols`` (in that order); return them.
 
@@ -58,8 +66,8 @@ def daily_ingest_schedule(
     context: dg.ScheduleEvaluationContext, settings: HRMSettings, s3: S3Resource
 ) -> dg.RunRequest:
     """Every morning: discover the source's symbols and run the data job over all of them."""
-    bars = make_source(settings.config().data, s3.get_client()).load()
-    symbols = sync_symbol_partitions(context.instance, sorted(bars["symbol"].unique().tolist()))
+    symbols = discover_symbols(settings.config().data, s3.get_client())
+    sync_symbol_partitions(context.instance, symbols)
     return dg.RunRequest(
         run_key=context.scheduled_execution_time.isoformat(), tags=partition_range_tags(symbols)
     )

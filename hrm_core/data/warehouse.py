@@ -81,4 +81,3 @@ def read_bars(con: duckdb.DuckDBPyConnection, table: str, symbols: list[str]) ->
     ).df()
     frame["ts"] = pd.to_datetime(frame["ts"]).dt.tz_localize("UTC")
     return frame
-
