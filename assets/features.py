@@ -18,7 +18,7 @@ POINT_IN_TIME_TOLERANCE = 1e-9
 @dg.asset(deps=[dataset_version], pool=WAREHOUSE_POOL, group_name="features", kinds={"duckdb", "sql"})
 def hierarchical_features(warehouse: DuckDBResource) -> dg.MaterializeResult:
     """``features.hierarchical``: every registered feature for every clean bar, built by the SQL
-    files under ``hrm_core/features/sql`` in one transaction."""
+    files under ``hrm_core/features/sql``; the table is replaced in one transaction."""
     with warehouse.get_connection() as con:
         rows = build_features(con)
         symbols = con.execute("SELECT count(DISTINCT symbol) FROM features.hierarchical").fetchone()[0]

@@ -63,6 +63,7 @@ def run_duckdb(symbols: int, bars: int) -> dict:
         con.register("generated", frame)
         con.execute("INSERT INTO clean.ohlcv SELECT * FROM generated")
         con.unregister("generated")
+        con.execute("CHECKPOINT")
         del frame
         with PeakRSS() as memory:
             start = time.perf_counter()

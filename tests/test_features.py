@@ -1,5 +1,6 @@
 """Features: the registry matches the table, TA-Lib agreement, finiteness and point-in-time."""
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -115,3 +116,28 @@ def test_model_features_follow_the_config_indicator_names():
     assert columns["strategic"] == ["h_sma_50_ratio", "h_regime", "h_trend_strength_50", "h_vol_ratio_20_100"]
     assert columns["tactical"][:3] == ["l_macd_norm", "l_macd_signal_norm", "l_macd_hist_norm"]
     assert "s_ret_1" in columns["tactical"]
+
+
+def test_building_in_symbol_batches_gives_the_same_table(daily_bars):
+    con = warehouse_with(daily_bars)
+    build_features(con, rows_per_batch=1)
+    batched = con.execute("SELECT * FROM features.hierarchical ORDER BY symbol, ts").df()
+    pd.testing.assert_frame_equal(batched, features_for(daily_bars))
+    assert sorted(batched["symbol"].unique()) == sorted(daily_bars["symbol"].unique())
+
+
+def test_a_failed_build_leaves_the_previous_feature_table(daily_bars):
+    con = warehouse_with(daily_bars)
+    build_features(con)
+    before = con.execute("SELECT * FROM features.hierarchical ORDER BY symbol, ts").df()
+    last = sorted(daily_bars["symbol"].unique())[-1]
+    con.execute(
+        "CREATE VIEW clean.broken AS SELECT * REPLACE "
+        f"(CASE WHEN symbol = '{last}' THEN error('bad batch') ELSE close END AS close) FROM clean.ohlcv"
+    )
+    with pytest.raises(duckdb.Error, match="bad batch"):
+        build_features(con, source="clean.broken", rows_per_batch=1)
+    after = con.execute("SELECT * FROM features.hierarchical ORDER BY symbol, ts").df()
+    pd.testing.assert_frame_equal(after, before)
+    tables = con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'features'").fetchall()
+    assert tables == [("hierarchical",)]

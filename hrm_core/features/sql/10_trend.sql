@@ -1,6 +1,6 @@
 -- Trend (strategic): simple moving averages as TA-Lib's SMA, price relative to them, the
--- strength of the 50-bar trend (R² of a log-price regression, signed by its slope), the 100-bar
--- return and z-score of price.
+-- strength of the 50-bar trend (R² of a log-price regression signed by its slope, which is
+-- corr·|corr|; 0 for a flat window), the 100-bar return and z-score of price.
 CREATE OR REPLACE TEMP TABLE f_trend AS
 WITH windows AS (
     SELECT
@@ -11,8 +11,7 @@ WITH windows AS (
         avg(close) OVER (w ROWS 99 PRECEDING)                  AS mean_100,
         avg(close) OVER (w ROWS 199 PRECEDING)                 AS mean_200,
         stddev_pop(close) OVER (w ROWS 99 PRECEDING)           AS sd_100,
-        regr_slope(ln(close), n) OVER (w ROWS 49 PRECEDING)    AS slope_50,
-        regr_r2(ln(close), n) OVER (w ROWS 49 PRECEDING)       AS r2_50,
+        corr(ln(close), n) OVER (w ROWS 49 PRECEDING)          AS corr_50,
         lag(close, 100) OVER w                                 AS close_100_ago
     FROM bars
     WINDOW w AS (PARTITION BY symbol ORDER BY n)
@@ -35,7 +34,8 @@ SELECT
     close / sma_100 - 1                                      AS h_sma_100_ratio,
     close / sma_200 - 1                                      AS h_sma_200_ratio,
     sma_50 / sma_200 - 1                                     AS h_sma_50_200_spread,
-    CASE WHEN n >= 49 THEN sign(slope_50) * coalesce(r2_50, 0) END AS h_trend_strength_50,
+    CASE WHEN n >= 49 THEN CASE WHEN isnan(corr_50) THEN 0 ELSE corr_50 * abs(corr_50) END END
+                                                             AS h_trend_strength_50,
     ln(close / close_100_ago)                                AS h_ret_100,
     CASE WHEN n >= 99 THEN coalesce((close - mean_100) / nullif(sd_100, 0), 0) END
                                                              AS h_zscore_100

@@ -12,10 +12,6 @@ WITH windows AS (
         close,
         greatest(close - prev_close, 0)               AS gain,
         greatest(prev_close - close, 0)               AS loss,
-        avg(close) OVER (w ROWS 11 PRECEDING)         AS mean_12,
-        avg(close) OVER (w ROWS 25 PRECEDING)         AS mean_26,
-        avg(greatest(close - prev_close, 0)) OVER (w ROWS 13 PRECEDING) AS mean_gain_14,
-        avg(greatest(prev_close - close, 0)) OVER (w ROWS 13 PRECEDING) AS mean_loss_14,
         lag(close, 1) OVER w                          AS close_1_ago,
         lag(close, 5) OVER w                          AS close_5_ago,
         lag(close, 10) OVER w                         AS close_10_ago,
@@ -26,38 +22,19 @@ WITH windows AS (
 smoothed AS (
     SELECT
         *,
-        linear_recurrence(
-            CASE WHEN n = 11 THEN mean_12 WHEN n > 11 THEN close * 2 / 13 ELSE 0 END, 11 / 13, n
-        ) AS ema_12_all,
-        linear_recurrence(
-            CASE WHEN n = 25 THEN mean_26 WHEN n > 25 THEN close * 2 / 27 ELSE 0 END, 25 / 27, n
-        ) AS ema_26_all,
-        linear_recurrence(
-            CASE WHEN n = 25 THEN mean_12 WHEN n > 25 THEN close * 2 / 13 ELSE 0 END, 11 / 13, n
-        ) AS macd_fast_all,
-        linear_recurrence(
-            CASE WHEN n = 14 THEN mean_gain_14 WHEN n > 14 THEN gain / 14 ELSE 0 END, 13 / 14, n
-        ) AS avg_gain_all,
-        linear_recurrence(
-            CASE WHEN n = 14 THEN mean_loss_14 WHEN n > 14 THEN loss / 14 ELSE 0 END, 13 / 14, n
-        ) AS avg_loss_all
+        seeded_smoothing(close, 11 / 13, 12, 11, n)  AS ema_12_all,
+        seeded_smoothing(close, 25 / 27, 26, 25, n)  AS ema_26_all,
+        seeded_smoothing(close, 11 / 13, 12, 25, n)  AS macd_fast_all,
+        seeded_smoothing(gain, 13 / 14, 14, 14, n)   AS avg_gain_all,
+        seeded_smoothing(loss, 13 / 14, 14, 14, n)   AS avg_loss_all
     FROM windows
-),
-macd_line AS (
-    SELECT
-        *,
-        macd_fast_all - ema_26_all AS macd_all,
-        avg(macd_fast_all - ema_26_all) OVER (PARTITION BY symbol ORDER BY n ROWS 8 PRECEDING)
-            AS mean_macd_9
-    FROM smoothed
 ),
 signal AS (
     SELECT
         *,
-        linear_recurrence(
-            CASE WHEN n = 33 THEN mean_macd_9 WHEN n > 33 THEN macd_all * 2 / 10 ELSE 0 END, 8 / 10, n
-        ) AS signal_all
-    FROM macd_line
+        macd_fast_all - ema_26_all AS macd_all,
+        seeded_smoothing(macd_fast_all - ema_26_all, 8 / 10, 9, 33, n) AS signal_all
+    FROM smoothed
 ),
 indicators AS (
     SELECT

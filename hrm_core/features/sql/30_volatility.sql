@@ -12,7 +12,6 @@ WITH ranges AS (
 windows AS (
     SELECT
         *,
-        avg(true_range) OVER (w ROWS 19 PRECEDING)      AS mean_tr_20,
         avg(close) OVER (w ROWS 19 PRECEDING)           AS mean_20,
         stddev_pop(close) OVER (w ROWS 19 PRECEDING)    AS sd_20,
         stddev_samp(log_ret) OVER (w ROWS 19 PRECEDING) AS vol_20,
@@ -24,9 +23,7 @@ windows AS (
 bands AS (
     SELECT
         *,
-        CASE WHEN n >= 20 THEN linear_recurrence(
-            CASE WHEN n = 20 THEN mean_tr_20 WHEN n > 20 THEN true_range / 20 ELSE 0 END, 19 / 20, n
-        ) END AS atr_20,
+        CASE WHEN n >= 20 THEN seeded_smoothing(true_range, 19 / 20, 20, 20, n) END AS atr_20,
         CASE WHEN n >= 19 THEN mean_20 + 2 * sd_20 END AS upper_20,
         CASE WHEN n >= 19 THEN mean_20 END             AS middle_20,
         CASE WHEN n >= 19 THEN mean_20 - 2 * sd_20 END AS lower_20,

@@ -1,6 +1,7 @@
--- The feature table: one row per bar, features prefixed h_ (strategic), l_ (tactical) and
--- s_ (shared). Columns are listed by the registry test, which keeps registry and table equal.
-CREATE OR REPLACE TABLE features.hierarchical AS
+-- The feature rows of one batch of symbols: one row per bar, features prefixed h_ (strategic),
+-- l_ (tactical) and s_ (shared); the builder appends them to the feature table. Columns are
+-- listed by the registry test, which keeps registry and table equal.
+CREATE OR REPLACE TEMP VIEW hierarchical_batch AS
 SELECT
     bars.symbol,
     bars.ts,
