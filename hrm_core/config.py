@@ -92,6 +92,105 @@ class SplitConfig(_Strict):
     embargo_bars: int | None = Field(None, ge=0)
 
 
+class ModelConfig(_Strict):
+    """The HRM itself, with the seed's key names. ``gradient``: ``one_step`` (the paper's O(1)
+    memory approximation), ``last_cycle`` (backpropagate through the last full H cycle) or
+    ``full`` (through every cycle; for ablations and the memory comparison)."""
+
+    H_cycles: int = Field(2, ge=1)
+    L_cycles: int = Field(2, ge=1)
+    H_layers: int = Field(2, ge=1)
+    L_layers: int = Field(2, ge=1)
+    hidden_size: int = Field(64, ge=8)
+    num_heads: int = Field(4, ge=1)
+    expansion: float = Field(2.0, gt=0)
+    h_pool: int = Field(10, ge=1)
+    halt_max_steps: int = Field(4, ge=1)
+    halt_exploration_prob: float = Field(0.1, ge=0.0, le=1.0)
+    gradient: Literal["one_step", "last_cycle", "full"] = "one_step"
+    h_update_interval: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> ModelConfig:
+        if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 2:
+            raise ValueError(
+                f"model.hidden_size ({self.hidden_size}) must split into num_heads ({self.num_heads}) "
+                "heads of even size, e.g. hidden_size 64 with num_heads 4"
+            )
+        return self
+
+
+class TradingConfig(_Strict):
+    """Execution and risk settings shared by the training loss, the environments and backtests."""
+
+    risk_multiplier: float = Field(1.5, gt=0)
+    reward_multiplier: float = Field(2.0, gt=0)
+    position_sizing_method: Literal["fixed_fraction", "volatility_adjusted"] = "fixed_fraction"
+    max_position_size: float = Field(1.0, gt=0)
+    risk_per_trade: float = Field(0.01, gt=0)
+    commission: float = Field(0.0005, ge=0)
+    fixed_fee: float = Field(0.0, ge=0)
+    slippage: float = Field(0.0002, ge=0)
+    initial_capital: float = Field(100_000.0, gt=0)
+    periods_per_year: float = Field(252.0, gt=0)
+
+
+class LossWeights(_Strict):
+    """L_ACT = immediate·L_immediate + short·L_short + medium·L_medium + long·L_long + q·L_Q."""
+
+    immediate: float = Field(1.0, ge=0)
+    short: float = Field(0.5, ge=0)
+    medium: float = Field(0.25, ge=0)
+    long: float = Field(0.25, ge=0)
+    q: float = Field(0.5, ge=0)
+
+
+class StageConfig(_Strict):
+    """One curriculum phase: its cycles, whether ACT halting is learned, and its budget."""
+
+    name: str
+    H_cycles: int = Field(ge=1)
+    L_cycles: int = Field(ge=1)
+    act: bool = False
+    episodes: int = Field(ge=1)
+
+
+class TrainingConfig(_Strict):
+    """Trainer settings. An episode is one chunk of ``chunk_bars`` consecutive decisions."""
+
+    deep_supervision_segments: int = Field(4, ge=1)
+    loss_weights: LossWeights = LossWeights()
+    short_window: int = Field(10, ge=2)
+    medium_window: int = Field(50, ge=2)
+    chunk_bars: int = Field(128, ge=8)
+    batch_chunks: int = Field(8, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.1, ge=0)
+    warmup_steps: int = Field(20, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    eval_every: int = Field(25, ge=1)
+    patience: int = Field(4, ge=1)
+    checkpoint_every: int = Field(50, ge=1)
+    fold: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = True
+    task_mix: dict[str, float] = {"trend": 0.4, "mean_reversion": 0.3, "breakout": 0.2, "adverse": 0.1}
+    curriculum: list[StageConfig] = [
+        StageConfig(name="basic", H_cycles=1, L_cycles=3, episodes=400),
+        StageConfig(name="advanced", H_cycles=2, L_cycles=5, episodes=400),
+        StageConfig(name="full", H_cycles=3, L_cycles=7, act=True, episodes=400),
+    ]
+
+    @field_validator("task_mix")
+    @classmethod
+    def _known_tasks(cls, mix: dict[str, float]) -> dict[str, float]:
+        known = {"trend", "mean_reversion", "breakout", "adverse"}
+        unknown = set(mix) - known
+        if unknown or any(w < 0 for w in mix.values()) or sum(mix.values()) <= 0:
+            raise ValueError(f"training.task_mix: non-negative weights for {sorted(known)}, e.g. trend: 0.4")
+        return mix
+
+
 class HRMConfig(_Strict):
     """The whole project configuration."""
 
@@ -101,6 +200,9 @@ class HRMConfig(_Strict):
     hierarchical_features: HierarchicalFeaturesConfig = HierarchicalFeaturesConfig()
     labels: LabelConfig = LabelConfig()
     splits: SplitConfig = SplitConfig()
+    model: ModelConfig = ModelConfig()
+    trading: TradingConfig = TradingConfig()
+    training: TrainingConfig = TrainingConfig()
 
     @model_validator(mode="after")
     def _embargo_covers_labels(self) -> HRMConfig:
