@@ -65,8 +65,14 @@ class TradingOutputs:
 class TradingHeads(nn.Module):
     """Linear heads on the decision summary [B, features] (last L token and mean H state)."""
 
-    def __init__(self, features: int, hidden_size: int, risk_multiplier: float, reward_multiplier: float,
-                 max_position_size: float) -> None:
+    def __init__(
+        self,
+        features: int,
+        hidden_size: int,
+        risk_multiplier: float,
+        reward_multiplier: float,
+        max_position_size: float,
+    ) -> None:
         super().__init__()
         self.risk_multiplier = risk_multiplier
         self.reward_multiplier = reward_multiplier
@@ -79,7 +85,9 @@ class TradingHeads(nn.Module):
             self.q.weight.zero_()
             self.q.bias.fill_(-5.0)
 
-    def forward(self, summary: torch.Tensor, h_summary: torch.Tensor, position: torch.Tensor) -> TradingOutputs:
+    def forward(
+        self, summary: torch.Tensor, h_summary: torch.Tensor, position: torch.Tensor
+    ) -> TradingOutputs:
         logits = self.action(summary).float().masked_fill(~action_mask(position), float("-inf"))
         raw = self.scalars(summary).float()
         q = self.q(summary).float()

@@ -66,7 +66,7 @@ class SwiGLU(nn.Module):
 
     def __init__(self, hidden_size: int, expansion: float) -> None:
         super().__init__()
-        inner = int(round(hidden_size * expansion * 2 / 3 / 8)) * 8 or 8
+        inner = round(hidden_size * expansion * 2 / 3 / 8) * 8 or 8
         self.gate_up = nn.Linear(hidden_size, 2 * inner, bias=False)
         self.down = nn.Linear(inner, hidden_size, bias=False)
 

@@ -1,0 +1,1 @@
+"""Training the HRM trader: data windows, the trading loss, curriculum trainer, checkpoints."""

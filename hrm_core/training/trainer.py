@@ -1,0 +1,242 @@
+"""The curriculum trainer: stages of growing H×L cycles, deep supervision, ACT, early stopping,
+checkpoints that resume a killed run where it stopped, and bit-identical seeded runs on CPU.
+
+Each stage (``training.curriculum``) warm-starts from the previous one's best weights with a fresh
+AdamW (betas 0.9, 0.95), linear warm-up then cosine decay, and gradient clipping. Every
+``eval_every`` steps the validation loss (fixed validation chunks, no exploration) is measured; a
+stage stops after ``patience`` evaluations without improvement and keeps its best weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hrm_core.config import HRMConfig, StageConfig
+from hrm_core.errors import HRMError
+from hrm_core.model.act import run_segments
+from hrm_core.model.hrm import HRMTrader
+from hrm_core.training.checkpoint import load_checkpoint, save_checkpoint
+from hrm_core.training.data import Chunks, MarketData, WindowSampler
+from hrm_core.training.losses import act_loss
+
+VALIDATION_CHUNKS = 32
+
+
+def pick_device(preference: str) -> torch.device:
+    """CUDA when present (or asked for), else CPU."""
+    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def build_model(config: HRMConfig, data: MarketData) -> HRMTrader:
+    hf = config.hierarchical_features
+    return HRMTrader(
+        config.model,
+        config.trading,
+        n_strategic=data.strategic.shape[1],
+        n_tactical=data.tactical.shape[1],
+        high_level_lookback=hf.high_level_lookback,
+        low_level_lookback=hf.low_level_lookback,
+    )
+
+
+@dataclass
+class TrainResult:
+    model: HRMTrader
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _State:
+    """Everything a resumed run needs besides the weights and optimiser."""
+
+    stage: int = 0
+    step: int = 0
+    best_loss: float = math.inf
+    bad_evals: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: HRMConfig,
+        data: MarketData,
+        checkpoint_dir: str | Path | None = None,
+        progress: bool = True,
+        model: HRMTrader | None = None,
+    ) -> None:
+        self.config = config
+        self.training = config.training
+        self.device = pick_device(self.training.device)
+        self.data = data
+        self.progress = progress
+        self.checkpoint_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
+        torch.manual_seed(config.seed)
+        self.model = (model or build_model(config, data)).to(self.device)
+        self.sampler = WindowSampler(data, config, self.device)
+        self.train_starts = self.sampler.chunk_starts("train")
+        if not len(self.train_starts[-1]):
+            raise HRMError(
+                f"training data: no chunk of {self.training.chunk_bars} consecutive training decisions; "
+                "lower training.chunk_bars or the lookbacks, or use more data"
+            )
+        validation_starts = self.sampler.chunk_starts("validation")[-1]
+        pick = np.random.default_rng(config.seed + 1)
+        chosen = np.sort(
+            pick.choice(validation_starts, min(VALIDATION_CHUNKS, len(validation_starts)), replace=False)
+        )
+        self.validation = self.sampler.chunks(chosen, pick) if len(chosen) else None
+        self.rng = np.random.default_rng(config.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.autocast = self.device.type == "cuda" and self.training.bf16
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self._resume_optimizer: dict | None = None
+
+    def fit(self, stop_after_steps: int | None = None) -> TrainResult:
+        """Run (or resume) the curriculum. ``stop_after_steps`` ends early after that many optimiser
+        steps in this call, as a kill would (for tests of resuming)."""
+        state = self._resume()
+        steps_this_call = 0
+        for index in range(state.stage, len(self.training.curriculum)):
+            stage = self.training.curriculum[index]
+            self.model.set_cycles(stage.H_cycles, stage.L_cycles)
+            optimizer = self._optimizer()
+            if state.step and self._resume_optimizer is not None:
+                optimizer.load_state_dict(self._resume_optimizer)
+            self._resume_optimizer = None
+            total = self._stage_steps(stage)
+            if self.best_state is None:
+                self.best_state = copy.deepcopy(self.model.state_dict())
+            bar = tqdm(total=total, initial=state.step, desc=f"stage {stage.name}", disable=not self.progress)
+            while state.step < total and state.bad_evals < self.training.patience:
+                logged = self._train_step(stage, optimizer, state.step)
+                state.step += 1
+                steps_this_call += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{logged['loss']:.3f}", segments=f"{logged['segments']:.2f}")
+                if state.step % self.training.eval_every == 0 or state.step == total:
+                    logged["val_loss"] = self.validation_loss(stage)
+                    if logged["val_loss"] < state.best_loss:
+                        state.best_loss, state.bad_evals = logged["val_loss"], 0
+                        self.best_state = copy.deepcopy(self.model.state_dict())
+                    else:
+                        state.bad_evals += 1
+                state.history.append({"stage": stage.name, "step": state.step, **logged})
+                if self.checkpoint_path and state.step % self.training.checkpoint_every == 0:
+                    self._save(state, optimizer)
+                if stop_after_steps is not None and steps_this_call >= stop_after_steps:
+                    bar.close()
+                    self._save(state, optimizer)
+                    return TrainResult(self.model, state.history)
+            bar.close()
+            if self.validation is not None and math.isfinite(state.best_loss):
+                self.model.load_state_dict(self.best_state)
+            self.best_state = None
+            state = _State(stage=index + 1, history=state.history)
+            if self.checkpoint_path:
+                self._save(state, None)
+        return TrainResult(self.model, state.history)
+
+    def _stage_steps(self, stage: StageConfig) -> int:
+        return math.ceil(stage.episodes / self.training.batch_chunks)
+
+    def _segments(self, stage: StageConfig) -> int:
+        return self.config.model.halt_max_steps if stage.act else self.training.deep_supervision_segments
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            self.model.parameters(),
+            lr=self.training.learning_rate,
+            betas=(0.9, 0.95),
+            weight_decay=self.training.weight_decay,
+        )
+
+    def _learning_rate(self, stage: StageConfig, step: int) -> float:
+        """Linear warm-up, then cosine decay to 10 % at the end of the stage."""
+        total, warmup = self._stage_steps(stage), self.training.warmup_steps
+        if step < warmup:
+            factor = (step + 1) / warmup
+        else:
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            factor = 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
+        return self.training.learning_rate * factor
+
+    def _forward(self, stage: StageConfig, chunks: Chunks, explore: bool) -> tuple[torch.Tensor, dict]:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            run = run_segments(
+                self.model,
+                chunks.inputs,
+                self._segments(stage),
+                stage.act,
+                self.config.model.halt_exploration_prob if explore else 0.0,
+                generator=self.generator,
+            )
+        return act_loss(run, chunks, self.training, self.config.trading, stage.act)
+
+    def _train_step(
+        self, stage: StageConfig, optimizer: torch.optim.Optimizer, step: int
+    ) -> dict[str, float]:
+        self.model.train()
+        lr = self._learning_rate(stage, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        chunks = self.sampler.sample(self.train_starts, self.training.batch_chunks, self.rng)
+        loss, logged = self._forward(stage, chunks, explore=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.training.grad_clip)
+        optimizer.step()
+        return {**logged, "grad_norm": float(norm), "lr": lr}
+
+    @torch.no_grad()
+    def validation_loss(self, stage: StageConfig) -> float:
+        """Loss on the fixed validation chunks (deterministic); infinite when the fold has none, which
+        turns early stopping off."""
+        if self.validation is None:
+            return math.inf
+        self.model.eval()
+        _, logged = self._forward(stage, self.validation, explore=False)
+        return logged["loss"]
+
+    def _save(self, state: _State, optimizer: torch.optim.Optimizer | None) -> None:
+        if not self.checkpoint_path:
+            return
+        save_checkpoint(
+            self.checkpoint_path,
+            {
+                "model": self.model.state_dict(),
+                "best_model": self.best_state,
+                "optimizer": optimizer.state_dict() if optimizer else None,
+                "config": self.config.model_dump(mode="json"),
+                "stage": state.stage,
+                "step": state.step,
+                "best_loss": state.best_loss,
+                "bad_evals": state.bad_evals,
+                "history": state.history,
+                "torch_rng": torch.get_rng_state(),
+                "generator": self.generator.get_state(),
+                "numpy_rng": self.rng.bit_generator.state,
+            },
+        )
+
+    def _resume(self) -> _State:
+        if not self.checkpoint_path or not self.checkpoint_path.exists():
+            return _State()
+        saved = load_checkpoint(self.checkpoint_path, map_location=self.device)
+        self.model.load_state_dict(saved["model"])
+        self._resume_optimizer = saved["optimizer"]
+        self.best_state = saved["best_model"]
+        torch.set_rng_state(saved["torch_rng"])
+        self.generator.set_state(saved["generator"])
+        self.rng.bit_generator.state = saved["numpy_rng"]
+        return _State(saved["stage"], saved["step"], saved["best_loss"], saved["bad_evals"], saved["history"])
