@@ -6,24 +6,16 @@ from dagster_duckdb import DuckDBResource
 from assets.ingest import WAREHOUSE_POOL
 from assets.labels import training_labels
 from assets.resources import HRMSettings
-from hrm_core.features.registry import max_lookback, model_features
+from hrm_core.features.registry import model_columns, model_features
 from hrm_core.features.splits import build_splits, check_splits
-
-
-def _model_columns(settings: HRMSettings) -> tuple[list[str], int]:
-    """The model's feature columns and the warm-up bars they need (lookbacks + H window)."""
-    config = settings.config()
-    hf = config.hierarchical_features
-    columns = model_features(hf.strategic_indicators, hf.tactical_indicators)
-    flat = columns["strategic"] + columns["tactical"]
-    return flat, max_lookback(flat) + hf.high_level_lookback - 1
 
 
 @dg.asset(deps=[training_labels], pool=WAREHOUSE_POOL, group_name="features", kinds={"duckdb"})
 def walk_forward_splits(settings: HRMSettings, warehouse: DuckDBResource) -> dg.MaterializeResult:
     """``splits.rows``, ``splits.folds`` and ``splits.normalization`` (fitted on train only)."""
     config = settings.config()
-    columns, warmup = _model_columns(settings)
+    hf = config.hierarchical_features
+    columns, warmup = model_columns(hf.strategic_indicators, hf.tactical_indicators, hf.high_level_lookback)
     with warehouse.get_connection() as con:
         folds = build_splits(con, config.splits, config.embargo_bars, columns, warmup)
         counts = con.execute("SELECT fold, part, n_rows FROM splits.folds ORDER BY fold, part").fetchall()
@@ -52,7 +44,9 @@ def walk_forward_splits(settings: HRMSettings, warehouse: DuckDBResource) -> dg.
             ),
             "embargo_bars": config.embargo_bars,
             "warmup_bars": warmup,
-            "model_features": dg.MetadataValue.json(columns),
+            "model_features": dg.MetadataValue.json(
+                model_features(hf.strategic_indicators, hf.tactical_indicators)
+            ),
         }
     )
 

@@ -2,5 +2,6 @@
 
 from hrm_core.config import HRMConfig, load_config
 from hrm_core.errors import ConfigError, DataError, HRMError
+from hrm_core.training.api import train
 
-__all__ = ["ConfigError", "DataError", "HRMConfig", "HRMError", "load_config"]
+__all__ = ["ConfigError", "DataError", "HRMConfig", "HRMError", "load_config", "train"]

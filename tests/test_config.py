@@ -19,9 +19,25 @@ def test_cpu_preset_loads_with_the_seeds_feature_keys():
     assert config.embargo_bars == 101
 
 
+def test_gpu_preset_is_the_seeds_model_and_curriculum():
+    config = load_config(REPO / "configs" / "hrm_gpu.yaml")
+    m = config.model
+    assert (m.hidden_size, m.num_heads, m.H_layers, m.L_layers) == (256, 8, 4, 3)
+    assert [(s.H_cycles, s.L_cycles, s.act, s.episodes) for s in config.training.curriculum] == [
+        (1, 3, False, 1000),
+        (2, 5, False, 2000),
+        (3, 7, True, 3000),
+    ]
+    assert config.training.bf16 and config.training.device == "auto"
+    assert (config.trading.risk_multiplier, config.trading.reward_multiplier) == (1.5, 2.0)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
+        ("model: {hidden_size: 30, num_heads: 4}", "even size"),
+        ("model: {H_cylces: 2}", "H_cylces"),
+        ("training: {task_mix: {momentum: 1.0}}", "task_mix"),
         ("hierarchical_features: {high_level_lookbak: 5}", "high_level_lookbak"),
         ("hierarchical_features: {tactical_indicators: [rsi_99]}", "unknown indicator 'rsi_99'"),
         ("data: {source: csv}", "needs data.path"),

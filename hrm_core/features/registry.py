@@ -139,6 +139,16 @@ def model_features(strategic: list[str], tactical: list[str]) -> dict[str, list[
     }
 
 
+def model_columns(
+    strategic: list[str], tactical: list[str], high_level_lookback: int
+) -> tuple[list[str], int]:
+    """Every column the model reads, and the warm-up bars before a row can be a decision: the
+    longest feature lookback plus the H window."""
+    columns = model_features(strategic, tactical)
+    flat = columns["strategic"] + columns["tactical"]
+    return flat, max_lookback(flat) + high_level_lookback - 1
+
+
 def max_lookback(columns: list[str]) -> int:
     """The longest lookback among ``columns``: bars before which a row cannot be used."""
     return max(BY_NAME[c].lookback for c in columns)

@@ -60,7 +60,7 @@ class HRMTradingAgent:
         carry = self.model.initial_carry(batch)  # a refresh starts H afresh, as in training
         if not refresh:
             carry = Carry(z_H=self.z_H, z_L=carry.z_L)
-        run = run_segments(self.model, inputs, self.segments, self.act, update_H=refresh)
+        run = run_segments(self.model, inputs, self.segments, self.act, carry=carry, update_H=refresh)
         self.z_H = run.carry.z_H
         self.bar += 1
         out = run.final

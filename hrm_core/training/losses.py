@@ -83,7 +83,7 @@ def act_loss(
     if act:
         q_loss = _q_loss(run, per_sample)
         total = total + weights["q"] * q_loss
-        logged["q"] = float(q_loss)
+        logged["q"] = float(q_loss.detach())
     logged["loss"] = float(total.detach())
     logged["segments"] = float(run.steps.float().mean())
     return total, logged

@@ -1,0 +1,44 @@
+"""The flat baseline: the same inputs, blocks and heads as the HRM, with its H_layers + L_layers
+blocks stacked into one transformer run once over the H and L tokens together — no recurrence,
+no cycles. Same parameter count, so "is the hierarchy worth it" is answered like for like."""
+
+from __future__ import annotations
+
+import torch
+
+from hrm_core.config import ModelConfig, TradingConfig
+from hrm_core.model.heads import TradingOutputs
+from hrm_core.model.hrm import Carry, HRMTrader, MarketInputs
+from hrm_core.model.layers import ReasoningModule
+
+
+class FlatTrader(HRMTrader):
+    def __init__(
+        self,
+        model: ModelConfig,
+        trading: TradingConfig,
+        n_strategic: int,
+        n_tactical: int,
+        high_level_lookback: int,
+        low_level_lookback: int,
+    ) -> None:
+        super().__init__(model, trading, n_strategic, n_tactical, high_level_lookback, low_level_lookback)
+        del self.H, self.L
+        self.stack = ReasoningModule(
+            model.H_layers + model.L_layers,
+            model.hidden_size,
+            model.num_heads,
+            model.expansion,
+            self.h_tokens + low_level_lookback,
+        )
+
+    def segment(
+        self, carry: Carry, inputs: MarketInputs, update_H: bool = True
+    ) -> tuple[Carry, TradingOutputs]:
+        """One pass over [H tokens; L tokens]; the carry passes through unchanged."""
+        x_H, x_L = self.embed(inputs)
+        tokens = torch.cat([x_H, x_L], dim=1)  # [B, H tokens + L bars, D]
+        z = self.stack(tokens, torch.zeros_like(tokens))
+        z_H, z_L = z[:, : self.h_tokens], z[:, self.h_tokens :]
+        summary = torch.cat([z_L[:, -1], z_H.mean(1)], dim=-1)
+        return carry, self.heads(summary, z_H.mean(1), inputs.position)

@@ -1,0 +1,51 @@
+"""``train(config)``, as the seed calls it: the data plane in an in-memory warehouse (no Dagster),
+then the curriculum trainer on one walk-forward fold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from hrm_core.config import HRMConfig
+from hrm_core.data.sources import make_source
+from hrm_core.data.validation import validate_ohlcv
+from hrm_core.data.warehouse import ensure_tables, replace_symbols, transaction
+from hrm_core.features.build import build_features
+from hrm_core.features.labels import build_labels
+from hrm_core.features.registry import model_columns
+from hrm_core.features.splits import build_splits
+from hrm_core.training.data import MarketData, load_market_data
+from hrm_core.training.trainer import Trainer, TrainResult
+
+
+def prepare_warehouse(config: HRMConfig, con: duckdb.DuckDBPyConnection) -> None:
+    """Load, validate, featurise, label and split the configured source into ``con``."""
+    report = validate_ohlcv(make_source(config.data).load(), config.validation)
+    ensure_tables(con)
+    symbols = sorted(report.symbols)
+    with transaction(con):
+        replace_symbols(con, "clean.ohlcv", report.clean, symbols)
+    build_features(con)
+    build_labels(con, config.labels)
+    hf = config.hierarchical_features
+    columns, warmup = model_columns(hf.strategic_indicators, hf.tactical_indicators, hf.high_level_lookback)
+    build_splits(con, config.splits, config.embargo_bars, columns, warmup)
+
+
+def prepare_market_data(config: HRMConfig) -> MarketData:
+    """The configured source as training data for fold ``training.fold``."""
+    con = duckdb.connect()
+    prepare_warehouse(config, con)
+    return load_market_data(con, config, config.training.fold)
+
+
+def train(
+    config: HRMConfig,
+    data: MarketData | None = None,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train the HRM through the configured curriculum; returns the model and its history."""
+    data = prepare_market_data(config) if data is None else data
+    return Trainer(config, data, checkpoint_dir=checkpoint_dir, progress=progress).fit()

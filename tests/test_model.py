@@ -1,0 +1,214 @@
+"""HRM model: one-step gradient, O(1) activation memory, ACT halting, heads and the agent."""
+
+import pytest
+import torch
+
+from hrm_core.config import ModelConfig, TradingConfig
+from hrm_core.model.act import run_segments
+from hrm_core.model.agent import HRMTradingAgent, position_after
+from hrm_core.model.heads import ACTIONS, BUY_LONG, CLOSE_LONG, HOLD, SELL_SHORT, action_mask
+from hrm_core.model.hrm import HRMTrader, MarketInputs
+
+HIGH, LOW, N_STRATEGIC, N_TACTICAL = 40, 12, 5, 6
+
+
+def make_model(**overrides) -> HRMTrader:
+    torch.manual_seed(0)
+    config = ModelConfig(hidden_size=32, num_heads=4, H_layers=1, L_layers=1, h_pool=10, **overrides)
+    return HRMTrader(config, TradingConfig(), N_STRATEGIC, N_TACTICAL, HIGH, LOW)
+
+
+def make_inputs(batch: int = 6, seed: int = 1) -> MarketInputs:
+    g = torch.Generator().manual_seed(seed)
+    position = torch.tensor([0.0, 0.5, -0.5, 0.0, 1.0, -1.0])[:batch]
+    return MarketInputs(
+        strategic=torch.randn(batch, HIGH, N_STRATEGIC, generator=g),
+        tactical=torch.randn(batch, LOW, N_TACTICAL, generator=g),
+        account=torch.randn(batch, 7, generator=g),
+        position=position,
+    )
+
+
+def parameter_grads(model: HRMTrader, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    model.zero_grad()
+    loss.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def reference_one_step(model: HRMTrader, inputs: MarketInputs) -> torch.Tensor:
+    """Every cycle with gradient enabled, but the states entering the last L and the last H update
+    detached: what the one-step gradient claims to compute."""
+    x_H, x_L = model.embed(inputs)
+    carry = model.initial_carry(inputs.position.shape[0])
+    z_H, z_L = carry.z_H, carry.z_L
+    for h in range(model.H_cycles):
+        for step in range(model.L_cycles):
+            if h == model.H_cycles - 1 and step == model.L_cycles - 1:
+                z_L, z_H = z_L.detach(), z_H.detach()
+            z_L = model.L(z_L, x_L + z_H.mean(1, keepdim=True))
+        if h == model.H_cycles - 1:
+            z_L_in = z_L
+            z_H = model.H(z_H.detach(), x_H + z_L_in.mean(1, keepdim=True))
+        else:
+            z_H = model.H(z_H, x_H + z_L.mean(1, keepdim=True))
+    summary = torch.cat([z_L[:, -1], z_H.mean(1)], dim=-1)
+    out = model.heads(summary, z_H.mean(1), inputs.position)
+    return out.target_position(inputs.position).pow(2).sum() + out.confidence.sum()
+
+
+def segment_loss(model: HRMTrader, inputs: MarketInputs) -> torch.Tensor:
+    _, out = model.segment(model.initial_carry(inputs.position.shape[0]), inputs)
+    return out.target_position(inputs.position).pow(2).sum() + out.confidence.sum()
+
+
+def test_one_step_gradient_only_flows_through_the_last_l_and_h_updates():
+    inputs = make_inputs()
+    model = make_model(H_cycles=2, L_cycles=3, gradient="one_step")
+    one_step = parameter_grads(model, segment_loss(model, inputs))
+    reference = parameter_grads(model, reference_one_step(model, inputs))
+    assert one_step.keys() == reference.keys()
+    for name in one_step:
+        torch.testing.assert_close(one_step[name], reference[name], rtol=1e-5, atol=1e-7)
+    full = make_model(H_cycles=2, L_cycles=3, gradient="full")
+    full_grads = parameter_grads(full, segment_loss(full, inputs))
+    differs = [n for n in one_step if not torch.allclose(one_step[n], full_grads[n], rtol=1e-4, atol=1e-6)]
+    assert differs, "full backpropagation should give different gradients than the one-step approximation"
+
+
+def saved_activation_bytes(model: HRMTrader, inputs: MarketInputs) -> int:
+    """Bytes of every tensor autograd keeps for the backward pass of one training segment."""
+    total = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        if not isinstance(tensor, torch.nn.Parameter):
+            total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        segment_loss(model, inputs).backward()
+    return total
+
+
+def test_one_step_memory_is_flat_in_the_cycles_while_full_backprop_grows():
+    inputs = make_inputs()
+    memory = {}
+    for mode in ("one_step", "last_cycle", "full"):
+        for cycles in ((1, 3), (3, 7)):
+            model = make_model(H_cycles=cycles[0], L_cycles=cycles[1], gradient=mode)
+            memory[mode, cycles] = saved_activation_bytes(model, inputs)
+    assert memory["one_step", (3, 7)] <= 1.15 * memory["one_step", (1, 3)]
+    assert memory["full", (3, 7)] > 4 * memory["full", (1, 3)]
+    assert memory["one_step", (3, 7)] < memory["last_cycle", (3, 7)] < memory["full", (3, 7)]
+
+
+def test_actions_are_masked_by_the_position_and_move_it_as_named():
+    mask = action_mask(torch.tensor([0.0, 0.5, -0.5]))
+    allowed = [{ACTIONS[i] for i in range(5) if row[i]} for row in mask.tolist()]
+    assert allowed == [
+        {"BUY_LONG", "SELL_SHORT", "HOLD"},
+        {"CLOSE_LONG", "HOLD"},
+        {"CLOSE_SHORT", "HOLD"},
+    ]
+    held = torch.tensor([0.0, 0.0, 0.7, 0.7])
+    action = torch.tensor([BUY_LONG, SELL_SHORT, CLOSE_LONG, HOLD])
+    quantity = torch.full((4,), 0.4)
+    assert position_after(action, quantity, held).tolist() == pytest.approx([0.4, -0.4, 0.0, 0.7])
+    model = make_model()
+    _, out = model.segment(model.initial_carry(6), make_inputs())
+    assert out.action_logits[~action_mask(make_inputs().position)].eq(float("-inf")).all()
+    assert (out.quantity >= 0).all() and (out.quantity <= TradingConfig().max_position_size).all()
+    assert torch.allclose(out.regime_probs.sum(-1), torch.ones(6))
+
+
+def test_stop_and_target_default_to_the_risk_and_reward_multipliers():
+    model = make_model()
+    with torch.no_grad():
+        model.heads.scalars.weight.zero_()
+        model.heads.scalars.bias.zero_()
+    _, out = model.segment(model.initial_carry(6), make_inputs())
+    assert torch.allclose(out.stop_loss, torch.full((6,), 1.5))
+    assert torch.allclose(out.take_profit, torch.full((6,), 2.0))
+
+
+def force_q(model: HRMTrader, halt: float, cont: float) -> None:
+    with torch.no_grad():
+        model.heads.q.weight.zero_()
+        model.heads.q.bias.copy_(torch.tensor([halt, cont]))
+
+
+def test_act_halts_at_the_budget_on_q_and_explores_a_random_minimum():
+    model, inputs = make_model(), make_inputs()
+    force_q(model, halt=-5.0, cont=5.0)  # never wants to halt: the budget stops it
+    run = run_segments(model, inputs, segments=4, act=True)
+    assert run.steps.tolist() == [4] * 6 and len(run.outputs) == 4
+    force_q(model, halt=5.0, cont=-5.0)  # halts after the first segment
+    run = run_segments(model, inputs, segments=4, act=True)
+    assert run.steps.tolist() == [1] * 6 and len(run.outputs) == 1
+    g = torch.Generator().manual_seed(0)
+    explored = run_segments(model, make_inputs(), segments=4, act=True, exploration_prob=1.0, generator=g)
+    assert ((explored.steps >= 2) & (explored.steps <= 4)).all()
+    assert len(set(explored.steps.tolist())) > 1
+    no_act = run_segments(model, inputs, segments=3, act=False)
+    assert no_act.steps.tolist() == [3] * 6
+
+
+def test_halted_samples_keep_their_decision_and_reset_restores_initial_states():
+    model, inputs = make_model(), make_inputs()
+    force_q(model, halt=-5.0, cont=5.0)
+    with torch.no_grad():
+        model.heads.q.weight[0, 0] = 50.0  # halt decided per sample by its first summary feature
+    run = run_segments(model, inputs, segments=3, act=True)
+    early = run.steps < 3
+    assert early.any() and not early.all()
+    for m, decision in enumerate(run.outputs):
+        halted_before = run.steps < m + 1
+        torch.testing.assert_close(
+            decision.action_logits[halted_before], run.outputs[m - 1].action_logits[halted_before]
+        )
+        assert (run.live[m] == ~halted_before).all()
+    carry = run.carry
+    reset = model.reset(carry, torch.tensor([True, False, True, False, False, False]))
+    fresh = model.initial_carry(6)
+    torch.testing.assert_close(reset.z_H[0], fresh.z_H[0])
+    torch.testing.assert_close(reset.z_L[1], carry.z_L[1])
+
+
+def test_evaluation_is_deterministic_and_reports_segments_per_decision():
+    model = make_model()
+    model.eval()
+    agent = HRMTradingAgent(model, segments=3, act=True, h_update_interval=2)
+    first = [agent.decide(make_inputs(seed=s)) for s in range(4)]
+    agent.reset()
+    second = [agent.decide(make_inputs(seed=s)) for s in range(4)]
+    for a, b in zip(first, second, strict=True):
+        assert a.action == b.action
+        torch.testing.assert_close(a.outputs.quantity, b.outputs.quantity)
+        assert ((a.segments >= 1) & (a.segments <= 3)).all()
+
+
+def test_the_agent_keeps_h_between_refreshes():
+    model = make_model()
+    model.eval()
+    agent = HRMTradingAgent(model, segments=1, act=False, h_update_interval=3)
+    agent.decide(make_inputs(seed=0))
+    kept = agent.z_H.clone()
+    agent.decide(make_inputs(seed=1))  # bar 1: no refresh, H unchanged
+    torch.testing.assert_close(agent.z_H, kept)
+    agent.decide(make_inputs(seed=2))
+    agent.decide(make_inputs(seed=3))  # bar 3: refresh
+    assert not torch.allclose(agent.z_H, kept)
+
+
+def test_the_flat_baseline_has_the_same_parameter_count_and_no_recurrence():
+    from hrm_core.model.flat import FlatTrader
+
+    torch.manual_seed(0)
+    config = ModelConfig(hidden_size=32, num_heads=4, H_layers=2, L_layers=1, h_pool=10)
+    hrm = HRMTrader(config, TradingConfig(), N_STRATEGIC, N_TACTICAL, HIGH, LOW)
+    flat = FlatTrader(config, TradingConfig(), N_STRATEGIC, N_TACTICAL, HIGH, LOW)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(hrm) == count(flat)
+    carry = flat.initial_carry(6)
+    same_carry, out = flat.segment(carry, make_inputs())
+    assert same_carry is carry and out.action_logits.shape == (6, 5)
