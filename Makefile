@@ -31,6 +31,7 @@ ui: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_features.py
+	$(BIN)/python benchmarks/bench_model.py
 
 lint: setup
 	$(BIN)/ruff check .

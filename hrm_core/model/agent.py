@@ -52,7 +52,7 @@ class HRMTradingAgent:
         self.bar = 0
         self.z_H: torch.Tensor | None = None
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def decide(self, inputs: MarketInputs) -> Decision:
         """One decision per sample for the current bar (deterministic: no exploration)."""
         batch = inputs.position.shape[0]

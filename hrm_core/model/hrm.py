@@ -104,14 +104,17 @@ class HRMTrader(nn.Module):
     def segment(
         self, carry: Carry, inputs: MarketInputs, update_H: bool = True
     ) -> tuple[Carry, TradingOutputs]:
-        """One segment of nested cycles from ``carry``; ``update_H=False`` keeps z_H fixed (the
-        streaming agent between H refreshes). Returns the detached carry and the decision."""
+        """One segment of nested cycles from ``carry``; ``update_H=False`` keeps z_H fixed and runs a
+        single cycle of L updates against it (the streaming agent between H refreshes: with no H
+        update in between, further cycles would only repeat L). Returns the detached carry and the
+        decision."""
         x_H, x_L = self.embed(inputs)
         z_H, z_L = carry.z_H, carry.z_L
         grad = torch.is_grad_enabled()
         mode = self.config.gradient
-        for h in range(self.H_cycles):
-            last_h = h == self.H_cycles - 1
+        H_cycles = self.H_cycles if update_H else 1  # with z_H fixed, one cycle of L updates
+        for h in range(H_cycles):
+            last_h = h == H_cycles - 1
             cycle_grad = mode == "full" or (mode == "last_cycle" and last_h)
             for step in range(self.L_cycles):
                 last_l = last_h and step == self.L_cycles - 1

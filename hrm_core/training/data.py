@@ -158,12 +158,12 @@ class WindowSampler:
         self.device = device
         hf = config.hierarchical_features
         self.high, self.low = hf.high_level_lookback, hf.low_level_lookback
-        self.strategic = torch.from_numpy(data.strategic).to(device)
-        self.tactical = torch.from_numpy(data.tactical).to(device)
-        self.open = torch.from_numpy(data.open).to(device)
-        self.close = torch.from_numpy(data.close).to(device)
-        self.atr = torch.from_numpy(np.nan_to_num(data.atr, nan=0.0)).to(device)
-        self.next_return = torch.from_numpy(np.nan_to_num(data.next_returns(), nan=0.0)).to(device)
+        self.strategic = torch.tensor(data.strategic, device=device)
+        self.tactical = torch.tensor(data.tactical, device=device)
+        self.open = torch.tensor(data.open, device=device)
+        self.close = torch.tensor(data.close, device=device)
+        self.atr = torch.tensor(np.nan_to_num(data.atr, nan=0.0), device=device)
+        self.next_return = torch.tensor(np.nan_to_num(data.next_returns(), nan=0.0), device=device)
 
     def windows(self, rows: torch.Tensor, held: torch.Tensor, entry: torch.Tensor) -> MarketInputs:
         """Inputs for decisions at ``rows`` [n] given the held position and its entry price."""
