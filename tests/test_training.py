@@ -4,6 +4,7 @@ model learns a planted regime-dependent edge that an H without strategic feature
 
 import dataclasses
 
+import duckdb
 import numpy as np
 import pytest
 import torch
@@ -122,3 +123,25 @@ def test_the_model_learns_a_planted_regime_signal_that_strategic_blindness_canno
     assert abs(annualised_sharpe(learned.buy_and_hold, periods)) < 0.5
     assert learned.sharpe(periods) >= 1.0
     assert learned.sharpe(periods) - blind.sharpe(periods) >= 0.5
+
+
+def test_scenario_generators_fill_scarce_tasks_with_their_own_situations():
+    from hrm_core.training.api import prepare_warehouse, with_scenarios
+    from hrm_core.training.data import PARTS, TASKS, load_market_data
+    from hrm_core.training.scenarios import scarce_tasks
+
+    config = load_config(PRESET, training={"min_task_chunks": 100_000, "synthetic_bars": 1500})
+    con = duckdb.connect()
+    prepare_warehouse(config, con)
+    real = load_market_data(con, config, 0)
+    assert scarce_tasks(real, config) == list(TASKS)
+    data = with_scenarios(real, config)
+    added = [s for s in data.symbols if s.startswith("SYN_")]
+    assert added == sorted(f"SYN_{task}" for task in TASKS)
+    for index, task in enumerate(TASKS):
+        own = (data.task[data.symbol_id == data.symbols.index(f"SYN_{task}")] == index).mean()
+        assert own >= 1.3 * (real.task == index).mean(), task
+    synthetic_rows = np.isin(data.symbol_id, [data.symbols.index(s) for s in added])
+    assert set(np.unique(data.part[synthetic_rows])) <= {-1, PARTS.index("train")}
+    assert np.array_equal(data.part[~synthetic_rows], real.part)
+    assert not scarce_tasks(real, load_config(PRESET))

@@ -15,7 +15,8 @@ from hrm_core.features.build import build_features
 from hrm_core.features.labels import build_labels
 from hrm_core.features.registry import model_columns
 from hrm_core.features.splits import build_splits
-from hrm_core.training.data import MarketData, load_market_data
+from hrm_core.training.data import MarketData, concat, load_market_data
+from hrm_core.training.scenarios import scarce_tasks, synthetic_task_data
 from hrm_core.training.trainer import Trainer, TrainResult
 
 
@@ -34,10 +35,18 @@ def prepare_warehouse(config: HRMConfig, con: duckdb.DuckDBPyConnection) -> None
 
 
 def prepare_market_data(config: HRMConfig) -> MarketData:
-    """The configured source as training data for fold ``training.fold``."""
+    """The configured source as training data for fold ``training.fold``, with scenario symbols
+    appended for the tasks it has too few training chunks of."""
     con = duckdb.connect()
     prepare_warehouse(config, con)
-    return load_market_data(con, config, config.training.fold)
+    data = load_market_data(con, config, config.training.fold)
+    return with_scenarios(data, config)
+
+
+def with_scenarios(data: MarketData, config: HRMConfig) -> MarketData:
+    """``data`` plus synthetic scenario symbols for its scarce tasks (unchanged when none is)."""
+    scarce = scarce_tasks(data, config)
+    return concat([data, synthetic_task_data(scarce, config, data, config.seed)]) if scarce else data
 
 
 def train(

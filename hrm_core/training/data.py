@@ -9,10 +9,11 @@ positions (Sharpe, drawdown, long-run return) and not only single bars.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import duckdb
 import numpy as np
+import pandas as pd
 import torch
 
 from hrm_core.config import HRMConfig
@@ -42,6 +43,7 @@ class MarketData:
     part: np.ndarray  # [N] int, index into PARTS, -1 unused (warm-up, purged, embargo)
     strategic_names: tuple[str, ...]
     tactical_names: tuple[str, ...]
+    normalization: dict[str, tuple[float, float]] = field(default_factory=dict)  # feature -> mean, std
 
     def __len__(self) -> int:
         return len(self.open)
@@ -66,6 +68,18 @@ class MarketData:
     def with_part(self, part: np.ndarray) -> MarketData:
         return replace(self, part=part)
 
+    def chunk_starts(self, part: str, lookback: int, length: int) -> dict[int, np.ndarray]:
+        """Start rows of chunks of ``length`` consecutive decisions inside ``part``, per task index
+        of the start bar (-1: any tag)."""
+        valid = np.zeros(len(self) + length, dtype=bool)
+        valid[self.decision_rows(part, lookback)] = True
+        window_ok = np.lib.stride_tricks.sliding_window_view(valid, length)[: len(self)].all(axis=1)
+        starts = np.flatnonzero(window_ok)
+        by_task = {-1: starts}
+        for task in range(len(TASKS)):
+            by_task[task] = starts[self.task[starts] == task]
+        return by_task
+
 
 def concat(datasets: list[MarketData]) -> MarketData:
     """Lay several datasets end to end (their symbols renumbered)."""
@@ -80,34 +94,51 @@ def concat(datasets: list[MarketData]) -> MarketData:
         },
         strategic_names=first.strategic_names,
         tactical_names=first.tactical_names,
+        normalization=first.normalization,
     )
 
 
 def load_market_data(con: duckdb.DuckDBPyConnection, config: HRMConfig, fold: int) -> MarketData:
     """Read features, prices, task tags and the fold's parts from the warehouse, normalised with the
     fold's training statistics (``splits.normalization``)."""
+    stats = con.execute(
+        "SELECT feature, mean, std FROM splits.normalization WHERE fold = ?", [fold]
+    ).fetchall()
+    if not stats:
+        raise HRMError(
+            f"no features or normalisation for fold {fold}: run the data job (walk_forward_splits) first"
+        )
+    join = f"LEFT JOIN splits.rows AS r ON r.symbol = f.symbol AND r.ts = f.ts AND r.fold = {int(fold)}"
+    return read_market_data(con, config, {name: (mean, std) for name, mean, std in stats}, "r.part", join)
+
+
+def read_market_data(
+    con: duckdb.DuckDBPyConnection,
+    config: HRMConfig,
+    normalization: dict[str, tuple[float, float]],
+    part_sql: str,
+    join_sql: str = "",
+) -> MarketData:
+    """Model columns of ``features.hierarchical`` with prices and task tags, normalised with
+    ``normalization``; ``part_sql`` (with ``join_sql``) names each row's part."""
     hf = config.hierarchical_features
     columns = model_features(hf.strategic_indicators, hf.tactical_indicators)
     names = columns["strategic"] + columns["tactical"]
     frame = con.execute(
         f"""
         SELECT f.symbol, f.ts, {", ".join(f"f.{c}" for c in names)}, f.h_atr_20 AS atr,
-               c.open, c.high, c.low, c.close, l.task, r.part
+               c.open, c.high, c.low, c.close, l.task, {part_sql} AS part
         FROM features.hierarchical AS f
         JOIN clean.ohlcv AS c USING (symbol, ts)
         LEFT JOIN labels.forward AS l USING (symbol, ts)
-        LEFT JOIN splits.rows AS r ON r.symbol = f.symbol AND r.ts = f.ts AND r.fold = ?
+        {join_sql}
         ORDER BY f.symbol, f.ts
-        """,
-        [fold],
+        """
     ).df()
-    stats = con.execute("SELECT feature, mean, std FROM splits.normalization WHERE fold = ?", [fold]).df()
-    if frame.empty or stats.empty:
-        raise HRMError(
-            f"no features or normalisation for fold {fold}: run the data job (walk_forward_splits)"
-        )
-    mean = stats.set_index("feature")["mean"]
-    std = stats.set_index("feature")["std"]
+    if frame.empty:
+        raise HRMError("no feature rows: run the data job (hierarchical_features) first")
+    mean = pd.Series({name: normalization[name][0] for name in names})
+    std = pd.Series({name: normalization[name][1] for name in names})
 
     def normalised(cols: list[str]) -> np.ndarray:
         values = (frame[cols] - mean[cols]) / std[cols]
@@ -129,6 +160,7 @@ def load_market_data(con: duckdb.DuckDBPyConnection, config: HRMConfig, fold: in
         part=frame["part"].map({p: i for i, p in enumerate(PARTS)}).fillna(-1).to_numpy(np.int64),
         strategic_names=tuple(columns["strategic"]),
         tactical_names=tuple(columns["tactical"]),
+        normalization={name: normalization[name] for name in names},
     )
 
 
@@ -185,16 +217,7 @@ class WindowSampler:
 
     def chunk_starts(self, part: str) -> dict[int, np.ndarray]:
         """Valid chunk start rows per task index (-1: any tag), for chunks wholly inside ``part``."""
-        rows = self.data.decision_rows(part, self.high)
-        length = self.config.training.chunk_bars
-        valid = np.zeros(len(self.data) + length, dtype=bool)
-        valid[rows] = True
-        window_ok = np.lib.stride_tricks.sliding_window_view(valid, length)[: len(self.data)].all(axis=1)
-        starts = np.flatnonzero(window_ok)
-        by_task = {-1: starts}
-        for task in range(len(TASKS)):
-            by_task[task] = starts[self.data.task[starts] == task]
-        return by_task
+        return self.data.chunk_starts(part, self.high, self.config.training.chunk_bars)
 
     def sample(self, starts: dict[int, np.ndarray], batch: int, rng: np.random.Generator) -> Chunks:
         """``batch`` chunks: a task drawn by the task mix among tasks that have chunks, then a start."""

@@ -1,4 +1,5 @@
-"""Generated markets with a known, planted edge: the evidence that the model can learn.
+"""Generated markets: a planted edge (the evidence that the model can learn), and scenario
+generators that fill task tags the real data has too few of.
 
 ``planted_regime_market``: open-to-open returns follow R[t+1] = σ·(ρ·s[t]·x[t] + ε), where x is a
 tactical signal known at bar t's close and the hidden regime s is +1 (the signal continues:
@@ -11,9 +12,16 @@ earns nothing (no drift).
 
 from __future__ import annotations
 
+import duckdb
 import numpy as np
+import pandas as pd
 
-from hrm_core.training.data import PARTS, MarketData
+from hrm_core.config import HRMConfig
+from hrm_core.data.warehouse import ensure_tables, replace_symbols, transaction
+from hrm_core.features.build import build_features
+from hrm_core.features.labels import build_labels
+from hrm_core.features.registry import model_columns
+from hrm_core.training.data import PARTS, TASKS, MarketData, read_market_data
 
 
 def planted_regime_market(
@@ -66,3 +74,98 @@ def planted_regime_market(
         strategic_names=("regime_reading", "noise_1", "noise_2", "noise_3"),
         tactical_names=("signal_0", "signal_1", "noise_1", "noise_2"),
     )
+
+
+def _runs(rng: np.random.Generator, n_bars: int, low: int, high: int) -> np.ndarray:
+    """Run index per bar, runs of low..high bars."""
+    lengths = rng.integers(low, high + 1, size=n_bars // low + 1)
+    return np.repeat(np.arange(len(lengths)), lengths)[:n_bars]
+
+
+def _trend(rng: np.random.Generator, n: int, sigma: float) -> np.ndarray:
+    runs = _runs(rng, n, 40, 120)
+    drift = rng.choice([-1.0, 1.0], size=runs[-1] + 1) * rng.uniform(0.3, 0.6, size=runs[-1] + 1)
+    return sigma * (drift[runs] + rng.standard_normal(n))
+
+
+def _mean_reversion(rng: np.random.Generator, n: int, sigma: float) -> np.ndarray:
+    """An Ornstein-Uhlenbeck log price: stretches that are pulled back."""
+    level, returns = 0.0, np.zeros(n)
+    for t in range(n):
+        returns[t] = -0.15 * level + sigma * rng.standard_normal()
+        level += returns[t]
+    return returns
+
+
+def _breakout(rng: np.random.Generator, n: int, sigma: float) -> np.ndarray:
+    runs = _runs(rng, n, 60, 100)
+    age = np.arange(n) - np.searchsorted(runs, runs)  # bars since the run began
+    direction = rng.choice([-1.0, 1.0], size=runs[-1] + 1)[runs]
+    quiet = age < 45
+    return np.where(
+        quiet, sigma / 3 * rng.standard_normal(n), sigma * (0.8 * direction + rng.standard_normal(n))
+    )
+
+
+def _adverse(rng: np.random.Generator, n: int, sigma: float) -> np.ndarray:
+    burst = (_runs(rng, n, 15, 40) % 3) == 0
+    whipsaw = np.where(np.arange(n) % 2 == 0, 1.0, -1.0) * 2.5 * sigma * (rng.random(n) < 0.3)
+    return np.where(burst, 3 * sigma * rng.standard_normal(n) + whipsaw, sigma * rng.standard_normal(n))
+
+
+TASK_GENERATORS = {
+    "trend": _trend,
+    "mean_reversion": _mean_reversion,
+    "breakout": _breakout,
+    "adverse": _adverse,
+}
+"""Per task, log close-to-close returns rich in that situation (σ = 1 % a bar)."""
+
+
+def task_scenario_bars(task: str, n_bars: int, seed: int) -> pd.DataFrame:
+    """Daily OHLCV bars of one synthetic symbol (``SYN_<task>``) shaped to contain ``task``."""
+    rng = np.random.default_rng(seed)
+    sigma = 0.01
+    close = 100.0 * np.exp(np.cumsum(TASK_GENERATORS[task](rng, n_bars, sigma)))
+    open_ = np.concatenate([[100.0], close[:-1]]) * np.exp(sigma / 5 * rng.standard_normal(n_bars))
+    wick = np.abs(rng.standard_normal((2, n_bars))) * sigma / 2
+    return pd.DataFrame(
+        {
+            "symbol": f"SYN_{task}",
+            "ts": pd.date_range("2000-01-03", periods=n_bars, freq="B"),
+            "open": open_,
+            "high": np.maximum(open_, close) * (1 + wick[0]),
+            "low": np.minimum(open_, close) * (1 - wick[1]),
+            "close": close,
+            "volume": rng.lognormal(13, 0.3, n_bars),
+        }
+    )
+
+
+def scarce_tasks(data: MarketData, config: HRMConfig) -> list[str]:
+    """Tasks of the mix with fewer than ``training.min_task_chunks`` training chunks."""
+    training = config.training
+    starts = data.chunk_starts("train", config.hierarchical_features.high_level_lookback, training.chunk_bars)
+    return [
+        task
+        for index, task in enumerate(TASKS)
+        if training.task_mix.get(task, 0) > 0 and len(starts[index]) < training.min_task_chunks
+    ]
+
+
+def synthetic_task_data(tasks: list[str], config: HRMConfig, data: MarketData, seed: int) -> MarketData:
+    """Scenario symbols for ``tasks``, through the same feature and label SQL as real bars and
+    normalised with ``data``'s training statistics; every row past the warm-up is training data."""
+    bars = pd.concat(
+        [task_scenario_bars(task, config.training.synthetic_bars, seed + i) for i, task in enumerate(tasks)]
+    )
+    con = duckdb.connect()
+    ensure_tables(con)
+    with transaction(con):
+        replace_symbols(con, "clean.ohlcv", bars, sorted(bars["symbol"].unique()))
+    build_features(con)
+    build_labels(con, config.labels)
+    hf = config.hierarchical_features
+    _, warmup = model_columns(hf.strategic_indicators, hf.tactical_indicators, hf.high_level_lookback)
+    part = f"CASE WHEN row_number() OVER (PARTITION BY f.symbol ORDER BY f.ts) > {warmup} THEN 'train' END"
+    return read_market_data(con, config, data.normalization, part)
