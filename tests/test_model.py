@@ -212,3 +212,14 @@ def test_the_flat_baseline_has_the_same_parameter_count_and_no_recurrence():
     carry = flat.initial_carry(6)
     same_carry, out = flat.segment(carry, make_inputs())
     assert same_carry is carry and out.action_logits.shape == (6, 5)
+
+
+def test_the_fixed_initial_states_are_saved_with_the_model():
+    model = make_model()
+    state = model.state_dict()
+    assert {"H_init", "L_init"} <= state.keys()
+    other = make_model()
+    torch.manual_seed(123)
+    other.H_init.normal_()
+    other.load_state_dict(state)
+    torch.testing.assert_close(other.initial_carry(2).z_H, model.initial_carry(2).z_H)
