@@ -1,0 +1,1 @@
+"""Trading simulation: execution model, environments, backtester, metrics, baselines, reports."""
