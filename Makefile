@@ -32,6 +32,7 @@ ui: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_model.py
+	$(BIN)/python benchmarks/bench_backtest.py
 
 lint: setup
 	$(BIN)/ruff check .

@@ -2,7 +2,17 @@
 
 from hrm_core.config import HRMConfig, load_config
 from hrm_core.errors import ConfigError, DataError, HRMError
+from hrm_core.sim.execution import simulate_orders
 from hrm_core.sim.metrics import performance_summary
 from hrm_core.training.api import train
 
-__all__ = ["ConfigError", "DataError", "HRMConfig", "HRMError", "load_config", "performance_summary", "train"]
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "HRMConfig",
+    "HRMError",
+    "load_config",
+    "performance_summary",
+    "simulate_orders",
+    "train",
+]

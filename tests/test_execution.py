@@ -1,0 +1,77 @@
+"""simulate_orders: the execution rules on hand-made bars, and fill-by-fill agreement with
+vectorbt's Portfolio.from_orders on random long/short order streams."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import vectorbt as vbt
+
+from hrm_core import simulate_orders
+
+
+def bars(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, n)))
+    open_ = close * np.exp(rng.normal(0, 0.005, n))
+    return pd.DataFrame(
+        {"ts": pd.date_range("2021-01-01", periods=n, freq="D"), "open": open_, "close": close}
+    )
+
+
+def test_orders_fill_at_the_next_open_with_slippage_and_fees():
+    frame = pd.DataFrame({"open": [10.0, 20.0, 30.0, 40.0], "close": [11.0, 21.0, 31.0, 41.0]})
+    result = simulate_orders(frame, [2, 0, -3, 5], init_cash=1000, fees=0.01, fixed_fees=0.5, slippage=0.1)
+    fills = result.fills
+    assert fills["bar"].tolist() == [1, 3]  # the last bar's order never fills
+    assert fills["price"].tolist() == pytest.approx([22.0, 36.0])  # buy +10 %, sell −10 %
+    assert fills["fees"].tolist() == pytest.approx([2 * 22 * 0.01 + 0.5, 3 * 36 * 0.01 + 0.5])
+    assert result.position.tolist() == [0, 2, 2, -1]  # a sale beyond the holding goes short
+    cash_1 = 1000 - 44 - 0.94
+    cash_3 = cash_1 + 108 - 1.58
+    assert result.cash.tolist() == pytest.approx([1000, cash_1, cash_1, cash_3])
+    assert result.value.tolist() == pytest.approx([1000, cash_1 + 2 * 21, cash_1 + 2 * 31, cash_3 - 41])
+    same_bar = simulate_orders(frame, [2, 0, 0, 0], init_cash=1000, fees=0.0, price="close")
+    assert same_bar.fills["price"].tolist() == [11.0]
+
+
+def test_bad_orders_are_errors_that_name_the_bar():
+    frame = bars(5, 0)
+    with pytest.raises(ValueError, match="bar 2"):
+        simulate_orders(frame, [0, 1, np.inf, 0, 0], init_cash=1e4, fees=0.0)
+    with pytest.raises(ValueError, match="one per bar"):
+        simulate_orders(frame, [1, 2], init_cash=1e4, fees=0.0)
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("price", ["next_open", "close"])
+def test_every_fill_and_the_final_value_match_vectorbt(seed, price):
+    frame = bars(400, seed)
+    rng = np.random.default_rng(100 + seed)
+    orders = np.where(rng.random(400) < 0.3, rng.choice([-1, 1], 400) * rng.uniform(1, 20, 400), np.nan)
+    fees, fixed_fees, slippage = rng.uniform(0, 0.005), rng.uniform(0, 2), rng.uniform(0, 0.01)
+    ours = simulate_orders(
+        frame, orders, init_cash=1e7, fees=fees, fixed_fees=fixed_fees, slippage=slippage, price=price
+    )
+    fill_at = frame["open"] if price == "next_open" else frame["close"]
+    size = pd.Series(orders).shift(1) if price == "next_open" else pd.Series(orders)
+    theirs = vbt.Portfolio.from_orders(
+        frame["close"],
+        size,
+        price=fill_at,
+        fees=fees,
+        fixed_fees=fixed_fees,
+        slippage=slippage,
+        init_cash=1e7,
+        direction="both",
+        freq="1D",
+    )
+    records = theirs.orders.records
+    assert len(records) == len(ours.fills) > 50
+    assert (records["idx"] == ours.fills["bar"]).all()
+    signed = np.where(records["side"] == 0, records["size"], -records["size"])
+    np.testing.assert_allclose(ours.fills["size"], signed, rtol=1e-9)
+    np.testing.assert_allclose(ours.fills["price"], records["price"], rtol=1e-9)
+    np.testing.assert_allclose(ours.fills["fees"], records["fees"], rtol=1e-9)
+    np.testing.assert_allclose(ours.value, theirs.value(), rtol=1e-9)
+    assert ours.final_value == pytest.approx(theirs.final_value(), rel=1e-9)
+    assert (ours.position < 0).any() and (ours.position > 0).any()
