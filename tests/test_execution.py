@@ -7,6 +7,8 @@ import pytest
 import vectorbt as vbt
 
 from hrm_core import simulate_orders
+from hrm_core.sim.baselines import BASELINES, sma_crossover, time_series_momentum, volatility_targeted
+from hrm_core.sim.execution import simulate_exposures
 
 
 def bars(n: int, seed: int) -> pd.DataFrame:
@@ -75,3 +77,41 @@ def test_every_fill_and_the_final_value_match_vectorbt(seed, price):
     np.testing.assert_allclose(ours.value, theirs.value(), rtol=1e-9)
     assert ours.final_value == pytest.approx(theirs.final_value(), rel=1e-9)
     assert (ours.position < 0).any() and (ours.position > 0).any()
+
+
+def test_target_exposures_are_sized_at_the_decision_close_and_filled_next_open():
+    frame = pd.DataFrame({"open": [10.0, 11, 12, 13], "close": [10.5, 11.5, 12.5, 13.5]})
+    result = simulate_exposures(frame, [1.0, 1.0, 0.0, 0.0], init_cash=1000, fees=0.001)
+    assert result.fills["bar"].tolist() == [1, 3]
+    shares = 1000 / 10.5
+    assert result.fills["size"].tolist() == pytest.approx([shares, -shares])
+    assert result.fills["price"].tolist() == [11.0, 13.0]
+    assert result.position.tolist() == pytest.approx([0, shares, shares, 0])
+    with pytest.raises(ValueError, match="bar 1"):
+        simulate_exposures(frame, [1.0, np.nan, 0, 0], init_cash=1000, fees=0.0)
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_baselines_decide_from_the_past_only(name):
+    close = bars(600, 3)["close"]
+    exposure = BASELINES[name](close, 252)
+    cut = 400
+    changed = close.copy()
+    changed.iloc[cut + 1 :] *= np.exp(np.random.default_rng(0).normal(0, 0.1, len(close) - cut - 1))
+    pd.testing.assert_series_equal(exposure.iloc[: cut + 1], BASELINES[name](changed, 252).iloc[: cut + 1])
+    assert exposure.between(-1, 1).all() and exposure.iloc[cut:].abs().sum() > 0
+
+
+def test_baseline_rules():
+    close = pd.Series(np.concatenate([np.linspace(100, 50, 300), np.linspace(50, 150, 300)]))
+    sma = sma_crossover(close)
+    assert (sma.iloc[:199] == 0).all() and sma.iloc[-1] == 1 and sma.iloc[300] == 0
+    momentum = time_series_momentum(close)
+    assert momentum.iloc[260] == -1 and momentum.iloc[-1] == 1 and (momentum.iloc[:252] == 0).all()
+    rng = np.random.default_rng(1)
+    calm = pd.Series(100 * np.exp(np.cumsum(rng.normal(0, 0.002, 300))))
+    wild = pd.Series(100 * np.exp(np.cumsum(rng.normal(0, 0.04, 300))))
+    assert volatility_targeted(calm, 252).iloc[-1] == 1.0  # capped
+    assert volatility_targeted(wild, 252).iloc[-1] == pytest.approx(
+        0.15 / (np.log(wild).diff().iloc[-20:].std() * np.sqrt(252))
+    )

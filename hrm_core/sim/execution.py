@@ -116,3 +116,51 @@ def simulate_orders(
         position=pd.Series(position, index=index),
         value=pd.Series(cash + position * close, index=index),
     )
+
+
+@numba.njit(cache=True)
+def _simulate_exposures(open_, close, exposure, init_cash, fees, fixed_fees, slippage):
+    n = close.shape[0]
+    orders = np.full(n, np.nan)
+    c, p, pending, last_target = init_cash, 0.0, np.nan, 0.0
+    for t in range(n):
+        if pending == pending and pending != 0.0:  # the previous bar's order fills at this open
+            _, _, c = fill(pending, open_[t], c, fees, fixed_fees, slippage)
+            p += pending
+        pending = np.nan
+        target = exposure[t]
+        if t < n - 1 and target != last_target:  # rebalance when the target changes
+            value = c + p * close[t]
+            pending = target * value / close[t] - p
+            orders[t] = pending
+            last_target = target
+    return orders
+
+
+def simulate_exposures(
+    bars: pd.DataFrame,
+    exposure: np.ndarray | pd.Series,
+    *,
+    init_cash: float,
+    fees: float,
+    fixed_fees: float = 0.0,
+    slippage: float = 0.0,
+) -> OrdersResult:
+    """Trade toward target ``exposure`` (fraction of value, + long / − short), decided at each bar's
+    close: when the target changes, order the shares that make position·close = target·value at
+    that close; the order fills at the next open like any other."""
+    target = np.asarray(exposure, dtype=float)
+    if len(target) != len(bars):
+        raise ValueError(
+            f"simulate_exposures: {len(target)} exposures for {len(bars)} bars; give one per bar"
+        )
+    bad = np.flatnonzero(~np.isfinite(target))
+    if len(bad):
+        raise ValueError(
+            f"simulate_exposures: exposure at bar {bad[0]} is {target[bad[0]]}; it must be finite"
+        )
+    open_, close = bars["open"].to_numpy(float), bars["close"].to_numpy(float)
+    orders = _simulate_exposures(open_, close, target, float(init_cash), fees, fixed_fees, slippage)
+    return simulate_orders(
+        bars, orders, init_cash=init_cash, fees=fees, fixed_fees=fixed_fees, slippage=slippage
+    )
