@@ -131,6 +131,7 @@ class TradingConfig(_Strict):
     commission: float = Field(0.0005, ge=0)
     fixed_fee: float = Field(0.0, ge=0)
     slippage: float = Field(0.0002, ge=0)
+    borrow_rate: float = Field(0.0, ge=0)
     initial_capital: float = Field(100_000.0, gt=0)
     periods_per_year: float = Field(252.0, gt=0)
 
