@@ -31,89 +31,127 @@ from hrm_core.sim.execution import fill
 EXIT_REASONS = ("", "signal", "stop", "target", "end")
 
 
-@numba.njit(cache=True)
-def _record(ledger, row, entry_bar, exit_bar, shares, entry, exit_price, fees, reason):
-    ledger[row, 0], ledger[row, 1], ledger[row, 2], ledger[row, 3] = entry_bar, exit_bar, shares, entry
-    ledger[row, 4], ledger[row, 5], ledger[row, 6] = exit_price, fees, reason
+# Account state slots (one float64 array, so numba and Python share it)
+CASH, SHARES, ENTRY, STOP, TARGET, TRADE_FEES, ENTRY_BAR, PENDING, PENDING_STOP, PENDING_TARGET = range(10)
+# Cost and sizing parameter slots
+FEES, FIXED_FEES, SLIPPAGE, BORROW, MAX_SIZE, VOL_ADJUSTED, RISK_PER_TRADE = range(7)
+
+
+def account_params(trading: TradingConfig) -> np.ndarray:
+    """The execution parameters of ``trading`` as the engine reads them."""
+    return np.array(
+        [
+            trading.commission,
+            trading.fixed_fee,
+            trading.slippage,
+            trading.borrow_rate,
+            trading.max_position_size,
+            float(trading.position_sizing_method == "volatility_adjusted"),
+            trading.risk_per_trade,
+        ]
+    )
 
 
 @numba.njit(cache=True)
-def _run(
-    open_,
-    high,
-    low,
-    close,
-    atr,
-    action,
-    quantity,
-    stop_atr,
-    target_atr,
-    init_cash,
-    fees,
-    fixed_fees,
-    slippage,
-    borrow_rate,
-    max_size,
-    volatility_adjusted,
-    risk_per_trade,
-):
+def _write_trade(trade, entry_bar, exit_bar, shares, entry, exit_price, fees, reason):
+    """A closed trade: entry bar, exit bar, shares, entry price, exit price, fees, exit reason."""
+    trade[0], trade[1], trade[2], trade[3] = entry_bar, exit_bar, shares, entry
+    trade[4], trade[5], trade[6] = exit_price, fees, reason
+
+
+@numba.njit(cache=True)
+def new_account(init_cash: float) -> np.ndarray:
+    state = np.zeros(10)
+    state[CASH] = init_cash
+    state[ENTRY_BAR] = -1.0
+    return state
+
+
+@numba.njit(cache=True)
+def run_bar(state, params, t, open_, high, low, close, trade):
+    """Bar t's events: the pending order fills at the open, then stop / target intrabar, then
+    borrow at the close. Writes a closed trade into ``trade`` (entry bar, exit bar, shares, entry,
+    exit price, fees, reason) and returns True when one closed."""
+    closed = False
+    held_before_open = state[SHARES] != 0.0
+    pending = state[PENDING]
+    if pending != 0.0:
+        px, fee, state[CASH] = fill(
+            pending, open_, state[CASH], params[FEES], params[FIXED_FEES], params[SLIPPAGE]
+        )
+        if state[SHARES] == 0.0:  # an entry
+            d = 1.0 if pending > 0 else -1.0
+            state[ENTRY], state[ENTRY_BAR], state[TRADE_FEES] = px, t, fee
+            state[STOP], state[TARGET] = px - d * state[PENDING_STOP], px + d * state[PENDING_TARGET]
+            state[SHARES] = pending
+        else:  # a signal close
+            _write_trade(
+                trade, state[ENTRY_BAR], t, state[SHARES], state[ENTRY], px, state[TRADE_FEES] + fee, 1.0
+            )
+            state[SHARES], closed = 0.0, True
+        state[PENDING] = 0.0
+    shares = state[SHARES]
+    if shares != 0.0:
+        d = 1.0 if shares > 0 else -1.0
+        stop, target = state[STOP], state[TARGET]
+        level, reason = 0.0, 0.0
+        gap_stop = held_before_open and d * (open_ - stop) <= 0
+        gap_target = held_before_open and d * (open_ - target) >= 0
+        if gap_stop or gap_target:
+            level, reason = open_, 2.0 if gap_stop else 3.0
+        elif (d > 0 and low <= stop) or (d < 0 and high >= stop):
+            level, reason = stop, 2.0
+        elif (d > 0 and high >= target) or (d < 0 and low <= target):
+            level, reason = target, 3.0
+        if reason > 0:
+            px, fee, state[CASH] = fill(
+                -shares, level, state[CASH], params[FEES], params[FIXED_FEES], params[SLIPPAGE]
+            )
+            _write_trade(
+                trade, state[ENTRY_BAR], t, shares, state[ENTRY], px, state[TRADE_FEES] + fee, reason
+            )
+            state[SHARES], closed = 0.0, True
+    if state[SHARES] < 0:
+        state[CASH] -= params[BORROW] * -state[SHARES] * close
+    return closed
+
+
+@numba.njit(cache=True)
+def decide(state, params, close, atr, action, quantity, stop_atr, target_atr):
+    """The decision at a bar's close becomes the order that fills at the next open. Entries are
+    sized from equity at this close; actions invalid for the position do nothing."""
+    shares = state[SHARES]
+    equity = state[CASH] + shares * close
+    if shares == 0.0 and (action == 0 or action == 1):  # BUY_LONG / SELL_SHORT
+        size = quantity * equity / close
+        if params[VOL_ADJUSTED] > 0 and stop_atr * atr > 0:
+            size = min(size, params[RISK_PER_TRADE] * equity / (stop_atr * atr))
+        size = min(size, params[MAX_SIZE] * equity / close)
+        state[PENDING] = size if action == 0 else -size
+        state[PENDING_STOP], state[PENDING_TARGET] = stop_atr * atr, target_atr * atr
+    elif (action == 2 and shares > 0) or (action == 3 and shares < 0):  # CLOSE_LONG / CLOSE_SHORT
+        state[PENDING] = -shares
+
+
+@numba.njit(cache=True)
+def _run(open_, high, low, close, atr, action, quantity, stop_atr, target_atr, init_cash, params):
     n = close.shape[0]
     cash = np.empty(n)
     position = np.empty(n)
-    # trade ledger: entry bar, exit bar, shares (signed), entry price, exit price, fees, exit reason
     ledger = np.zeros((n, 7))
     trades = 0
-    c, shares, entry, stop, target, trade_fees, entry_bar = init_cash, 0.0, 0.0, 0.0, 0.0, 0.0, -1
-    pending_shares, pending_stop, pending_target = 0.0, 0.0, 0.0
+    state = new_account(init_cash)
     for t in range(n):
-        held_before_open = shares != 0.0
-        if pending_shares != 0.0:  # the previous decision fills at this open
-            px, fee, c = fill(pending_shares, open_[t], c, fees, fixed_fees, slippage)
-            if shares == 0.0:  # an entry
-                entry, entry_bar, trade_fees = px, t, fee
-                d = 1.0 if pending_shares > 0 else -1.0
-                stop, target = px - d * pending_stop, px + d * pending_target
-                shares = pending_shares
-            else:  # a close
-                _record(ledger, trades, entry_bar, t, shares, entry, px, trade_fees + fee, 1.0)
-                trades += 1
-                shares = 0.0
-            pending_shares = 0.0
-        if shares != 0.0:  # intrabar stop / target
-            d = 1.0 if shares > 0 else -1.0
-            level, reason = 0.0, 0.0
-            gap_stop = held_before_open and d * (open_[t] - stop) <= 0
-            gap_target = held_before_open and d * (open_[t] - target) >= 0
-            if gap_stop or gap_target:
-                level, reason = open_[t], 2.0 if gap_stop else 3.0
-            elif (d > 0 and low[t] <= stop) or (d < 0 and high[t] >= stop):
-                level, reason = stop, 2.0
-            elif (d > 0 and high[t] >= target) or (d < 0 and low[t] <= target):
-                level, reason = target, 3.0
-            if reason > 0:
-                px, fee, c = fill(-shares, level, c, fees, fixed_fees, slippage)
-                _record(ledger, trades, entry_bar, t, shares, entry, px, trade_fees + fee, reason)
-                trades += 1
-                shares = 0.0
-        if shares < 0:
-            c -= borrow_rate * -shares * close[t]
-        equity = c + shares * close[t]
-        a = action[t]
-        if t < n - 1:
-            if shares == 0.0 and (a == 0 or a == 1):  # BUY_LONG / SELL_SHORT
-                size = quantity[t] * equity / close[t]
-                if volatility_adjusted and stop_atr[t] * atr[t] > 0:
-                    size = min(size, risk_per_trade * equity / (stop_atr[t] * atr[t]))
-                size = min(size, max_size * equity / close[t])
-                pending_shares = size if a == 0 else -size
-                pending_stop, pending_target = stop_atr[t] * atr[t], target_atr[t] * atr[t]
-            elif (a == 2 and shares > 0) or (a == 3 and shares < 0):  # CLOSE_LONG / CLOSE_SHORT
-                pending_shares = -shares
-        elif shares != 0.0:  # the last bar: mark the open trade at its close
-            _record(ledger, trades, entry_bar, t, shares, entry, close[t], trade_fees, 4.0)
+        if run_bar(state, params, t, open_[t], high[t], low[t], close[t], ledger[trades]):
             trades += 1
-        cash[t] = c
-        position[t] = shares
+        if t < n - 1:
+            decide(state, params, close[t], atr[t], action[t], quantity[t], stop_atr[t], target_atr[t])
+        elif state[SHARES] != 0.0:  # the last bar: mark the open trade at its close
+            s = state
+            _write_trade(ledger[trades], s[ENTRY_BAR], t, s[SHARES], s[ENTRY], close[t], s[TRADE_FEES], 4.0)
+            trades += 1
+        cash[t] = state[CASH]
+        position[t] = state[SHARES]
     return cash, position, ledger[:trades]
 
 
@@ -156,14 +194,8 @@ def run_decisions(
         quantity,
         stop_atr,
         target_atr,
-        trading.initial_capital,
-        trading.commission,
-        trading.fixed_fee,
-        trading.slippage,
-        trading.borrow_rate,
-        trading.max_position_size,
-        trading.position_sizing_method == "volatility_adjusted",
-        trading.risk_per_trade,
+        float(trading.initial_capital),
+        account_params(trading),
     )
     close = bars["close"].to_numpy(float)
     trades = pd.DataFrame(
