@@ -1,0 +1,149 @@
+"""``TradingEnv``: one symbol's bars as a gymnasium environment, on the shared execution engine.
+
+Observation (a dict): the strategic and tactical feature windows ending at the current bar and the
+7-number account state the model reads. Action (a dict): ``action_type`` (BUY_LONG, SELL_SHORT,
+CLOSE_LONG, CLOSE_SHORT, HOLD), ``quantity`` (fraction of equity), ``stop_loss`` and
+``take_profit`` (ATR multiples). A step takes the decision at the current bar's close; the next bar
+then runs (fill at its open, stops and targets intrabar) and the reward is the change in equity:
+``reward="pnl"`` the simple return, ``"log"`` the log return, ``"risk_adjusted"`` the return minus
+``risk_penalty`` × its square. An episode walks the decision rows of one symbol in one fold part.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from hrm_core.config import HRMConfig
+from hrm_core.model.account import ACCOUNT_FEATURES, account_state
+from hrm_core.model.heads import ACTIONS
+from hrm_core.sim.decisions import (
+    CASH,
+    ENTRY,
+    SHARES,
+    STOP,
+    TARGET,
+    account_params,
+    decide,
+    new_account,
+    run_bar,
+)
+from hrm_core.training.data import FEATURE_CLIP, MarketData
+
+MAX_ATR_MULTIPLE = 20.0
+
+
+class TradingEnv(gym.Env):
+    metadata: ClassVar[dict] = {"render_modes": []}
+
+    def __init__(
+        self,
+        data: MarketData,
+        config: HRMConfig,
+        symbol: str | None = None,
+        part: str = "test",
+        reward: Literal["pnl", "log", "risk_adjusted"] = "pnl",
+        risk_penalty: float = 1.0,
+    ) -> None:
+        hf = config.hierarchical_features
+        self.data, self.config, self.reward_kind, self.risk_penalty = data, config, reward, risk_penalty
+        self.high, self.low = hf.high_level_lookback, hf.low_level_lookback
+        symbol_id = data.symbols.index(symbol) if symbol is not None else 0
+        rows = data.decision_rows(part, self.high)
+        self.rows = rows[data.symbol_id[rows] == symbol_id]
+        if len(self.rows) < 2:
+            raise ValueError(
+                f"TradingEnv: symbol {data.symbols[symbol_id]!r} has {len(self.rows)} decision rows in "
+                f"part {part!r}; an episode needs at least 2"
+            )
+        self.params = account_params(config.trading)
+        self.observation_space = spaces.Dict(
+            {
+                "strategic": spaces.Box(
+                    -FEATURE_CLIP, FEATURE_CLIP, (self.high, data.strategic.shape[1]), np.float32
+                ),
+                "tactical": spaces.Box(
+                    -FEATURE_CLIP, FEATURE_CLIP, (self.low, data.tactical.shape[1]), np.float32
+                ),
+                "account": spaces.Box(-np.inf, np.inf, (len(ACCOUNT_FEATURES),), np.float32),
+            }
+        )
+        self.action_space = spaces.Dict(
+            {
+                "action_type": spaces.Discrete(len(ACTIONS)),
+                "quantity": spaces.Box(0.0, config.trading.max_position_size, (1,), np.float32),
+                "stop_loss": spaces.Box(0.1, MAX_ATR_MULTIPLE, (1,), np.float32),
+                "take_profit": spaces.Box(0.1, MAX_ATR_MULTIPLE, (1,), np.float32),
+            }
+        )
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        super().reset(seed=seed)
+        self.step_index = 0
+        self.state = new_account(self.config.trading.initial_capital)
+        self.trade = np.zeros(7)
+        return self._observation(), self._info()
+
+    def step(self, action: dict[str, Any]) -> tuple[dict, float, bool, bool, dict]:
+        t = self.rows[self.step_index]
+        d = self.data
+        before = self.equity
+        decide(
+            self.state,
+            self.params,
+            d.close[t],
+            d.atr[t],
+            int(action["action_type"]),
+            float(np.asarray(action["quantity"]).reshape(-1)[0]),
+            float(np.asarray(action["stop_loss"]).reshape(-1)[0]),
+            float(np.asarray(action["take_profit"]).reshape(-1)[0]),
+        )
+        nxt = t + 1
+        closed = run_bar(
+            self.state, self.params, nxt, d.open[nxt], d.high[nxt], d.low[nxt], d.close[nxt], self.trade
+        )
+        self.step_index += 1
+        change = self.equity / before - 1
+        reward = {
+            "pnl": change,
+            "log": float(np.log1p(change)),
+            "risk_adjusted": change - self.risk_penalty * change**2,
+        }[self.reward_kind]
+        terminated = self.step_index >= len(self.rows) - 1 or self.equity <= 0
+        info = self._info() | ({"closed_trade": self.trade.copy()} if closed else {})
+        return self._observation(), float(reward), bool(terminated), False, info
+
+    @property
+    def bar(self) -> int:
+        """Data row of the current bar (the next decision's)."""
+        return int(self.rows[min(self.step_index, len(self.rows) - 1)])
+
+    @property
+    def equity(self) -> float:
+        return float(self.state[CASH] + self.state[SHARES] * self.data.close[self.bar])
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        t, d, s = self.bar, self.data, self.state
+        price, atr = torch.tensor([d.close[t]]), torch.tensor([d.atr[t]])
+        position = torch.tensor([s[SHARES] * d.close[t] / max(self.equity, 1e-12)])
+        account = account_state(
+            position=position,
+            entry_price=torch.tensor([s[ENTRY]]),
+            price=price,
+            atr=atr,
+            stop_price=torch.tensor([s[STOP]]),
+            target_price=torch.tensor([s[TARGET]]),
+            equity_ratio=torch.tensor([self.equity / self.config.trading.initial_capital]),
+        )
+        return {
+            "strategic": d.strategic[t - self.high + 1 : t + 1].copy(),
+            "tactical": d.tactical[t - self.low + 1 : t + 1].copy(),
+            "account": account[0].numpy().astype(np.float32),
+        }
+
+    def _info(self) -> dict[str, Any]:
+        return {"bar": self.bar, "equity": self.equity, "shares": float(self.state[SHARES])}

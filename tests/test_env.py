@@ -1,0 +1,83 @@
+"""TradingEnv: passes gymnasium's env checker and runs the same execution engine as run_decisions."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from hrm_core.config import load_config
+from hrm_core.model.heads import ACTIONS
+from hrm_core.sim.decisions import run_decisions
+from hrm_core.sim.env import TradingEnv
+from hrm_core.training.scenarios import planted_regime_market
+
+CONFIG = load_config("configs/hrm_cpu_small.yaml", trading={"borrow_rate": 0.0001})
+
+
+@pytest.fixture(scope="module")
+def market():
+    return planted_regime_market(3000, seed=5)
+
+
+def test_the_env_passes_gymnasiums_checker(market):
+    check_env(TradingEnv(market, CONFIG), skip_render_check=True)
+
+
+@pytest.mark.parametrize("reward", ["pnl", "log", "risk_adjusted"])
+def test_the_env_equals_the_batch_engine_on_the_same_decisions(market, reward):
+    env = TradingEnv(market, CONFIG, reward=reward)
+    env.reset(seed=0)
+    rng = np.random.default_rng(1)
+    steps = 300
+    decisions = pd.DataFrame(
+        {
+            "action": rng.integers(0, len(ACTIONS), steps),
+            "quantity": rng.uniform(0, 1, steps),
+            "stop_loss": rng.uniform(0.5, 3, steps),
+            "take_profit": rng.uniform(0.5, 3, steps),
+        }
+    )
+    equities, rewards = [env.equity], []
+    for _, row in decisions.iterrows():
+        action = {
+            "action_type": int(row.action),
+            "quantity": np.array([row.quantity], np.float32),
+            "stop_loss": np.array([row.stop_loss], np.float32),
+            "take_profit": np.array([row.take_profit], np.float32),
+        }
+        _, r, terminated, _, _ = env.step(action)
+        equities.append(env.equity)
+        rewards.append(r)
+        assert not terminated
+    first = env.rows[0]
+    bars = pd.DataFrame(
+        {k: getattr(market, k)[first : first + steps + 1] for k in ("open", "high", "low", "close", "atr")}
+    )
+    as_floats = decisions.astype({"quantity": np.float32, "stop_loss": np.float32, "take_profit": np.float32})
+    batch = run_decisions(bars, pd.concat([as_floats, as_floats.iloc[:1]], ignore_index=True), CONFIG.trading)
+    np.testing.assert_allclose(equities, batch.equity.to_numpy(), rtol=1e-12)
+    changes = np.array(equities[1:]) / np.array(equities[:-1]) - 1
+    expected = {"pnl": changes, "log": np.log1p(changes), "risk_adjusted": changes - changes**2}[reward]
+    np.testing.assert_allclose(rewards, expected, rtol=1e-9, atol=1e-15)
+    assert len(batch.trades) > 10
+
+
+def test_an_episode_ends_at_the_last_decision_and_short_parts_are_refused(market):
+    env = TradingEnv(market, CONFIG)
+    env.reset(seed=0)
+    hold = {
+        "action_type": 4,
+        "quantity": np.zeros(1, np.float32),
+        "stop_loss": np.ones(1, np.float32),
+        "take_profit": np.ones(1, np.float32),
+    }
+    steps, terminated = 0, False
+    while not terminated:
+        _, _, terminated, _, _ = env.step(hold)
+        steps += 1
+    assert steps == len(env.rows) - 1
+    unused = dataclasses.replace(market, part=np.full(len(market), -1))
+    with pytest.raises(ValueError, match="0 decision rows"):
+        TradingEnv(unused, CONFIG)
