@@ -82,8 +82,11 @@ class MarketData:
 
 
 def concat(datasets: list[MarketData]) -> MarketData:
-    """Lay several datasets end to end (their symbols renumbered)."""
+    """Lay several datasets end to end (their symbols renumbered; names must differ)."""
     first = datasets[0]
+    names = [s for d in datasets for s in d.symbols]
+    if len(set(names)) != len(names):
+        raise ValueError(f"concat: symbol names repeat across datasets: {sorted(names)}")
     offsets = np.cumsum([0] + [len(d.symbols) for d in datasets[:-1]])
     return MarketData(
         symbols=[s for d in datasets for s in d.symbols],
