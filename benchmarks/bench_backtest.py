@@ -1,7 +1,8 @@
-"""Order simulation speed: ``simulate_orders`` beside vectorbt's ``Portfolio.from_orders`` on the same
-1 M bars and random order stream (both numba; first calls, which compile, are excluded).
+"""Simulation speed: ``simulate_orders`` beside vectorbt's ``Portfolio.from_orders`` on the same 1 M
+bars and random order stream (both numba; first calls, which compile, are excluded), and
+``VectorTradingEnv`` env-steps per second at N = 1024 episodes with random actions.
 
-    python benchmarks/bench_backtest.py [--bars 1000000] [--repeats 5]
+    python benchmarks/bench_backtest.py [--bars 1000000] [--repeats 5] [--envs 1024]
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import numpy as np
 import pandas as pd
 import vectorbt as vbt
 
-from hrm_core import simulate_orders
+from hrm_core import load_config, simulate_orders
+from hrm_core.sim.vector_env import VectorTradingEnv
+from hrm_core.training.scenarios import planted_regime_market
 
 
 def best_of(repeats: int, run) -> float:
@@ -30,6 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bars", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--envs", type=int, default=1024)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     n = args.bars
@@ -59,6 +63,23 @@ def main() -> None:
     for name, run in (("simulate_orders", ours), ("vectorbt from_orders + value", theirs)):
         seconds = best_of(args.repeats, run)
         print(f"{name:<30} {seconds * 1000:>9.1f} ms {n / seconds:>15,.0f} bars/s")
+    vector_env_speed(args.envs)
+
+
+def vector_env_speed(n_envs: int, steps: int = 500) -> None:
+    """Env-steps per second of ``VectorTradingEnv`` (step + account observation; no feature windows)."""
+    config = load_config("configs/hrm_cpu_small.yaml")
+    env = VectorTradingEnv(planted_regime_market(20_000), config, n_envs=n_envs, part="train")
+    env.reset()
+    rng = np.random.default_rng(0)
+    actions = rng.integers(0, 5, (steps, n_envs))
+    quantity, stops, targets = (rng.uniform(0.1, 2, (steps, n_envs)) for _ in range(3))
+    env.step(actions[0], quantity[0], stops[0], targets[0])  # compile
+    start = time.perf_counter()
+    for k in range(steps):
+        env.step(actions[k], quantity[k], stops[k], targets[k])
+    seconds = time.perf_counter() - start
+    print(f"VectorTradingEnv, N = {n_envs}: {steps * n_envs / seconds:,.0f} env-steps/s")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,156 @@
+"""``VectorTradingEnv``: N episodes stepped together as arrays, for RL.
+
+The same execution engine as ``TradingEnv`` (``run_bar`` / ``decide``), looped over the N episodes
+inside one numba kernel, so the semantics are identical by construction (a test checks it step
+for step). Observations are the episodes' current data rows and account states; feature windows
+are gathered on demand (``windows``), since most RL code batches them on its own device anyway.
+An episode lasts ``episode_bars`` decisions from a random start inside the part (or ends at the
+part's end) and restarts automatically; ``done`` marks the step that ended it.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+
+from hrm_core.config import HRMConfig
+from hrm_core.model.account import account_state
+from hrm_core.sim.decisions import (
+    CASH,
+    ENTRY,
+    SHARES,
+    STOP,
+    TARGET,
+    account_params,
+    decide,
+    new_account,
+    run_bar,
+)
+from hrm_core.training.data import MarketData
+
+
+@numba.njit(cache=True)
+def _step_all(
+    states,
+    params,
+    rows,
+    last_rows,
+    open_,
+    high,
+    low,
+    close,
+    atr,
+    action,
+    quantity,
+    stop_atr,
+    target_atr,
+    rewards,
+    done,
+):
+    trade = np.zeros(7)
+    for i in range(states.shape[0]):
+        t = rows[i]
+        state = states[i]
+        before = state[CASH] + state[SHARES] * close[t]
+        decide(state, params, close[t], atr[t], action[i], quantity[i], stop_atr[i], target_atr[i])
+        nxt = t + 1
+        run_bar(state, params, nxt, open_[nxt], high[nxt], low[nxt], close[nxt], trade)
+        after = state[CASH] + state[SHARES] * close[nxt]
+        rewards[i] = after / before - 1
+        rows[i] = nxt
+        done[i] = nxt >= last_rows[i] or after <= 0
+
+
+class VectorTradingEnv:
+    def __init__(
+        self,
+        data: MarketData,
+        config: HRMConfig,
+        n_envs: int,
+        part: str = "train",
+        episode_bars: int = 256,
+        seed: int = 0,
+    ) -> None:
+        self.data, self.config, self.n_envs, self.episode_bars = data, config, n_envs, episode_bars
+        hf = config.hierarchical_features
+        self.high, self.low = hf.high_level_lookback, hf.low_level_lookback
+        decision = data.decision_rows(part, self.high)
+        if len(decision) < 2:
+            raise ValueError(
+                f"VectorTradingEnv: part {part!r} has {len(decision)} decision rows; need 2 or more"
+            )
+        run_end = decision.copy()  # the last row of each contiguous run of decisions (a symbol's part)
+        for k in range(len(decision) - 2, -1, -1):
+            if decision[k + 1] == decision[k] + 1:
+                run_end[k] = run_end[k + 1]
+        self.starts = decision[decision < run_end]
+        self.run_end = dict(zip(decision.tolist(), run_end.tolist(), strict=True))
+        self.params = account_params(config.trading)
+        self.rng = np.random.default_rng(seed)
+        self.arrays = tuple(
+            np.ascontiguousarray(getattr(data, k), dtype=float) for k in ("open", "high", "low", "close")
+        )
+        self.atr = np.nan_to_num(data.atr)
+        self.states = np.zeros((n_envs, 10))
+        self.rows = np.zeros(n_envs, dtype=np.int64)
+        self.last_rows = np.zeros(n_envs, dtype=np.int64)
+
+    def reset(self, start_rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Start every episode (at random decision rows, or at ``start_rows``)."""
+        self._start(np.arange(self.n_envs), start_rows)
+        return self.observation()
+
+    def step(
+        self, action: np.ndarray, quantity: np.ndarray, stop_loss: np.ndarray, take_profit: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """One decision per episode; returns observations, rewards (simple returns) and done flags.
+        Finished episodes restart at a random row before the observations are returned."""
+        rewards = np.empty(self.n_envs)
+        done = np.zeros(self.n_envs, dtype=np.bool_)
+        _step_all(
+            self.states,
+            self.params,
+            self.rows,
+            self.last_rows,
+            *self.arrays,
+            self.atr,
+            np.asarray(action, np.int64),
+            np.asarray(quantity, float),
+            np.asarray(stop_loss, float),
+            np.asarray(take_profit, float),
+            rewards,
+            done,
+        )
+        if done.any():
+            self._start(np.flatnonzero(done), None)
+        return self.observation(), rewards, done
+
+    def observation(self) -> dict[str, np.ndarray]:
+        t, s = self.rows, self.states
+        close = self.data.close[t]
+        equity = s[:, CASH] + s[:, SHARES] * close
+        tensor = torch.from_numpy
+        account = account_state(
+            position=tensor(s[:, SHARES] * close / np.maximum(equity, 1e-12)),
+            entry_price=tensor(s[:, ENTRY].copy()),
+            price=tensor(close),
+            atr=tensor(self.atr[t]),
+            stop_price=tensor(s[:, STOP].copy()),
+            target_price=tensor(s[:, TARGET].copy()),
+            equity_ratio=tensor(equity / self.config.trading.initial_capital),
+        )
+        return {"rows": t.copy(), "account": account.numpy().astype(np.float32), "equity": equity}
+
+    def windows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Strategic [N, high, Fs] and tactical [N, low, Ft] feature windows ending at ``rows``."""
+        strategic = self.data.strategic[rows[:, None] + np.arange(-self.high + 1, 1)]
+        tactical = self.data.tactical[rows[:, None] + np.arange(-self.low + 1, 1)]
+        return strategic, tactical
+
+    def _start(self, envs: np.ndarray, start_rows: np.ndarray | None) -> None:
+        rows = self.rng.choice(self.starts, size=len(envs)) if start_rows is None else np.asarray(start_rows)
+        for env, row in zip(envs, rows, strict=True):
+            self.states[env] = new_account(self.config.trading.initial_capital)
+            self.rows[env] = row
+            self.last_rows[env] = min(self.run_end[int(row)], row + self.episode_bars)
