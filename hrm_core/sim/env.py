@@ -127,23 +127,34 @@ class TradingEnv(gym.Env):
         return float(self.state[CASH] + self.state[SHARES] * self.data.close[self.bar])
 
     def _observation(self) -> dict[str, np.ndarray]:
-        t, d, s = self.bar, self.data, self.state
-        price, atr = torch.tensor([d.close[t]]), torch.tensor([d.atr[t]])
-        position = torch.tensor([s[SHARES] * d.close[t] / max(self.equity, 1e-12)])
-        account = account_state(
-            position=position,
-            entry_price=torch.tensor([s[ENTRY]]),
-            price=price,
-            atr=atr,
-            stop_price=torch.tensor([s[STOP]]),
-            target_price=torch.tensor([s[TARGET]]),
-            equity_ratio=torch.tensor([self.equity / self.config.trading.initial_capital]),
+        t, d = self.bar, self.data
+        trading = self.config.trading
+        account = observe_accounts(
+            self.state[None], d.close[t : t + 1], d.atr[t : t + 1], trading.initial_capital
         )
         return {
             "strategic": d.strategic[t - self.high + 1 : t + 1].copy(),
             "tactical": d.tactical[t - self.low + 1 : t + 1].copy(),
-            "account": account[0].numpy().astype(np.float32),
+            "account": account[0],
         }
 
     def _info(self) -> dict[str, Any]:
         return {"bar": self.bar, "equity": self.equity, "shares": float(self.state[SHARES])}
+
+
+def observe_accounts(
+    states: np.ndarray, close: np.ndarray, atr: np.ndarray, initial_capital: float
+) -> np.ndarray:
+    """[N, 7] account features (``account.py``) of N engine states at their current bars' closes."""
+    equity = states[:, CASH] + states[:, SHARES] * close
+    tensor = torch.from_numpy
+    account = account_state(
+        position=tensor(states[:, SHARES] * close / np.maximum(equity, 1e-12)),
+        entry_price=tensor(np.ascontiguousarray(states[:, ENTRY])),
+        price=tensor(np.ascontiguousarray(close, dtype=float)),
+        atr=tensor(np.nan_to_num(np.asarray(atr, dtype=float))),
+        stop_price=tensor(np.ascontiguousarray(states[:, STOP])),
+        target_price=tensor(np.ascontiguousarray(states[:, TARGET])),
+        equity_ratio=tensor(equity / initial_capital),
+    )
+    return account.numpy().astype(np.float32)

@@ -12,21 +12,10 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-import torch
 
 from hrm_core.config import HRMConfig
-from hrm_core.model.account import account_state
-from hrm_core.sim.decisions import (
-    CASH,
-    ENTRY,
-    SHARES,
-    STOP,
-    TARGET,
-    account_params,
-    decide,
-    new_account,
-    run_bar,
-)
+from hrm_core.sim.decisions import CASH, SHARES, account_params, decide, new_account, run_bar
+from hrm_core.sim.env import observe_accounts
 from hrm_core.training.data import MarketData
 
 
@@ -129,18 +118,8 @@ class VectorTradingEnv:
     def observation(self) -> dict[str, np.ndarray]:
         t, s = self.rows, self.states
         close = self.data.close[t]
-        equity = s[:, CASH] + s[:, SHARES] * close
-        tensor = torch.from_numpy
-        account = account_state(
-            position=tensor(s[:, SHARES] * close / np.maximum(equity, 1e-12)),
-            entry_price=tensor(s[:, ENTRY].copy()),
-            price=tensor(close),
-            atr=tensor(self.atr[t]),
-            stop_price=tensor(s[:, STOP].copy()),
-            target_price=tensor(s[:, TARGET].copy()),
-            equity_ratio=tensor(equity / self.config.trading.initial_capital),
-        )
-        return {"rows": t.copy(), "account": account.numpy().astype(np.float32), "equity": equity}
+        account = observe_accounts(s, close, self.atr[t], self.config.trading.initial_capital)
+        return {"rows": t.copy(), "account": account, "equity": s[:, CASH] + s[:, SHARES] * close}
 
     def windows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Strategic [N, high, Fs] and tactical [N, low, Ft] feature windows ending at ``rows``."""
