@@ -2,6 +2,7 @@
 
 from hrm_core.config import HRMConfig, load_config
 from hrm_core.errors import ConfigError, DataError, HRMError
+from hrm_core.sim.backtest import backtest
 from hrm_core.sim.execution import simulate_orders
 from hrm_core.sim.metrics import performance_summary
 from hrm_core.training.api import train
@@ -11,6 +12,7 @@ __all__ = [
     "DataError",
     "HRMConfig",
     "HRMError",
+    "backtest",
     "load_config",
     "performance_summary",
     "simulate_orders",

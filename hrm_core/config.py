@@ -95,8 +95,11 @@ class SplitConfig(_Strict):
 class ModelConfig(_Strict):
     """The HRM itself, with the seed's key names. ``gradient``: ``one_step`` (the paper's O(1)
     memory approximation), ``last_cycle`` (backpropagate through the last full H cycle) or
-    ``full`` (through every cycle; for ablations and the memory comparison)."""
+    ``full`` (through every cycle; for ablations and the memory comparison). ``architecture``
+    swaps the H/L core for a baseline of about equal size trained the same way: ``flat`` (one
+    transformer pass) or ``gru`` (one recurrence)."""
 
+    architecture: Literal["hrm", "flat", "gru"] = "hrm"
     H_cycles: int = Field(2, ge=1)
     L_cycles: int = Field(2, ge=1)
     H_layers: int = Field(2, ge=1)

@@ -1,16 +1,21 @@
-"""backtest_model: the agent and the baselines on the same test bars, net of costs, per symbol and
-as a portfolio."""
+"""Backtests: every strategy on the same test bars, ledgers that add up to the equity, costs, the
+report, clear errors, and a trained CPU-preset model on the sample data."""
 
 import dataclasses
+import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from hrm_core.config import load_config
-from hrm_core.sim.backtest import backtest_model
+from hrm_core.errors import DataError
+from hrm_core.sim.backtest import backtest, backtest_models, baseline_config
 from hrm_core.sim.baselines import BASELINES
-from hrm_core.training.data import concat
+from hrm_core.sim.execution import round_trips
+from hrm_core.sim.report import FIGURES, write_report
+from hrm_core.training.data import PARTS, concat
 from hrm_core.training.scenarios import planted_regime_market
 from hrm_core.training.trainer import build_model
 
@@ -18,30 +23,39 @@ CONFIG = load_config("configs/hrm_cpu_small.yaml")
 
 
 @pytest.fixture(scope="module")
-def result():
+def data():
     markets = [planted_regime_market(1500, seed=seed) for seed in (1, 2)]
-    data = concat([dataclasses.replace(m, symbols=[name]) for m, name in zip(markets, "AB", strict=True)])
+    return concat([dataclasses.replace(m, symbols=[name]) for m, name in zip(markets, "AB", strict=True)])
+
+
+@pytest.fixture(scope="module")
+def models(data):
     torch.manual_seed(0)
-    model = build_model(CONFIG, data)
-    model.set_cycles(1, 2)
-    return data, backtest_model(model, data, CONFIG, act=True)
+    hrm = build_model(CONFIG, data)
+    hrm.set_cycles(1, 2)
+    return {"hrm": hrm, "gru": build_model(baseline_config(CONFIG, "gru"), data)}
+
+
+@pytest.fixture(scope="module")
+def result(data, models):
+    return backtest_models(models, data, CONFIG, act=True)
 
 
 def test_every_strategy_runs_on_the_same_bars_of_every_symbol(result):
-    _, backtest = result
-    assert set(backtest.runs) == {"hrm", *BASELINES}
-    for runs in backtest.runs.values():
+    assert set(result.runs) == {"hrm", "gru", *BASELINES}
+    for runs in result.runs.values():
         assert len(runs) == 2
-        for run, reference in zip(runs.values(), backtest.runs["hrm"].values(), strict=True):
+        for run, reference in zip(runs.values(), result.runs["hrm"].values(), strict=True):
             assert run.returns.index.equals(reference.returns.index)
-    summary = backtest.summary()
-    assert list(summary.index) == ["hrm", *BASELINES]
-    assert {"sharpe", "psr", "max_drawdown", "n_trades"} <= set(summary.columns)
+    summary = result.summary()
+    assert list(summary.index) == ["hrm", "gru", *BASELINES]
+    assert {"sharpe", "psr", "dsr", "max_drawdown", "n_trades", "exposure", "turnover", "costs"} <= set(
+        summary.columns
+    )
 
 
-def test_buy_and_hold_pays_one_entry_at_the_next_open(result):
-    data, backtest = result
-    run = next(iter(backtest.runs["buy_and_hold"].values()))
+def test_buy_and_hold_pays_one_entry_at_the_next_open(data, result):
+    run = result.runs["buy_and_hold"]["A"]
     rows = np.flatnonzero(np.isin(data.ts, run.positions.index.values) & (data.symbol_id == 0))
     trading = CONFIG.trading
     entry = data.open[rows[1]] * (1 + trading.slippage)
@@ -49,12 +63,98 @@ def test_buy_and_hold_pays_one_entry_at_the_next_open(result):
     cash = trading.initial_capital - shares * entry * (1 + trading.commission)
     final = cash + shares * data.close[rows[-1]]
     assert np.prod(1 + run.returns.to_numpy()) == pytest.approx(final / trading.initial_capital, rel=1e-9)
+    assert run.costs == pytest.approx(
+        shares * entry * trading.commission + shares * entry - shares * data.open[rows[1]]
+    )
+    (trade,) = run.trades.itertuples()
+    assert (trade.exit, trade.entry_time, trade.bars) == ("end", run.positions.index[1], len(rows) - 1)
 
 
-def test_the_agents_ledger_and_segments_add_up(result):
-    _, backtest = result
-    for run in backtest.runs["hrm"].values():
+def test_every_ledger_adds_up_to_the_equity_it_made(result):
+    """Each trade's pnl includes its fees and the last open trade is marked at the close, so the
+    ledger sums to the final equity minus the starting capital, for every strategy (no borrow)."""
+    capital = CONFIG.trading.initial_capital
+    for strategy, runs in result.runs.items():
+        for symbol, run in runs.items():
+            final = capital * np.prod(1 + run.returns.to_numpy())
+            assert run.trades["pnl"].sum() == pytest.approx(final - capital, rel=1e-9, abs=1e-6), (
+                strategy,
+                symbol,
+            )
+            assert (run.trades["exit_time"] >= run.trades["entry_time"]).all()
+
+
+def test_the_models_report_segments_and_regimes_and_baseline_models_decide_in_one_pass(result):
+    for run in result.runs["hrm"].values():
         assert ((run.segments >= 1) & (run.segments <= CONFIG.model.halt_max_steps)).all()
         assert np.allclose(run.regimes.sum(axis=1), 1.0)
-        assert set(run.trades["exit"]) <= {"signal", "stop", "target"}
-        assert (run.trades["exit_bar"] >= run.trades["entry_bar"]).all()
+        assert set(run.trades["exit"]) <= {"signal", "stop", "target", "end"}
+    for run in result.runs["gru"].values():
+        assert (run.segments == 1).all()
+
+
+def test_round_trips_split_a_flip_and_mark_the_open_trade():
+    fills = pd.DataFrame(
+        {
+            "bar": [1, 3, 4, 6],
+            "size": [10.0, 5.0, -25.0, 5.0],
+            "price": [100.0, 102, 110, 105],
+            "fees": [1.0, 0.5, 2.5, 0.5],
+        }
+    )
+    ledger = round_trips(fills, last_bar=9, last_close=100.0)
+    first, second = ledger.itertuples()
+    assert (first.entry_bar, first.exit_bar, first.shares, first.exit) == (1, 4, 15.0, "signal")
+    assert first.fees == pytest.approx(1.0 + 0.5 + 2.5 * 15 / 25)
+    assert first.pnl == pytest.approx(-10 * 100 - 5 * 102 + 15 * 110 - first.fees)
+    assert (second.entry_bar, second.exit_bar, second.shares, second.exit) == (4, 9, -10.0, "end")
+    assert second.pnl == pytest.approx(10 * 110 - 5 * 105 - 5 * 100 - 2.5 * 10 / 25 - 0.5)
+
+
+def test_the_report_has_its_figures_html_and_summary(result, tmp_path):
+    paths = write_report(result, tmp_path)
+    for name in FIGURES:
+        assert paths[name].read_bytes()[:4] == b"\x89PNG"
+    page = paths["html"].read_text()
+    assert page.count("data:image/png;base64,") == len(FIGURES)
+    assert all(f"<th>{strategy}</th>" in page for strategy in result.runs)
+    summary = json.loads(paths["summary"].read_text())
+    assert set(summary["portfolio"]) == set(result.runs)
+    buy_and_hold = result.summary().loc["buy_and_hold", "sharpe"]
+    assert summary["portfolio"]["buy_and_hold"]["sharpe"] == pytest.approx(buy_and_hold)
+    assert set(summary["per_symbol"]["hrm"]) == {"A", "B"}
+
+
+def test_a_model_trained_on_other_features_is_refused(data, models):
+    other = dataclasses.replace(data, tactical_names=("rsi_14", "macd", "bb_squeeze", "volume_ratio"))
+    other_model = build_model(CONFIG, other)
+    with pytest.raises(DataError, match="volume_ratio"):
+        backtest_models({"hrm": other_model}, data, CONFIG)
+    narrow = dataclasses.replace(
+        data, strategic=data.strategic[:, :2], strategic_names=data.strategic_names[:2]
+    )
+    with pytest.raises(DataError, match="strategic"):
+        backtest_models({"hrm": models["hrm"]}, narrow, CONFIG)
+
+
+def test_an_empty_test_part_is_a_clear_error(data, models):
+    no_test = data.with_part(np.where(data.part == PARTS.index("test"), -1, data.part))
+    with pytest.raises(DataError, match="fold 0: the 'test' part has no symbol"):
+        backtest_models(models, no_test, CONFIG)
+
+
+def test_a_trained_cpu_preset_model_backtests_the_sample_data_into_a_report(tmp_path):
+    """``backtest(config)`` end to end: the sample data, the CPU preset's model trained through its
+    three stages (budgets cut to keep the test short), the flat and GRU baselines trained on the
+    same loss, and the report."""
+    stages = [{**stage.model_dump(), "episodes": 48} for stage in CONFIG.training.curriculum]
+    config = load_config(
+        "configs/hrm_cpu_small.yaml", training={**CONFIG.training.model_dump(), "curriculum": stages}
+    )
+    result = backtest(config, report_dir=tmp_path, progress=False)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["portfolio"]) == {"hrm", "flat", "gru", *BASELINES}
+    assert summary["symbols"] == ["NASDAQ", "SP500"]
+    hrm = result.runs["hrm"]["SP500"]
+    assert hrm.returns.index[0] > pd.Timestamp("2010-01-01")  # the test part: the last 40 % of time
+    assert (tmp_path / "report.html").stat().st_size > 10_000

@@ -5,13 +5,18 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
 
 from hrm_core.config import load_config
+from hrm_core.model.agent import HRMTradingAgent
 from hrm_core.model.heads import ACTIONS
+from hrm_core.model.hrm import MarketInputs
 from hrm_core.sim.decisions import run_decisions
 from hrm_core.sim.env import TradingEnv
+from hrm_core.sim.hrm_env import HRMTradingEnv
 from hrm_core.training.scenarios import planted_regime_market
+from hrm_core.training.trainer import build_model
 
 CONFIG = load_config("configs/hrm_cpu_small.yaml", trading={"borrow_rate": 0.0001})
 
@@ -81,3 +86,56 @@ def test_an_episode_ends_at_the_last_decision_and_short_parts_are_refused(market
     unused = dataclasses.replace(market, part=np.full(len(market), -1))
     with pytest.raises(ValueError, match="0 decision rows"):
         TradingEnv(unused, CONFIG)
+
+
+@pytest.mark.parametrize(
+    "key, value, rule",
+    [
+        ("quantity", np.nan, "quantity must be finite"),
+        ("quantity", -0.5, "quantity must be finite and ≥ 0"),
+        ("stop_loss", np.inf, "stop_loss must be in"),
+        ("take_profit", 0.0, "take_profit must be in"),
+        ("stop_loss", 25.0, "stop_loss must be in"),
+    ],
+)
+def test_a_bad_action_is_refused_naming_the_symbol_and_bar(market, key, value, rule):
+    env = TradingEnv(market, CONFIG)
+    env.reset(seed=0)
+    action = {
+        "action_type": 0,
+        "quantity": np.array([0.5], np.float32),
+        "stop_loss": np.array([1.0], np.float32),
+        "take_profit": np.array([1.0], np.float32),
+    }
+    with pytest.raises(ValueError, match=f"{market.symbols[0]} bar .* \\(row {env.rows[0]}\\): {rule}"):
+        env.step(action | {key: np.array([value], np.float32)})
+
+
+def test_the_hrm_env_is_the_agent_deciding_in_a_trading_env_and_passes_the_checker(market):
+    torch.manual_seed(0)
+    model = build_model(CONFIG, market)
+    check_env(HRMTradingEnv(market, CONFIG, model), skip_render_check=True)
+    hrm_env, plain = HRMTradingEnv(market, CONFIG, model), TradingEnv(market, CONFIG)
+    agent = HRMTradingAgent(model, CONFIG.model.halt_max_steps, True, CONFIG.model.h_update_interval)
+    hrm_env.reset(seed=0)
+    obs, info = plain.reset(seed=0)
+    for _ in range(60):
+        decision = agent.decide(
+            MarketInputs(
+                strategic=torch.as_tensor(obs["strategic"])[None],
+                tactical=torch.as_tensor(obs["tactical"])[None],
+                account=torch.as_tensor(obs["account"])[None],
+                position=torch.sign(torch.tensor([info["shares"]])),
+            )
+        )
+        out = decision.outputs
+        action = {
+            "action_type": int(decision.action_index[0]),
+            "quantity": out.quantity.numpy(),
+            "stop_loss": out.stop_loss.numpy(),
+            "take_profit": out.take_profit.numpy(),
+        }
+        obs, reward, _, _, info = plain.step(action)
+        _, hrm_reward, _, _, hrm_info = hrm_env.step()
+        assert (hrm_reward, hrm_info["equity"]) == (reward, info["equity"])
+        assert hrm_info["segments"] == int(decision.segments[0])

@@ -214,6 +214,22 @@ def test_the_flat_baseline_has_the_same_parameter_count_and_no_recurrence():
     assert same_carry is carry and out.action_logits.shape == (6, 5)
 
 
+@pytest.mark.parametrize("hidden, H_layers, L_layers", [(32, 1, 1), (32, 2, 1), (64, 2, 2)])
+def test_the_gru_baseline_is_within_a_quarter_of_the_hrms_parameter_count(hidden, H_layers, L_layers):
+    from hrm_core.model.gru import GRUTrader
+
+    config = ModelConfig(hidden_size=hidden, num_heads=4, H_layers=H_layers, L_layers=L_layers, h_pool=10)
+    hrm = HRMTrader(config, TradingConfig(), N_STRATEGIC, N_TACTICAL, HIGH, LOW)
+    gru = GRUTrader(config, TradingConfig(), N_STRATEGIC, N_TACTICAL, HIGH, LOW)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert abs(count(gru) / count(hrm) - 1) < 0.25
+    carry = gru.initial_carry(6)
+    same_carry, out = gru.segment(carry, make_inputs())
+    assert same_carry is carry and out.action_logits.shape == (6, 5)
+    out.confidence.sum().backward()
+    assert all(p.grad is not None for p in gru.gru.parameters())
+
+
 def test_the_fixed_initial_states_are_saved_with_the_model():
     model = make_model()
     state = model.state_dict()

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from hrm_core.config import load_config
 from hrm_core.sim.env import TradingEnv
@@ -60,3 +61,22 @@ def test_episodes_restart_at_their_end_and_windows_end_at_the_row():
         strategic[0], market.strategic[obs["rows"][0] - high + 1 : obs["rows"][0] + 1]
     )
     assert tactical.shape == (4, CONFIG.hierarchical_features.low_level_lookback, market.tactical.shape[1])
+
+
+def test_torch_actions_give_the_same_steps_as_torch_tensors_and_bad_actions_are_refused():
+    market = planted_regime_market(3000, seed=5)
+    envs = [VectorTradingEnv(market, CONFIG, n_envs=6, part="test", seed=2) for _ in range(2)]
+    for env in envs:
+        env.reset()
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        actions = rng.integers(0, 5, 6), rng.uniform(0, 1, 6), rng.uniform(0.5, 3, 6), rng.uniform(0.5, 3, 6)
+        obs, rewards, done = envs[0].step(*actions)
+        torch_obs, torch_rewards, torch_done = envs[1].step(*(torch.as_tensor(a) for a in actions))
+        assert isinstance(torch_rewards, torch.Tensor) and torch_done.dtype == torch.bool
+        np.testing.assert_array_equal(torch_rewards.numpy(), rewards)
+        np.testing.assert_array_equal(torch_done.numpy(), done)
+        np.testing.assert_array_equal(torch_obs["account"].numpy(), obs["account"])
+    bad = np.array([0.5, 0.5, np.nan, 0.5, 0.5, 0.5])
+    with pytest.raises(ValueError, match=f"episode 2 at row {envs[0].rows[2]}: quantity must be finite"):
+        envs[0].step(np.zeros(6, int), bad, np.ones(6), np.ones(6))

@@ -43,7 +43,10 @@ class MarketInputs:
 
 
 class HRMTrader(nn.Module):
-    """HRM core plus the trading heads; ``segment`` is one ACT step."""
+    """HRM core plus the trading heads; ``segment`` is one ACT step. ``feature_names`` (strategic,
+    tactical) records what the model was trained on, so data with other features is refused."""
+
+    feature_names: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
     def __init__(
         self,

@@ -31,8 +31,12 @@ from hrm_core.sim.execution import fill
 EXIT_REASONS = ("", "signal", "stop", "target", "end")
 
 
-# Account state slots (one float64 array, so numba and Python share it)
-CASH, SHARES, ENTRY, STOP, TARGET, TRADE_FEES, ENTRY_BAR, PENDING, PENDING_STOP, PENDING_TARGET = range(10)
+# Account state slots (one float64 array, so numba and Python share it); COSTS sums the fees,
+# slippage and borrow paid so far.
+CASH, SHARES, ENTRY, STOP, TARGET, TRADE_FEES, ENTRY_BAR, PENDING, PENDING_STOP, PENDING_TARGET, COSTS = (
+    range(11)
+)
+STATE_SIZE = 11
 # Cost and sizing parameter slots
 FEES, FIXED_FEES, SLIPPAGE, BORROW, MAX_SIZE, VOL_ADJUSTED, RISK_PER_TRADE = range(7)
 
@@ -61,10 +65,18 @@ def _write_trade(trade, entry_bar, exit_bar, shares, entry, exit_price, fees, re
 
 @numba.njit(cache=True)
 def new_account(init_cash: float) -> np.ndarray:
-    state = np.zeros(10)
+    state = np.zeros(STATE_SIZE)
     state[CASH] = init_cash
     state[ENTRY_BAR] = -1.0
     return state
+
+
+@numba.njit(cache=True)
+def _pay(state, params, size, price):
+    """Fill ``size`` shares at ``price`` from the account's cash; returns (fill price, fee)."""
+    px, fee, state[CASH] = fill(size, price, state[CASH], params[FEES], params[FIXED_FEES], params[SLIPPAGE])
+    state[COSTS] += fee + abs(size * (px - price))
+    return px, fee
 
 
 @numba.njit(cache=True)
@@ -76,9 +88,7 @@ def run_bar(state, params, t, open_, high, low, close, trade):
     held_before_open = state[SHARES] != 0.0
     pending = state[PENDING]
     if pending != 0.0:
-        px, fee, state[CASH] = fill(
-            pending, open_, state[CASH], params[FEES], params[FIXED_FEES], params[SLIPPAGE]
-        )
+        px, fee = _pay(state, params, pending, open_)
         if state[SHARES] == 0.0:  # an entry
             d = 1.0 if pending > 0 else -1.0
             state[ENTRY], state[ENTRY_BAR], state[TRADE_FEES] = px, t, fee
@@ -104,15 +114,15 @@ def run_bar(state, params, t, open_, high, low, close, trade):
         elif (d > 0 and high >= target) or (d < 0 and low <= target):
             level, reason = target, 3.0
         if reason > 0:
-            px, fee, state[CASH] = fill(
-                -shares, level, state[CASH], params[FEES], params[FIXED_FEES], params[SLIPPAGE]
-            )
+            px, fee = _pay(state, params, -shares, level)
             _write_trade(
                 trade, state[ENTRY_BAR], t, shares, state[ENTRY], px, state[TRADE_FEES] + fee, reason
             )
             state[SHARES], closed = 0.0, True
     if state[SHARES] < 0:
-        state[CASH] -= params[BORROW] * -state[SHARES] * close
+        borrow = params[BORROW] * -state[SHARES] * close
+        state[CASH] -= borrow
+        state[COSTS] += borrow
     return closed
 
 

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
+import pandas as pd
 import torch
 from gymnasium import spaces
 
@@ -23,10 +24,13 @@ from hrm_core.model.account import ACCOUNT_FEATURES, account_state
 from hrm_core.model.heads import ACTIONS
 from hrm_core.sim.decisions import (
     CASH,
+    COSTS,
     ENTRY,
+    ENTRY_BAR,
     SHARES,
     STOP,
     TARGET,
+    TRADE_FEES,
     account_params,
     decide,
     new_account,
@@ -76,8 +80,8 @@ class TradingEnv(gym.Env):
             {
                 "action_type": spaces.Discrete(len(ACTIONS)),
                 "quantity": spaces.Box(0.0, config.trading.max_position_size, (1,), np.float32),
-                "stop_loss": spaces.Box(0.1, MAX_ATR_MULTIPLE, (1,), np.float32),
-                "take_profit": spaces.Box(0.1, MAX_ATR_MULTIPLE, (1,), np.float32),
+                "stop_loss": spaces.Box(0.0, MAX_ATR_MULTIPLE, (1,), np.float32),
+                "take_profit": spaces.Box(0.0, MAX_ATR_MULTIPLE, (1,), np.float32),
             }
         )
 
@@ -92,16 +96,8 @@ class TradingEnv(gym.Env):
         t = self.rows[self.step_index]
         d = self.data
         before = self.equity
-        decide(
-            self.state,
-            self.params,
-            d.close[t],
-            d.atr[t],
-            int(action["action_type"]),
-            float(np.asarray(action["quantity"]).reshape(-1)[0]),
-            float(np.asarray(action["stop_loss"]).reshape(-1)[0]),
-            float(np.asarray(action["take_profit"]).reshape(-1)[0]),
-        )
+        kind, quantity, stop, target = self._checked(action, t)
+        decide(self.state, self.params, d.close[t], d.atr[t], kind, quantity, stop, target)
         nxt = t + 1
         closed = run_bar(
             self.state, self.params, nxt, d.open[nxt], d.high[nxt], d.low[nxt], d.close[nxt], self.trade
@@ -117,6 +113,33 @@ class TradingEnv(gym.Env):
         info = self._info() | ({"closed_trade": self.trade.copy()} if closed else {})
         return self._observation(), float(reward), bool(terminated), False, info
 
+    def _checked(self, action: dict[str, Any], t: int) -> tuple[int, float, float, float]:
+        """The action's four numbers, or a ValueError naming the bar and the broken rule."""
+        kind = int(action["action_type"])
+        quantity, stop, target = (
+            float(np.asarray(action[k], dtype=float).reshape(-1)[0])
+            for k in ("quantity", "stop_loss", "take_profit")
+        )
+        rules = [
+            (0 <= kind < len(ACTIONS), f"action_type must be 0..{len(ACTIONS) - 1}, got {kind}"),
+            (np.isfinite(quantity) and quantity >= 0, f"quantity must be finite and ≥ 0, got {quantity}"),
+            (
+                np.isfinite(stop) and 0 < stop <= MAX_ATR_MULTIPLE,
+                f"stop_loss must be in (0, {MAX_ATR_MULTIPLE}] ATRs, got {stop}",
+            ),
+            (
+                np.isfinite(target) and 0 < target <= MAX_ATR_MULTIPLE,
+                f"take_profit must be in (0, {MAX_ATR_MULTIPLE}] ATRs, got {target}",
+            ),
+        ]
+        for ok, rule in rules:
+            if not ok:
+                symbol = self.data.symbols[self.data.symbol_id[t]]
+                raise ValueError(
+                    f"TradingEnv: {symbol} bar {pd.Timestamp(self.data.ts[t])} (row {t}): {rule}"
+                )
+        return kind, quantity, stop, target
+
     @property
     def bar(self) -> int:
         """Data row of the current bar (the next decision's)."""
@@ -125,6 +148,20 @@ class TradingEnv(gym.Env):
     @property
     def equity(self) -> float:
         return float(self.state[CASH] + self.state[SHARES] * self.data.close[self.bar])
+
+    @property
+    def costs(self) -> float:
+        """Fees, slippage and borrow paid so far in the episode."""
+        return float(self.state[COSTS])
+
+    def open_trade(self) -> np.ndarray | None:
+        """The position still open, as a trade row marked at the current close (exit reason
+        "end", as in ``closed_trade``), or None when flat."""
+        s = self.state
+        if s[SHARES] == 0.0:
+            return None
+        close = self.data.close[self.bar]
+        return np.array([s[ENTRY_BAR], self.bar, s[SHARES], s[ENTRY], close, s[TRADE_FEES], 4.0])
 
     def _observation(self) -> dict[str, np.ndarray]:
         t, d = self.bar, self.data
@@ -151,7 +188,7 @@ def observe_accounts(
     account = account_state(
         position=tensor(states[:, SHARES] * close / np.maximum(equity, 1e-12)),
         entry_price=tensor(np.ascontiguousarray(states[:, ENTRY])),
-        price=tensor(np.ascontiguousarray(close, dtype=float)),
+        price=tensor(np.array(close, dtype=float)),
         atr=tensor(np.nan_to_num(np.asarray(atr, dtype=float))),
         stop_price=tensor(np.ascontiguousarray(states[:, STOP])),
         target_price=tensor(np.ascontiguousarray(states[:, TARGET])),

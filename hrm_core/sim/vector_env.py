@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+import torch
 
 from hrm_core.config import HRMConfig
-from hrm_core.sim.decisions import CASH, SHARES, account_params, decide, new_account, run_bar
+from hrm_core.model.heads import ACTIONS
+from hrm_core.sim.decisions import CASH, SHARES, STATE_SIZE, account_params, decide, new_account, run_bar
 from hrm_core.sim.env import observe_accounts
 from hrm_core.training.data import MarketData
+
+ArrayLike = np.ndarray | torch.Tensor
 
 
 @numba.njit(cache=True)
@@ -81,7 +85,7 @@ class VectorTradingEnv:
             np.ascontiguousarray(getattr(data, k), dtype=float) for k in ("open", "high", "low", "close")
         )
         self.atr = np.nan_to_num(data.atr)
-        self.states = np.zeros((n_envs, 10))
+        self.states = np.zeros((n_envs, STATE_SIZE))
         self.rows = np.zeros(n_envs, dtype=np.int64)
         self.last_rows = np.zeros(n_envs, dtype=np.int64)
 
@@ -91,10 +95,17 @@ class VectorTradingEnv:
         return self.observation()
 
     def step(
-        self, action: np.ndarray, quantity: np.ndarray, stop_loss: np.ndarray, take_profit: np.ndarray
-    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        self, action: ArrayLike, quantity: ArrayLike, stop_loss: ArrayLike, take_profit: ArrayLike
+    ) -> tuple[dict[str, ArrayLike], ArrayLike, ArrayLike]:
         """One decision per episode; returns observations, rewards (simple returns) and done flags.
-        Finished episodes restart at a random row before the observations are returned."""
+        Finished episodes restart at a random row before the observations are returned. Actions
+        given as torch tensors give torch tensors back, on their device; numpy gives numpy."""
+        device = action.device if isinstance(action, torch.Tensor) else None
+        action, quantity, stop_loss, take_profit = (
+            np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=dtype)
+            for x, dtype in ((action, np.int64), (quantity, float), (stop_loss, float), (take_profit, float))
+        )
+        self._check(action, quantity, stop_loss, take_profit)
         rewards = np.empty(self.n_envs)
         done = np.zeros(self.n_envs, dtype=np.bool_)
         _step_all(
@@ -104,16 +115,34 @@ class VectorTradingEnv:
             self.last_rows,
             *self.arrays,
             self.atr,
-            np.asarray(action, np.int64),
-            np.asarray(quantity, float),
-            np.asarray(stop_loss, float),
-            np.asarray(take_profit, float),
+            action,
+            quantity,
+            stop_loss,
+            take_profit,
             rewards,
             done,
         )
         if done.any():
             self._start(np.flatnonzero(done), None)
-        return self.observation(), rewards, done
+        observation = self.observation()
+        if device is None:
+            return observation, rewards, done
+        to_torch = lambda x: torch.as_tensor(x, device=device)  # noqa: E731
+        return {k: to_torch(v) for k, v in observation.items()}, to_torch(rewards), to_torch(done)
+
+    def _check(self, action, quantity, stop_loss, take_profit) -> None:
+        """Refuse actions no policy should output, naming the first bad episode and its row."""
+        rules = [
+            ((action < 0) | (action >= len(ACTIONS)), f"action must be 0..{len(ACTIONS) - 1}"),
+            (~np.isfinite(quantity) | (quantity < 0), "quantity must be finite and ≥ 0"),
+            (~np.isfinite(stop_loss) | (stop_loss <= 0), "stop_loss must be a finite ATR multiple > 0"),
+            (~np.isfinite(take_profit) | (take_profit <= 0), "take_profit must be a finite ATR multiple > 0"),
+        ]
+        for bad, rule in rules:
+            hits = np.flatnonzero(bad)
+            if len(hits):
+                env = hits[0]
+                raise ValueError(f"VectorTradingEnv: episode {env} at row {self.rows[env]}: {rule}")
 
     def observation(self) -> dict[str, np.ndarray]:
         t, s = self.rows, self.states

@@ -22,6 +22,8 @@ from tqdm.auto import tqdm
 from hrm_core.config import HRMConfig, StageConfig
 from hrm_core.errors import HRMError
 from hrm_core.model.act import run_segments
+from hrm_core.model.flat import FlatTrader
+from hrm_core.model.gru import GRUTrader
 from hrm_core.model.hrm import HRMTrader
 from hrm_core.training.checkpoint import load_checkpoint, save_checkpoint
 from hrm_core.training.data import Chunks, MarketData, WindowSampler
@@ -38,8 +40,10 @@ def pick_device(preference: str) -> torch.device:
 
 
 def build_model(config: HRMConfig, data: MarketData) -> HRMTrader:
+    """The configured architecture (``model.architecture``) sized for ``data``'s features."""
     hf = config.hierarchical_features
-    return HRMTrader(
+    kind = {"hrm": HRMTrader, "flat": FlatTrader, "gru": GRUTrader}[config.model.architecture]
+    model = kind(
         config.model,
         config.trading,
         n_strategic=data.strategic.shape[1],
@@ -47,6 +51,8 @@ def build_model(config: HRMConfig, data: MarketData) -> HRMTrader:
         high_level_lookback=hf.high_level_lookback,
         low_level_lookback=hf.low_level_lookback,
     )
+    model.feature_names = (data.strategic_names, data.tactical_names)
+    return model
 
 
 @dataclass

@@ -1,0 +1,46 @@
+"""The recurrent baseline: the same embeddings and heads as the HRM, with its H and L modules
+replaced by a GRU that reads the H tokens then the L bars in time order — a single recurrence with
+no hierarchy and no cycles. Its layer count is the one whose parameters come closest to the HRM
+modules it replaces, so the comparison is at about equal size."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hrm_core.config import ModelConfig, TradingConfig
+from hrm_core.model.heads import TradingOutputs
+from hrm_core.model.hrm import Carry, HRMTrader, MarketInputs
+
+
+def gru_layers(target_params: int, hidden: int) -> int:
+    """GRU layers (input and hidden size ``hidden``) whose parameter count is nearest ``target_params``."""
+    per_layer = 6 * hidden * hidden + 6 * hidden  # W_ih, W_hh [3D, D] and two [3D] biases
+    return max(1, round(target_params / per_layer))
+
+
+class GRUTrader(HRMTrader):
+    def __init__(
+        self,
+        model: ModelConfig,
+        trading: TradingConfig,
+        n_strategic: int,
+        n_tactical: int,
+        high_level_lookback: int,
+        low_level_lookback: int,
+    ) -> None:
+        super().__init__(model, trading, n_strategic, n_tactical, high_level_lookback, low_level_lookback)
+        replaced = sum(p.numel() for module in (self.H, self.L) for p in module.parameters())
+        del self.H, self.L
+        hidden = model.hidden_size
+        self.gru = nn.GRU(hidden, hidden, gru_layers(replaced, hidden), batch_first=True)
+
+    def segment(
+        self, carry: Carry, inputs: MarketInputs, update_H: bool = True
+    ) -> tuple[Carry, TradingOutputs]:
+        """One pass of the GRU over [H tokens; L bars]; the carry passes through unchanged."""
+        x_H, x_L = self.embed(inputs)
+        z, _ = self.gru(torch.cat([x_H, x_L], dim=1))  # [B, H tokens + L bars, D]
+        z_H = z[:, : self.h_tokens]
+        summary = torch.cat([z[:, -1], z_H.mean(1)], dim=-1)
+        return carry, self.heads(summary, z_H.mean(1), inputs.position)
