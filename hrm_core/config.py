@@ -181,6 +181,7 @@ class TrainingConfig(_Strict):
     task_mix: dict[str, float] = {"trend": 0.4, "mean_reversion": 0.3, "breakout": 0.2, "adverse": 0.1}
     min_task_chunks: int = Field(50, ge=0)
     synthetic_bars: int = Field(2000, ge=300)
+    ewc_strength: float = Field(5.0, ge=0)  # retraining from production: EWC weight (Fisher of mean 1)
     curriculum: list[StageConfig] = [
         StageConfig(name="basic", H_cycles=1, L_cycles=3, episodes=400),
         StageConfig(name="advanced", H_cycles=2, L_cycles=5, episodes=400),
@@ -197,6 +198,24 @@ class TrainingConfig(_Strict):
         return mix
 
 
+class PromotionConfig(_Strict):
+    """When a candidate replaces the production model (out-of-sample, same fold, net of costs):
+    its Sharpe beats production's (buy-and-hold's when there is none), its max drawdown is at most
+    ``max_drawdown_margin`` deeper, and its PSR is at least ``min_psr``."""
+
+    min_psr: float = Field(0.5, ge=0.0, le=1.0)
+    max_drawdown_margin: float = Field(0.05, ge=0.0)
+
+
+class MonitoringConfig(_Strict):
+    """Drift monitoring: the last ``drift_window_bars`` bars per symbol against the production
+    model's training features; the check fails when more than ``max_drift_share`` of the model's
+    features drift."""
+
+    drift_window_bars: int = Field(250, ge=20)
+    max_drift_share: float = Field(0.5, ge=0.0, le=1.0)
+
+
 class HRMConfig(_Strict):
     """The whole project configuration."""
 
@@ -209,6 +228,8 @@ class HRMConfig(_Strict):
     model: ModelConfig = ModelConfig()
     trading: TradingConfig = TradingConfig()
     training: TrainingConfig = TrainingConfig()
+    promotion: PromotionConfig = PromotionConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
     @model_validator(mode="after")
     def _embargo_covers_labels(self) -> HRMConfig:

@@ -42,8 +42,11 @@ def run_segments(
     carry: Carry | None = None,
     generator: torch.Generator | None = None,
     update_H: bool = True,
+    stop_when_all_halted: bool = True,
 ) -> SegmentRun:
-    """Run up to ``segments`` segments; halting is learned (``act``) or never (deep supervision)."""
+    """Run up to ``segments`` segments; halting is learned (``act``) or never (deep supervision).
+    ``stop_when_all_halted=False`` always runs the budget (same decisions, no data-dependent
+    control flow, which is what ``torch.export`` needs)."""
     batch = inputs.position.shape[0]
     device = inputs.position.device
     carry = model.initial_carry(batch) if carry is None else carry
@@ -68,6 +71,6 @@ def run_segments(
         if act:
             wants_halt = (out.q_halt > out.q_continue) | (steps >= segments)
             halted = halted | (running & wants_halt & (steps >= min_steps))
-            if bool(halted.all()):
+            if stop_when_all_halted and bool(halted.all()):
                 break
     return SegmentRun(outputs=outputs, raw=raw, live=live, steps=steps, carry=carry)

@@ -27,6 +27,7 @@ from hrm_core.model.gru import GRUTrader
 from hrm_core.model.hrm import HRMTrader
 from hrm_core.training.checkpoint import load_checkpoint, save_checkpoint
 from hrm_core.training.data import Chunks, MarketData, WindowSampler
+from hrm_core.training.ewc import EWC
 from hrm_core.training.losses import act_loss
 
 VALIDATION_CHUNKS = 32
@@ -80,8 +81,10 @@ class Trainer:
         checkpoint_dir: str | Path | None = None,
         progress: bool = True,
         model: HRMTrader | None = None,
+        ewc: EWC | None = None,
     ) -> None:
         self.config = config
+        self.ewc = ewc
         self.training = config.training
         self.device = pick_device(self.training.device)
         self.data = data
@@ -198,6 +201,10 @@ class Trainer:
             group["lr"] = lr
         chunks = self.sampler.sample(self.train_starts, self.training.batch_chunks, self.rng)
         loss, logged = self._forward(stage, chunks, explore=True)
+        if self.ewc is not None:
+            penalty = self.ewc.penalty(self.model)
+            loss = loss + penalty
+            logged["ewc"] = float(penalty.detach())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.training.grad_clip)
