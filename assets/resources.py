@@ -4,6 +4,10 @@ import os
 from pathlib import Path
 
 import dagster as dg
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
 from hrm_core.config import HRMConfig, load_config
 from hrm_core.data.versioning import DatasetVersion, version_data
@@ -51,3 +55,47 @@ class DvcResource(dg.ConfigurableResource):
 
     def version(self) -> DatasetVersion:
         return version_data(Path(self.project_dir), self.remote_url)
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """MLflow tracking and the model registry. Locally a sqlite store and an artifact folder under
+    ``HRM_HOME``; in production a tracking server's URI."""
+
+    tracking_uri: str
+    artifact_location: str | None = None
+    experiment: str = "hrm-trading"
+    model_name: str = "hrm-trader"
+
+    def client(self) -> MlflowClient:
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        return MlflowClient(self.tracking_uri, self.tracking_uri)
+
+    def experiment_id(self) -> str:
+        client = self.client()
+        experiment = client.get_experiment_by_name(self.experiment)
+        if experiment is not None:
+            return experiment.experiment_id
+        return client.create_experiment(self.experiment, artifact_location=self.artifact_location)
+
+    def parent_run_id(self, dagster_run_id: str) -> str:
+        """The one MLflow run of a Dagster run, under which its training stages nest."""
+        experiment_id = self.experiment_id()
+        found = self.client().search_runs(
+            [experiment_id], f"tags.`dagster.run_id` = '{dagster_run_id}' AND tags.kind = 'parent'"
+        )
+        if found:
+            return found[0].info.run_id
+        run = self.client().create_run(
+            experiment_id,
+            tags={"dagster.run_id": dagster_run_id, "kind": "parent"},
+            run_name=f"dagster-{dagster_run_id[:8]}",
+        )
+        return run.info.run_id
+
+    def version_with_alias(self, alias: str) -> ModelVersion | None:
+        """The registered version that holds ``alias``, or None."""
+        try:
+            return self.client().get_model_version_by_alias(self.model_name, alias)
+        except MlflowException:
+            return None

@@ -7,6 +7,7 @@ every CLI run, its materialisations and its asset checks appear in ``make ui``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -42,16 +43,23 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--path", help="file, folder or s3:// URI for csv/parquet/s3 sources")
     run.add_argument("--symbols", nargs="+", help="symbols to ingest (sample, yfinance)")
     run.add_argument("--config", default=None, help=f"YAML preset (default {DEFAULT_CONFIG})")
+    predict = commands.add_parser(
+        "predict", help="the registered model's decision for each symbol's latest bar"
+    )
+    predict.add_argument("--symbol", action="append", help="only this symbol (repeatable)")
+    predict.add_argument("--model-alias", default="production", help="registry alias (default production)")
+    predict.add_argument("--config", default=None, help=f"YAML preset (default {DEFAULT_CONFIG})")
+    predict.add_argument("--json", action="store_true", help="print JSON for machines")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command != "run":
+    if args.command not in ("run", "predict"):
         _parser().print_help()
         return 2
     try:
-        return _run(args)
+        return _run(args) if args.command == "run" else _predict(args)
     except HRMError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -96,6 +104,29 @@ def _run(args: argparse.Namespace) -> int:
     if not result.success:
         print(f"error: {job_name} failed: {failure_message(result)}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    prepare_home()
+    from pipelines.resources import resources_for_profile
+    from pipelines.serving import predict
+
+    settings = HRMSettings(config_path=args.config or DEFAULT_CONFIG)
+    rows = predict(resources_for_profile()["tracking"], settings, args.model_alias, args.symbol)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{rows[0]['model']}, latest bar of each symbol, from a flat account:")
+    for r in rows:
+        print(
+            f"{r['symbol']:>8} {r['bar'][:10]}  {r['action']:<11} qty {r['quantity']:.2f}  "
+            f"stop {r['stop_loss']:.2f} ATR  target {r['take_profit']:.2f} ATR  "
+            f"confidence {r['confidence']:.2f}  "
+            f"risk p/m/e {r['position_risk']:.2f}/{r['market_risk']:.2f}/{r['execution_risk']:.2f}  "
+            f"regime t/r/v {r['regime_trending']:.2f}/{r['regime_ranging']:.2f}/{r['regime_volatile']:.2f}  "
+            f"segments {r['segments']}"
+        )
     return 0
 
 

@@ -3,18 +3,39 @@
 import dagster as dg
 
 from assets.features import features_finite, features_point_in_time
+from assets.monitoring import feature_drift_within_threshold
+from assets.registry import backtest_within_sanity_bounds
 from assets.splits import splits_purged_and_embargoed
-from pipelines.jobs import DATA_ASSETS, daily_ingest_schedule, data_job
+from assets.training import checkpoint_loads
+from pipelines.jobs import (
+    DATA_ASSETS,
+    MONITORING_ASSETS,
+    TRAINING_ASSETS,
+    daily_ingest_schedule,
+    data_job,
+    drift_retrain_sensor,
+    full_job,
+    train_job,
+    weekly_retrain_schedule,
+)
 from pipelines.resources import resources_for_profile
 
 
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     """Definitions with the resources of the current profile, or the ``resources`` given (tests)."""
     return dg.Definitions(
-        assets=DATA_ASSETS,
-        asset_checks=[features_finite, features_point_in_time, splits_purged_and_embargoed],
-        jobs=[data_job],
-        schedules=[daily_ingest_schedule],
+        assets=[*DATA_ASSETS, *TRAINING_ASSETS, *MONITORING_ASSETS],
+        asset_checks=[
+            features_finite,
+            features_point_in_time,
+            splits_purged_and_embargoed,
+            checkpoint_loads,
+            backtest_within_sanity_bounds,
+            feature_drift_within_threshold,
+        ],
+        jobs=[data_job, train_job, full_job],
+        schedules=[daily_ingest_schedule, weekly_retrain_schedule],
+        sensors=[drift_retrain_sensor],
         resources=resources if resources is not None else resources_for_profile(),
     )
 

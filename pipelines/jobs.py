@@ -8,8 +8,11 @@ from dagster_aws.s3 import S3Resource
 from assets.features import hierarchical_features
 from assets.ingest import raw_ohlcv, symbols_partitions
 from assets.labels import training_labels
+from assets.monitoring import DRIFT_SHARE, feature_drift_report
+from assets.registry import backtest_report, candidate_model, promotion_decision
 from assets.resources import HRMSettings
 from assets.splits import walk_forward_splits
+from assets.training import hrm_stage_1_basic, hrm_stage_2_advanced, hrm_stage_3_full
 from assets.validation import clean_ohlcv
 from assets.versioning import dataset_version
 from hrm_core.config import DataConfig
@@ -24,10 +27,30 @@ DATA_ASSETS = [
     walk_forward_splits,
 ]
 
+TRAINING_ASSETS = [
+    hrm_stage_1_basic,
+    hrm_stage_2_advanced,
+    hrm_stage_3_full,
+    candidate_model,
+    backtest_report,
+    promotion_decision,
+]
+MONITORING_ASSETS = [feature_drift_report]
+
 data_job = dg.define_asset_job(
     "data_job",
     selection=dg.AssetSelection.assets(*DATA_ASSETS),
     description="Ingest → validate → version → features → labels → walk-forward splits.",
+)
+train_job = dg.define_asset_job(
+    "train_job",
+    selection=dg.AssetSelection.assets(*TRAINING_ASSETS),
+    description="Curriculum stages → candidate (alias staging) → backtest → promotion (alias production).",
+)
+full_job = dg.define_asset_job(
+    "full_job",
+    selection=dg.AssetSelection.assets(*DATA_ASSETS, *TRAINING_ASSETS, *MONITORING_ASSETS),
+    description="The whole graph: data, training, registry and drift monitoring.",
 )
 
 JOBS_BY_SIZE = ("full_job", "train_job", "data_job")
@@ -70,4 +93,27 @@ def daily_ingest_schedule(
     sync_symbol_partitions(context.instance, symbols)
     return dg.RunRequest(
         run_key=context.scheduled_execution_time.isoformat(), tags=partition_range_tags(symbols)
+    )
+
+
+@dg.schedule(job=train_job, cron_schedule="0 3 * * 0", default_status=dg.DefaultScheduleStatus.STOPPED)
+def weekly_retrain_schedule() -> dg.RunRequest:
+    """Sunday nights: retrain from the production model on the latest data."""
+    return dg.RunRequest()
+
+
+@dg.asset_sensor(
+    asset_key=feature_drift_report.key, job=train_job, default_status=dg.DefaultSensorStatus.STOPPED
+)
+def drift_retrain_sensor(
+    context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry, settings: HRMSettings
+) -> dg.SensorResult:
+    """Launch ``train_job`` when a drift report's drifted share is above the threshold."""
+    metadata = asset_event.asset_materialization.metadata
+    share = float(metadata[DRIFT_SHARE].value)
+    limit = settings.config().monitoring.max_drift_share
+    if share <= limit:
+        return dg.SensorResult(skip_reason=f"drifted share {share:.2f} ≤ {limit:.2f}")
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"drift-{asset_event.storage_id}", tags={"trigger": "drift"})]
     )

@@ -14,11 +14,12 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
-from assets.resources import DvcResource, HRMSettings, hrm_home
+from assets.resources import DvcResource, HRMSettings, MlflowResource, hrm_home
 
 
 def local_resources(home: Path | None = None, project_dir: str = ".") -> dict:
-    """Everything under ``HRM_HOME``: DuckDB file, DVC remote folder; S3 only if an endpoint is set."""
+    """Everything under ``HRM_HOME``: DuckDB file, DVC remote folder, MLflow sqlite store and
+    artifacts; S3 only if an endpoint is set."""
     home = home or hrm_home()
     home.mkdir(parents=True, exist_ok=True)
     return {
@@ -26,6 +27,10 @@ def local_resources(home: Path | None = None, project_dir: str = ".") -> dict:
         "warehouse": DuckDBResource(database=str(home / "warehouse.duckdb")),
         "dvc": DvcResource(project_dir=project_dir, remote_url=str(home / "dvc-remote")),
         "s3": S3Resource(endpoint_url=os.environ.get("HRM_S3_ENDPOINT_URL")),
+        "tracking": MlflowResource(
+            tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
+            artifact_location=(home / "mlartifacts").as_uri(),
+        ),
     }
 
 
@@ -42,6 +47,7 @@ def production_resources() -> dict:
             remote_url=dg.EnvVar("HRM_DVC_REMOTE").get_value(),
         ),
         "s3": S3Resource(region_name=os.environ.get("AWS_REGION")),
+        "tracking": MlflowResource(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI").get_value()),
     }
 
 

@@ -42,18 +42,53 @@ def pick_device(preference: str) -> torch.device:
 
 def build_model(config: HRMConfig, data: MarketData) -> HRMTrader:
     """The configured architecture (``model.architecture``) sized for ``data``'s features."""
+    return build_model_for(config, data.strategic_names, data.tactical_names)
+
+
+def build_model_for(
+    config: HRMConfig, strategic_names: tuple[str, ...], tactical_names: tuple[str, ...]
+) -> HRMTrader:
+    """The configured architecture reading the named features (in that order)."""
     hf = config.hierarchical_features
     kind = {"hrm": HRMTrader, "flat": FlatTrader, "gru": GRUTrader}[config.model.architecture]
     model = kind(
         config.model,
         config.trading,
-        n_strategic=data.strategic.shape[1],
-        n_tactical=data.tactical.shape[1],
+        n_strategic=len(strategic_names),
+        n_tactical=len(tactical_names),
         high_level_lookback=hf.high_level_lookback,
         low_level_lookback=hf.low_level_lookback,
     )
-    model.feature_names = (data.strategic_names, data.tactical_names)
+    model.feature_names = (tuple(strategic_names), tuple(tactical_names))
     return model
+
+
+def save_trained_model(
+    path: str | Path, model: HRMTrader, config: HRMConfig, data: MarketData, fold: int
+) -> None:
+    """A trained model with everything needed to use it again: weights, config, the features it
+    reads, the normalisation it was trained with, its fold and its current cycles."""
+    save_checkpoint(
+        path,
+        {
+            "model": model.state_dict(),
+            "config": config.model_dump(mode="json"),
+            "feature_names": [list(data.strategic_names), list(data.tactical_names)],
+            "normalization": {name: list(stats) for name, stats in data.normalization.items()},
+            "fold": fold,
+            "cycles": [model.H_cycles, model.L_cycles],
+        },
+    )
+
+
+def load_trained_model(path: str | Path) -> tuple[HRMTrader, HRMConfig, dict[str, Any]]:
+    """The model saved by ``save_trained_model``, its config, and the rest of what was saved."""
+    saved = load_checkpoint(path)
+    config = HRMConfig.model_validate(saved["config"])
+    model = build_model_for(config, *saved["feature_names"])
+    model.load_state_dict(saved["model"])
+    model.set_cycles(*saved["cycles"])
+    return model, config, saved
 
 
 @dataclass

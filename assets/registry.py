@@ -1,0 +1,231 @@
+"""The registry side of the loop: ``candidate_model`` (a new version of ``hrm-trader`` with the
+alias ``staging``), ``backtest_report`` (the candidate, the production model and every baseline on
+the fold's test bars) and ``promotion_decision`` (moves ``production`` only when the policy passes).
+
+MLflow's stages are deprecated; the seed's "promote through stages" is carried by the aliases
+``staging`` (every new candidate) and ``production`` (the model that serves). The registered model
+is a pickle-free ``torch.export`` program (``ServingTrader``: windows in, decision out); the
+weights-only checkpoint beside it (tag ``checkpoint_uri``) is what backtests and retraining load.
+"""
+
+import base64
+import shutil
+
+import dagster as dg
+import mlflow
+import numpy as np
+import torch
+from dagster_duckdb import DuckDBResource
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
+
+from assets.resources import HRMSettings, MlflowResource, hrm_home
+from hrm_core.model.hrm import HRMTrader
+from hrm_core.model.serving import OUTPUT_COLUMNS, ServingTrader
+from hrm_core.sim.backtest import backtest_models, baseline_config
+from hrm_core.sim.promotion import decide_promotion
+from hrm_core.sim.report import metrics_table, write_report
+from hrm_core.training.data import load_market_data
+from hrm_core.training.trainer import Trainer, load_trained_model
+
+ALIAS_STAGING, ALIAS_PRODUCTION = "staging", "production"
+
+
+def serving_signature(model: HRMTrader, high: int, low: int) -> tuple[ModelSignature, tuple[np.ndarray, ...]]:
+    """Tensor signature and a two-sample input example of the served model."""
+    strategic, tactical = (len(names) for names in model.feature_names)
+    rng = np.random.default_rng(0)
+    example = (
+        rng.standard_normal((2, high, strategic)).astype(np.float32),
+        rng.standard_normal((2, low, tactical)).astype(np.float32),
+        np.zeros((2, 7), np.float32),
+        np.array([0.0, 1.0], np.float32),
+    )
+    names = ("strategic", "tactical", "account", "position")
+    inputs = Schema(
+        [TensorSpec(np.dtype(np.float32), (-1, *x.shape[1:]), n) for n, x in zip(names, example, strict=True)]
+    )
+    outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, len(OUTPUT_COLUMNS)), "decision")])
+    return ModelSignature(inputs=inputs, outputs=outputs), example
+
+
+@dg.asset(group_name="registry", kinds={"mlflow"})
+def candidate_model(
+    context: dg.AssetExecutionContext, hrm_stage_3_full: dict, tracking: MlflowResource
+) -> dg.Output:
+    """Register the final stage's model as a new version of ``hrm-trader`` with alias ``staging``."""
+    model, config, saved = load_trained_model(hrm_stage_3_full["checkpoint"])
+    hf = config.hierarchical_features
+    serving = ServingTrader(model, config.model.halt_max_steps, act=True)
+    signature, example = serving_signature(model, hf.high_level_lookback, hf.low_level_lookback)
+    client = tracking.client()
+    parent = hrm_stage_3_full["parent_run_id"]
+    with mlflow.start_run(run_id=parent):
+        checkpoint = hrm_home() / "runs" / context.run_id / "model.pt"
+        shutil.copy(hrm_stage_3_full["checkpoint"], checkpoint)
+        mlflow.log_artifact(str(checkpoint), "checkpoint")
+        checkpoint_uri = mlflow.get_artifact_uri("checkpoint/model.pt")
+        with torch.no_grad():  # traced for inference: no grad-mode switches in the exported graph
+            info = mlflow.pytorch.log_model(
+                serving,
+                name="model",
+                serialization_format="pt2",
+                signature=signature,
+                input_example=example,
+                registered_model_name=tracking.model_name,
+                metadata={
+                    "feature_names": saved["feature_names"],
+                    "normalization": saved["normalization"],
+                    "high_level_lookback": hf.high_level_lookback,
+                    "low_level_lookback": hf.low_level_lookback,
+                    "output_columns": list(OUTPUT_COLUMNS),
+                    "fold": saved["fold"],
+                },
+            )
+    version = str(info.registered_model_version)
+    client.set_model_version_tag(tracking.model_name, version, "checkpoint_uri", checkpoint_uri)
+    client.set_model_version_tag(tracking.model_name, version, "dagster.run_id", context.run_id)
+    client.set_registered_model_alias(tracking.model_name, ALIAS_STAGING, version)
+    value = {
+        "version": version,
+        "run_id": parent,
+        "checkpoint": hrm_stage_3_full["checkpoint"],
+        "model_uri": info.model_uri,
+    }
+    return dg.Output(
+        value,
+        metadata={
+            "registered_model": tracking.model_name,
+            "version": version,
+            "aliases": ALIAS_STAGING,
+            "model_uri": info.model_uri,
+        },
+    )
+
+
+@dg.asset(group_name="registry", kinds={"mlflow"})
+def backtest_report(
+    context: dg.AssetExecutionContext,
+    candidate_model: dict,
+    settings: HRMSettings,
+    warehouse: DuckDBResource,
+    tracking: MlflowResource,
+) -> dg.Output:
+    """The candidate, the production model (if any), the flat and GRU baselines trained on the
+    same data and budget, and the rule baselines on the fold's test bars, net of costs; metrics
+    and reports logged to the candidate's MLflow run."""
+    config = settings.config()
+    with warehouse.get_connection() as con:
+        data = load_market_data(con, config, config.training.fold)
+    candidate, _, _ = load_trained_model(candidate_model["checkpoint"])
+    models = {"hrm": candidate}
+    production = tracking.version_with_alias(ALIAS_PRODUCTION)
+    if production is not None:
+        incumbent, _, _ = load_trained_model(
+            mlflow.artifacts.download_artifacts(production.tags["checkpoint_uri"])
+        )
+        if incumbent.feature_names == candidate.feature_names:
+            models["production"] = incumbent
+    for architecture in ("flat", "gru"):
+        models[architecture] = (
+            Trainer(baseline_config(config, architecture), data, progress=False).fit().model
+        )
+    result = backtest_models(models, data, config)
+    report_dir = hrm_home() / "reports" / context.run_id
+    paths = write_report(
+        result, report_dir, title=f"hrm-trader v{candidate_model['version']}: out-of-sample backtest"
+    )
+    latest = hrm_home() / "reports" / "latest"
+    shutil.rmtree(latest, ignore_errors=True)
+    shutil.copytree(report_dir, latest)
+    summary = result.summary()
+    tracking.client()
+    with mlflow.start_run(run_id=candidate_model["run_id"]):
+        hrm = summary.loc["hrm"]
+        mlflow.log_metrics({f"test_{k}": float(v) for k, v in hrm.items() if np.isfinite(v)})
+        mlflow.log_artifacts(str(report_dir), "backtest")
+    table = metrics_table(summary)
+    equity_png = base64.b64encode(paths["equity"].read_bytes()).decode()
+    portfolio = {
+        s: {k: (float(v) if np.isfinite(v) else None) for k, v in row.items()}
+        for s, row in summary.iterrows()
+    }
+    value = {
+        "portfolio": portfolio,
+        "report_dir": str(report_dir),
+        "production_version": str(production.version) if "production" in models else None,
+    }
+    return dg.Output(
+        value,
+        metadata={
+            "out_of_sample": dg.MetadataValue.md(table.to_markdown(floatfmt=".4f")),
+            "equity_curve": dg.MetadataValue.md(f"![equity](data:image/png;base64,{equity_png})"),
+            "report": dg.MetadataValue.path(str(paths["html"])),
+            "summary_json": dg.MetadataValue.path(str(paths["summary"])),
+            "hrm_sharpe": portfolio["hrm"]["sharpe"],
+        },
+    )
+
+
+def sanity_problems(portfolio: dict[str, dict]) -> list[str]:
+    """Backtest numbers no correct simulation of a long/short book without leverage produces."""
+    problems = []
+    for strategy, row in portfolio.items():
+        if row.get("max_drawdown") is None or not -1.0 <= row["max_drawdown"] <= 0.0:
+            problems.append(f"{strategy}: max drawdown {row.get('max_drawdown')} outside [-1, 0]")
+        if row.get("total_return") is None or row["total_return"] < -1.0:
+            problems.append(f"{strategy}: total return {row.get('total_return')} below -100 %")
+        if (row.get("costs") or 0.0) < 0:
+            problems.append(f"{strategy}: negative costs {row['costs']}")
+        if row.get("psr") is not None and not 0.0 <= row["psr"] <= 1.0:
+            problems.append(f"{strategy}: PSR {row['psr']} outside [0, 1]")
+    return problems
+
+
+@dg.asset_check(asset=backtest_report, blocking=True)
+def backtest_within_sanity_bounds(backtest_report: dict) -> dg.AssetCheckResult:
+    """Drawdowns in [-1, 0], no loss beyond the capital, costs ≥ 0, PSR in [0, 1]."""
+    problems = sanity_problems(backtest_report["portfolio"])
+    return dg.AssetCheckResult(passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)})
+
+
+@dg.asset(group_name="registry", kinds={"mlflow"})
+def promotion_decision(
+    candidate_model: dict, backtest_report: dict, settings: HRMSettings, tracking: MlflowResource
+) -> dg.Output:
+    """Apply the promotion policy; move ``production`` to the candidate only when it passes, and
+    record the decision and its reasons on the model version."""
+    config = settings.config()
+    portfolio = backtest_report["portfolio"]
+    incumbent_name = "production" if backtest_report["production_version"] else "buy_and_hold"
+    decision = decide_promotion(
+        portfolio["hrm"],
+        portfolio[incumbent_name],
+        incumbent_name,
+        config.promotion,
+        sanity_problems(portfolio),
+    )
+    client = tracking.client()
+    version = candidate_model["version"]
+    verdict = "promoted" if decision.promote else "rejected"
+    client.set_model_version_tag(tracking.model_name, version, "promotion.decision", verdict)
+    client.set_model_version_tag(
+        tracking.model_name, version, "promotion.reasons", "; ".join(decision.reasons)
+    )
+    if decision.promote:
+        client.set_registered_model_alias(tracking.model_name, ALIAS_PRODUCTION, version)
+    production = tracking.version_with_alias(ALIAS_PRODUCTION)
+    value = {
+        "version": version,
+        "decision": verdict,
+        "reasons": decision.reasons,
+        "compared_with": incumbent_name,
+        "production_version": str(production.version) if production else None,
+    }
+    return dg.Output(
+        value,
+        metadata={
+            **{k: v for k, v in value.items() if k != "reasons"},
+            "reasons": dg.MetadataValue.json(decision.reasons),
+        },
+    )

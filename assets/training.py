@@ -1,0 +1,240 @@
+"""The curriculum as three assets: ``hrm_stage_1_basic`` → ``hrm_stage_2_advanced`` →
+``hrm_stage_3_full``, each one stage of ``training.curriculum`` warm-started from the previous.
+
+Each stage is an MLflow run nested under the Dagster run's parent run, with the config, every
+logged step, the data version (DVC md5), the features and their hash, the git commit, the seed and
+the device, and the stage's model as an artifact. Stage 1 starts from the production model when
+the registry has one that reads the same features, and then trains with EWC against the Fisher
+information of that model's own training data (retraining without forgetting); otherwise it
+starts from scratch. The ops ask Kubernetes for a GPU; locally they run on the CPU.
+"""
+
+import hashlib
+import json
+import subprocess
+import time
+from typing import Any
+
+import dagster as dg
+import mlflow
+import torch
+from dagster_duckdb import DuckDBResource
+
+from assets.resources import HRMSettings, MlflowResource, hrm_home
+from assets.splits import walk_forward_splits
+from assets.versioning import dataset_version
+from hrm_core.config import HRMConfig
+from hrm_core.errors import ConfigError
+from hrm_core.model.hrm import HRMTrader
+from hrm_core.model.serving import ServingTrader
+from hrm_core.training.api import with_scenarios
+from hrm_core.training.data import MarketData, load_market_data
+from hrm_core.training.ewc import EWC, ewc_from
+from hrm_core.training.trainer import Trainer, load_trained_model, pick_device, save_trained_model
+
+GPU_OP_TAGS = {
+    "dagster-k8s/config": {
+        "container_config": {
+            "resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}}
+        },
+        "pod_spec_config": {"node_selector": {"nvidia.com/gpu.present": "true"}},
+    }
+}
+
+
+def training_data(warehouse: DuckDBResource, config: HRMConfig, fold: int) -> MarketData:
+    """Fold ``fold`` of the warehouse as training data, with scenario symbols for scarce tasks."""
+    with warehouse.get_connection() as con:
+        return with_scenarios(load_market_data(con, config, fold), config)
+
+
+def git_commit(project_dir: str) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_dir, capture_output=True, text=True)
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def latest_metadata(instance: dg.DagsterInstance, asset: str, key: str) -> Any:
+    """A metadata value of ``asset``'s latest materialisation (None when there is none)."""
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    if event is None or event.asset_materialization is None:
+        return None
+    value = event.asset_materialization.metadata.get(key)
+    return None if value is None else value.value
+
+
+def start_from_production(
+    tracking: MlflowResource, warehouse: DuckDBResource, config: HRMConfig, data: MarketData
+) -> tuple[HRMTrader | None, EWC | None, str | None]:
+    """The production model and its EWC term when it can be retrained on ``data``."""
+    version = tracking.version_with_alias("production")
+    if version is None:
+        return None, None, None
+    path = mlflow.artifacts.download_artifacts(version.tags["checkpoint_uri"])
+    model, old_config, saved = load_trained_model(path)
+    if model.feature_names != (data.strategic_names, data.tactical_names):
+        return None, None, None
+    ewc = None
+    if config.training.ewc_strength > 0:
+        ewc = ewc_from(model, training_data(warehouse, old_config, saved["fold"]), config)
+    return model, ewc, str(version.version)
+
+
+def train_stage(
+    context: dg.AssetExecutionContext,
+    index: int,
+    previous: dict | None,
+    settings: HRMSettings,
+    warehouse: DuckDBResource,
+    tracking: MlflowResource,
+) -> dg.Output:
+    """Train curriculum stage ``index`` and record it in MLflow; returns where its model is."""
+    config = settings.config()
+    curriculum = config.training.curriculum
+    if len(curriculum) != 3:
+        raise ConfigError(
+            f"training.curriculum has {len(curriculum)} stages; the pipeline's assets train exactly 3 "
+            "(basic, advanced, full), e.g. the stages of configs/hrm_cpu_small.yaml"
+        )
+    stage = curriculum[index]
+    fold = config.training.fold
+    data = training_data(warehouse, config, fold)
+    model, ewc, base_version = None, None, None
+    if previous is not None:
+        model, _, _ = load_trained_model(previous["checkpoint"])
+    else:
+        model, ewc, base_version = start_from_production(tracking, warehouse, config, data)
+    stage_config = config.model_copy(
+        update={"training": config.training.model_copy(update={"curriculum": [stage]})}
+    )
+    features = {"strategic": list(data.strategic_names), "tactical": list(data.tactical_names)}
+    feature_hash = hashlib.sha256(json.dumps(features).encode()).hexdigest()[:16]
+    run_dir = hrm_home() / "runs" / context.run_id
+    parent = tracking.parent_run_id(context.run_id)
+    tracking.client()
+    started = time.perf_counter()
+    with (
+        mlflow.start_run(run_id=parent),
+        mlflow.start_run(run_name=stage.name, nested=True, experiment_id=tracking.experiment_id()) as run,
+    ):
+        mlflow.set_tags(
+            {
+                "dagster.run_id": context.run_id,
+                "kind": "stage",
+                "stage": stage.name,
+                "data_version": latest_metadata(
+                    context.instance, dataset_version.key.to_user_string(), "data_version"
+                )
+                or "unknown",
+                "feature_hash": feature_hash,
+                "git_commit": git_commit(settings.project_dir),
+                "seed": config.seed,
+                "device": str(pick_device(config.training.device)),
+                "fold": fold,
+                "warm_start": f"production v{base_version} with EWC"
+                if base_version
+                else ("previous stage" if previous else "scratch"),
+            }
+        )
+        mlflow.log_dict(config.model_dump(mode="json"), "config.json")
+        mlflow.log_dict(features, "features.json")
+        mlflow.log_params(
+            {
+                "stage": stage.name,
+                "H_cycles": stage.H_cycles,
+                "L_cycles": stage.L_cycles,
+                "act": stage.act,
+                "episodes": stage.episodes,
+                **config.model.model_dump(),
+            }
+        )
+        trainer = Trainer(
+            stage_config, data, checkpoint_dir=run_dir / stage.name, progress=False, model=model, ewc=ewc
+        )
+        result = trainer.fit()
+        for entry in result.history:
+            mlflow.log_metrics(
+                {k: float(v) for k, v in entry.items() if k not in ("stage", "step")}, step=entry["step"]
+            )
+        path = run_dir / f"{context.asset_key.to_user_string()}.pt"
+        save_trained_model(path, result.model, config, data, fold)
+        mlflow.log_artifact(str(path), "checkpoint")
+        stage_run_id = run.info.run_id
+    seconds = time.perf_counter() - started
+    history = result.history
+    val_losses = [h["val_loss"] for h in history if "val_loss" in h]
+    summary = {
+        "stage": stage.name,
+        "steps": len(history),
+        "seconds": round(seconds, 1),
+        "final_loss": history[-1]["loss"] if history else None,
+        "best_val_loss": min(val_losses) if val_losses else None,
+        "mean_segments": history[-1]["segments"] if history else None,
+    }
+    value = {"checkpoint": str(path), "mlflow_run_id": stage_run_id, "parent_run_id": parent, **summary}
+    return dg.Output(
+        value,
+        metadata={**summary, "mlflow_run_id": stage_run_id, "checkpoint": dg.MetadataValue.path(str(path))},
+    )
+
+
+@dg.asset(
+    deps=[walk_forward_splits, dataset_version],
+    group_name="training",
+    kinds={"pytorch", "mlflow"},
+    op_tags=GPU_OP_TAGS,
+)
+def hrm_stage_1_basic(
+    context: dg.AssetExecutionContext,
+    settings: HRMSettings,
+    warehouse: DuckDBResource,
+    tracking: MlflowResource,
+) -> dg.Output:
+    """Curriculum stage 1 (the seed's basic phase), from the production model or from scratch."""
+    return train_stage(context, 0, None, settings, warehouse, tracking)
+
+
+@dg.asset(group_name="training", kinds={"pytorch", "mlflow"}, op_tags=GPU_OP_TAGS)
+def hrm_stage_2_advanced(
+    context: dg.AssetExecutionContext,
+    hrm_stage_1_basic: dict,
+    settings: HRMSettings,
+    warehouse: DuckDBResource,
+    tracking: MlflowResource,
+) -> dg.Output:
+    """Curriculum stage 2 (more cycles), warm-started from stage 1."""
+    return train_stage(context, 1, hrm_stage_1_basic, settings, warehouse, tracking)
+
+
+@dg.asset(group_name="training", kinds={"pytorch", "mlflow"}, op_tags=GPU_OP_TAGS)
+def hrm_stage_3_full(
+    context: dg.AssetExecutionContext,
+    hrm_stage_2_advanced: dict,
+    settings: HRMSettings,
+    warehouse: DuckDBResource,
+    tracking: MlflowResource,
+) -> dg.Output:
+    """Curriculum stage 3 (full cycles with ACT halting), warm-started from stage 2."""
+    return train_stage(context, 2, hrm_stage_2_advanced, settings, warehouse, tracking)
+
+
+@dg.asset_check(asset=hrm_stage_3_full, blocking=True)
+def checkpoint_loads(hrm_stage_3_full: dict) -> dg.AssetCheckResult:
+    """The final stage's model file loads (weights only) and gives a finite decision on zeros."""
+    model, config, _ = load_trained_model(hrm_stage_3_full["checkpoint"])
+    hf = config.hierarchical_features
+    strategic, tactical = (len(names) for names in model.feature_names)
+    serving = ServingTrader(model, config.model.halt_max_steps, act=True)
+    with torch.no_grad():
+        decision = serving(
+            torch.zeros(1, hf.high_level_lookback, strategic),
+            torch.zeros(1, hf.low_level_lookback, tactical),
+            torch.zeros(1, 7),
+            torch.zeros(1),
+        )
+    return dg.AssetCheckResult(
+        passed=bool(decision.isfinite().all()),
+        metadata={"parameters": sum(p.numel() for p in model.parameters())},
+    )

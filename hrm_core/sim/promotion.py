@@ -1,0 +1,56 @@
+"""The promotion policy: whether a candidate's out-of-sample backtest earns it the production
+alias. Pure logic on ``performance_summary`` rows, so it is tested without a registry."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from hrm_core.config import PromotionConfig
+
+
+@dataclass
+class PromotionDecision:
+    promote: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+def decide_promotion(
+    candidate: dict[str, float],
+    incumbent: dict[str, float],
+    incumbent_name: str,
+    policy: PromotionConfig,
+    failed_checks: list[str],
+) -> PromotionDecision:
+    """Promote only when every rule holds: no failed blocking check, a Sharpe above the incumbent's
+    (the production model, or buy-and-hold when there is none) on the same bars, a max drawdown no
+    deeper than the incumbent's by more than the margin, and PSR ≥ the minimum. Each rule adds a
+    reason, passed or not, so the decision explains itself."""
+    rules = []
+    rules.append(
+        (
+            not failed_checks,
+            f"blocking checks: {'failed ' + ', '.join(failed_checks) if failed_checks else 'all passed'}",
+        )
+    )
+    sharpe, rival = _number(candidate, "sharpe"), _number(incumbent, "sharpe")
+    rules.append((sharpe > rival, f"Sharpe {sharpe:.3f} vs {incumbent_name} {rival:.3f}"))
+    drawdown, rival_drawdown = _number(candidate, "max_drawdown"), _number(incumbent, "max_drawdown")
+    rules.append(
+        (
+            drawdown >= rival_drawdown - policy.max_drawdown_margin,
+            f"max drawdown {drawdown:.3f} vs {incumbent_name} {rival_drawdown:.3f} "
+            f"(margin {policy.max_drawdown_margin})",
+        )
+    )
+    psr = _number(candidate, "psr")
+    rules.append((psr >= policy.min_psr, f"PSR {psr:.3f} (minimum {policy.min_psr})"))
+    reasons = [("pass: " if ok else "FAIL: ") + text for ok, text in rules]
+    return PromotionDecision(promote=all(ok for ok, _ in rules), reasons=reasons)
+
+
+def _number(summary: dict[str, float], key: str) -> float:
+    """A metric, with an undefined one (NaN, e.g. the Sharpe of a strategy that never trades)
+    read as the worst value so that it can never win a comparison."""
+    value = summary.get(key)
+    return -math.inf if value is None or math.isnan(value) else float(value)

@@ -1,0 +1,82 @@
+"""``hrm-trading predict``: the registered model's decision for the latest bar of each symbol.
+
+The model is loaded from the registry (``models:/hrm-trader@<alias>``) as the pickle-free
+exported program, and fed the same windows it was trained on: the warehouse's features normalised
+with the statistics stored in the model's metadata, and a flat account (no open position, equity
+at the starting capital), which is the state a fresh deployment decides from.
+"""
+
+import duckdb
+import mlflow
+import numpy as np
+import torch
+
+from assets.resources import HRMSettings, MlflowResource, hrm_home
+from hrm_core.errors import HRMError
+from hrm_core.model.heads import ACTIONS
+from hrm_core.sim.decisions import new_account
+from hrm_core.sim.env import observe_accounts
+from hrm_core.training.data import read_market_data
+
+
+def predict(
+    tracking: MlflowResource, settings: HRMSettings, alias: str, symbols: list[str] | None
+) -> list[dict]:
+    """One decision per symbol (all symbols in the warehouse, or ``symbols``) at its latest bar."""
+    uri = f"models:/{tracking.model_name}@{alias}"
+    tracking.client()
+    if tracking.version_with_alias(alias) is None:
+        raise HRMError(f"{uri}: no model version has the alias '{alias}'; run `make run` (full_job) first")
+    meta = mlflow.models.get_model_info(uri).metadata
+    model = mlflow.pytorch.load_model(uri, map_location="cpu")
+    config = settings.config()
+    warehouse = hrm_home() / "warehouse.duckdb"
+    if not warehouse.exists():
+        raise HRMError(f"{warehouse}: no warehouse; run `make run` (full_job) first")
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        normalization = {name: tuple(stats) for name, stats in meta["normalization"].items()}
+        data = read_market_data(con, config, normalization, "NULL")
+    finally:
+        con.close()
+    trained_on = (tuple(meta["feature_names"][0]), tuple(meta["feature_names"][1]))
+    if trained_on != (data.strategic_names, data.tactical_names):
+        raise HRMError(
+            f"{uri}: the model reads features {trained_on}, the config gives "
+            f"{(data.strategic_names, data.tactical_names)}; use the config the model was trained with"
+        )
+    high, low = meta["high_level_lookback"], meta["low_level_lookback"]
+    wanted = symbols or data.symbols
+    unknown = sorted(set(wanted) - set(data.symbols))
+    if unknown:
+        raise HRMError(f"predict: unknown symbol {unknown[0]!r}; the warehouse has {', '.join(data.symbols)}")
+    capital = config.trading.initial_capital
+    rows = [int(np.flatnonzero(data.symbol_id == data.symbols.index(s))[-1]) for s in wanted]
+    account = np.concatenate(
+        [
+            observe_accounts(new_account(capital)[None], data.close[t : t + 1], data.atr[t : t + 1], capital)
+            for t in rows
+        ]
+    )
+    with torch.no_grad():
+        decision = model(
+            torch.from_numpy(np.stack([data.strategic[t - high + 1 : t + 1] for t in rows])),
+            torch.from_numpy(np.stack([data.tactical[t - low + 1 : t + 1] for t in rows])),
+            torch.from_numpy(account),
+            torch.zeros(len(rows)),
+        ).numpy()
+    results = []
+    for symbol, t, row in zip(wanted, rows, decision, strict=True):
+        out = dict(zip(meta["output_columns"], row.tolist(), strict=True))
+        results.append(
+            {
+                "symbol": symbol,
+                "bar": str(data.ts[t])[:19],
+                "close": float(data.close[t]),
+                **out,
+                "action": ACTIONS[int(out["action"])],
+                "segments": int(out["segments"]),
+                "model": f"{tracking.model_name}@{alias}",
+            }
+        )
+    return results
