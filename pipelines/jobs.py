@@ -103,17 +103,24 @@ def weekly_retrain_schedule() -> dg.RunRequest:
 
 
 @dg.asset_sensor(
-    asset_key=feature_drift_report.key, job=train_job, default_status=dg.DefaultSensorStatus.STOPPED
+    asset_key=feature_drift_report.key,
+    job=train_job,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    required_resource_keys={"settings"},
 )
 def drift_retrain_sensor(
-    context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry, settings: HRMSettings
+    context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
 ) -> dg.SensorResult:
     """Launch ``train_job`` when a drift report's drifted share is above the threshold."""
     metadata = asset_event.asset_materialization.metadata
     share = float(metadata[DRIFT_SHARE].value)
-    limit = settings.config().monitoring.max_drift_share
+    limit = context.resources.settings.config().monitoring.max_drift_share
     if share <= limit:
         return dg.SensorResult(skip_reason=f"drifted share {share:.2f} ≤ {limit:.2f}")
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=f"drift-{asset_event.storage_id}", tags={"trigger": "drift"})]
+        run_requests=[
+            dg.RunRequest(
+                run_key=f"drift-{asset_event.run_id}-{asset_event.timestamp}", tags={"trigger": "drift"}
+            )
+        ]
     )

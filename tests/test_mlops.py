@@ -6,13 +6,18 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
+from assets.monitoring import DRIFT_SHARE, drifted_share
 from assets.resources import HRMSettings
+from hrm_core.config import PromotionConfig
+from hrm_core.sim.promotion import decide_promotion
 from pipelines.cli import main
 from pipelines.definitions import build_definitions
-from pipelines.jobs import partition_range_tags, sync_symbol_partitions
+from pipelines.jobs import drift_retrain_sensor, partition_range_tags, sync_symbol_partitions
 from pipelines.resources import local_resources
 
 pytestmark = pytest.mark.slow
@@ -120,3 +125,91 @@ def test_the_full_graph_registers_versions_and_moves_aliases(project: Path, caps
         printed = json.loads(capsys.readouterr().out)
         assert {row["symbol"] for row in printed} == {"NASDAQ", "SP500"}
         assert {"action", "quantity", "stop_loss", "take_profit", "confidence", "segments"} <= set(printed[0])
+
+
+POLICY = PromotionConfig(min_psr=0.5, max_drawdown_margin=0.05)
+GOOD = {"sharpe": 1.2, "max_drawdown": -0.10, "psr": 0.9}
+
+
+@pytest.mark.parametrize(
+    "candidate, incumbent, failed, promote, failing",
+    [
+        (
+            GOOD,
+            {"sharpe": 0.5, "max_drawdown": -0.20, "psr": 0.7},
+            [],
+            True,
+            None,
+        ),  # first model vs buy-and-hold
+        (
+            GOOD,
+            {"sharpe": 1.5, "max_drawdown": -0.08, "psr": 0.95},
+            [],
+            False,
+            "Sharpe",
+        ),  # worse than production
+        (
+            GOOD,
+            {"sharpe": 0.8, "max_drawdown": -0.02, "psr": 0.8},
+            [],
+            False,
+            "max drawdown",
+        ),  # deeper drawdown
+        ({**GOOD, "psr": 0.3}, {"sharpe": 0.1, "max_drawdown": -0.3, "psr": 0.2}, [], False, "PSR"),
+        (
+            GOOD,
+            {"sharpe": 0.5, "max_drawdown": -0.20, "psr": 0.7},
+            ["backtest_within_sanity_bounds"],
+            False,
+            "checks",
+        ),
+        (
+            {**GOOD, "sharpe": float("nan")},
+            {"sharpe": 0.1, "max_drawdown": -0.2, "psr": 0.5},
+            [],
+            False,
+            "Sharpe",
+        ),
+    ],
+)
+def test_the_promotion_policy(candidate, incumbent, failed, promote, failing):
+    decision = decide_promotion(candidate, incumbent, "production", POLICY, failed)
+    assert decision.promote is promote
+    assert len(decision.reasons) == 4
+    failures = [r for r in decision.reasons if r.startswith("FAIL")]
+    assert (failing is None and not failures) or (len(failures) == 1 and failing in failures[0])
+
+
+def test_drift_is_found_in_a_shifted_window_and_not_in_an_unshifted_one():
+    rng = np.random.default_rng(0)
+    columns = [f"f{i}" for i in range(6)]
+    reference = pd.DataFrame(rng.standard_normal((2000, 6)), columns=columns)
+    same = pd.DataFrame(rng.standard_normal((1000, 6)), columns=columns)
+    shifted = same + np.array([0.5, 0.5, 0.5, 0.5, 0.0, 0.0])
+    share, drifted, _ = drifted_share(reference, same)
+    assert share == 0.0 and drifted == []
+    share, drifted, _ = drifted_share(reference, shifted)
+    assert share == pytest.approx(4 / 6) and drifted == ["f0", "f1", "f2", "f3"]
+
+
+def drift_event(instance: dg.DagsterInstance, share: float) -> dg.EventLogEntry:
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key="feature_drift_report", metadata={DRIFT_SHARE: share})
+    )
+    return instance.get_latest_materialization_event(dg.AssetKey("feature_drift_report"))
+
+
+@pytest.mark.parametrize("share, launches", [(0.8, True), (0.2, False)])
+def test_the_drift_sensor_requests_a_retrain_only_above_the_threshold(project: Path, share, launches):
+    settings = HRMSettings(project_dir=str(project), config_path=tiny_config(project))
+    defs = build_definitions({**local_resources(project_dir=str(project)), "settings": settings})
+    with dg.instance_for_test() as instance:
+        drift_event(instance, share)
+        context = dg.build_sensor_context(
+            instance=instance, definitions=defs, resources={"settings": settings}
+        )
+        result = drift_retrain_sensor.evaluate_tick(context)
+    requests = result.run_requests or []
+    assert len(requests) == int(launches)
+    if launches:
+        assert requests[0].tags["trigger"] == "drift"
