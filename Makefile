@@ -27,7 +27,10 @@ test: setup
 
 ui: setup
 	mkdir -p $(DAGSTER_HOME)
-	$(BIN)/dagster dev -w workspace.yaml
+	@echo "Dagster UI: http://127.0.0.1:3000   MLflow UI: http://127.0.0.1:5000   (Ctrl-C stops both)"
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(HRM_HOME)/mlflow.db --host 127.0.0.1 --port 5000 & \
+	MLFLOW_PID=$$!; trap "kill $$MLFLOW_PID" EXIT; \
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 bench: setup
 	$(BIN)/python benchmarks/bench_features.py

@@ -18,6 +18,7 @@ from assets.resources import DEFAULT_CONFIG, HRMSettings, hrm_home
 from hrm_core.errors import HRMError
 
 JOB_ALIASES = {"data": "data_job", "train": "train_job", "full": "full_job"}
+TRAINING_STAGES = ("hrm_stage_1_basic", "hrm_stage_2_advanced", "hrm_stage_3_full")
 
 
 def prepare_home() -> Path:
@@ -101,6 +102,10 @@ def _run(args: argparse.Namespace) -> int:
         instance=instance, tags=partition_range_tags(symbols), raise_on_error=False
     )
     print(format_summary(result))
+    if job_name == "full_job" and result.success:
+        path = write_run_summary(result, hrm_home() / "reports" / "latest" / "summary.json")
+        print(f"run summary: {path}")
+        print("open the UIs: `make ui` (Dagster on http://127.0.0.1:3000, MLflow on http://127.0.0.1:5000)")
     if not result.success:
         print(f"error: {job_name} failed: {failure_message(result)}", file=sys.stderr)
         return 1
@@ -147,14 +152,41 @@ def failure_message(result) -> str:
     return "unknown failure (see the run in the Dagster UI)"
 
 
-def format_summary(result) -> str:
-    """Rows per symbol, feature count, data version and fold dates, from the run's metadata."""
-    meta = {
+def run_metadata(result) -> dict[str, dict]:
+    """Each materialised asset's metadata values, by asset name."""
+    return {
         event.asset_key.to_user_string(): {
             k: v.value for k, v in event.step_materialization_data.materialization.metadata.items()
         }
         for event in result.get_asset_materialization_events()
     }
+
+
+def write_run_summary(result, path: Path) -> Path:
+    """The run's facts as JSON: data, training stages, registry, backtest and drift."""
+    meta = run_metadata(result)
+    backtest = meta.get("backtest_report", {})
+    facts = {
+        "data_version": meta.get("dataset_version", {}).get("data_version"),
+        "rows": meta.get("clean_ohlcv", {}).get("counts"),
+        "stages": {name: meta[name] for name in TRAINING_STAGES if name in meta},
+        "registered_model": meta.get("candidate_model"),
+        "promotion": meta.get("promotion_decision"),
+        "backtest": json.loads(Path(backtest["summary_json"]).read_text()) if backtest else None,
+        "reports": {
+            "backtest": backtest.get("report"),
+            "drift": meta.get("feature_drift_report", {}).get("report"),
+        },
+        "drift": meta.get("feature_drift_report"),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(facts, indent=2, default=str))
+    return path
+
+
+def format_summary(result) -> str:
+    """Rows per symbol, data version, fold dates, training, registry, backtest and drift."""
+    meta = run_metadata(result)
     lines = ["", "== summary =="]
     clean = meta.get("clean_ohlcv", {})
     for symbol, c in (clean.get("counts") or {}).items():
@@ -175,6 +207,35 @@ def format_summary(result) -> str:
             f"validation {fold['validation'][0][:10]}→{fold['validation'][1][:10]}, "
             f"test {fold['test'][0][:10]}→{fold['test'][1][:10]}"
         )
+    for name in TRAINING_STAGES:
+        if name in meta:
+            m = meta[name]
+            lines.append(
+                f"{name}: {m['steps']} steps in {m['seconds']} s, loss {m['final_loss']:.4f}, "
+                f"best validation loss {m['best_val_loss']}, mean ACT segments {m['mean_segments']:.2f}"
+            )
+    if "backtest_report" in meta:
+        lines += [
+            "out of sample, net of costs (equal-weight portfolio):",
+            meta["backtest_report"]["out_of_sample"],
+        ]
+    if "candidate_model" in meta:
+        c = meta["candidate_model"]
+        lines.append(f"registered {c['registered_model']} version {c['version']} (alias {c['aliases']})")
+    if "promotion_decision" in meta:
+        p = meta["promotion_decision"]
+        lines.append(
+            f"promotion: {p['decision']} against {p['compared_with']}; production is version "
+            f"{p['production_version']}: " + "; ".join(p["reasons"])
+        )
+    if "feature_drift_report" in meta:
+        d = meta["feature_drift_report"]
+        lines.append(
+            f"feature drift: {d['drifted_share']:.0%} of {d['features']} features ({d['reference']})"
+        )
+        lines.append(f"drift report: {d['report']}")
+    if "backtest_report" in meta:
+        lines.append(f"backtest report: {meta['backtest_report']['report']}")
     return "\n".join(lines)
 
 

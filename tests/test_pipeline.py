@@ -90,7 +90,7 @@ def test_cli_runs_on_csv_files_and_prints_the_summary(project: Path, csv_folder:
     lines[5] = ",".join(fields)
     bad.write_text("\n".join(lines) + "\n")
 
-    assert main(["run", "--source", "csv", "--path", str(csv_folder)]) == 0
+    assert main(["run", "--job", "data", "--source", "csv", "--path", str(csv_folder)]) == 0
     out = capsys.readouterr().out
     assert "S0000: 1400 rows in, 1399 clean, 1 quarantined" in out
     assert "S0001: 1400 rows in, 1400 clean, 0 quarantined" in out
