@@ -105,14 +105,14 @@ def test_cli_runs_on_csv_files_and_prints_the_summary(project: Path, csv_folder:
 
 def test_cli_bad_file_is_a_clear_error_with_non_zero_exit(project: Path, csv_folder: Path, capsys):
     (csv_folder / "BROKEN.csv").write_text("Date,Open,High,Low,Close,Volume\nnot-a-date,1,2,0.5,1,10\n")
-    assert main(["run", "--source", "csv", "--path", str(csv_folder)]) == 2
+    assert main(["run", "--job", "data", "--source", "csv", "--path", str(csv_folder)]) == 2
     err = capsys.readouterr().err
     assert "BROKEN.csv: column 'date' has unparseable timestamps" in err
     assert "not-a-date" in err
 
 
 def test_failed_check_leaves_the_warehouse_as_it_was(project: Path, csv_folder: Path, capsys):
-    assert main(["run", "--source", "csv", "--path", str(csv_folder)]) == 0
+    assert main(["run", "--job", "data", "--source", "csv", "--path", str(csv_folder)]) == 0
     home = project.parent / "hrm_home"
     before = warehouse_counts(home)
     bad = csv_folder / "S0001.csv"
@@ -122,7 +122,7 @@ def test_failed_check_leaves_the_warehouse_as_it_was(project: Path, csv_folder: 
         fields[4] = "null"
         lines[i] = ",".join(fields)
     bad.write_text("\n".join(lines) + "\n")
-    assert main(["run", "--source", "csv", "--path", str(csv_folder)]) == 1
+    assert main(["run", "--job", "data", "--source", "csv", "--path", str(csv_folder)]) == 1
     err = capsys.readouterr().err
     assert "quarantine_share_within_threshold" in err and "ohlc_not_null" in err
     after = warehouse_counts(home)
@@ -136,7 +136,7 @@ def test_dvc_versioning_survives_a_data_dvc_naming_a_missing_cache_entry(project
         "outs:\n- md5: 0123456789abcdef0123456789abcdef.dir\n"
         "  size: 1\n  nfiles: 1\n  hash: md5\n  path: data\n"
     )
-    assert main(["run", "--source", "csv", "--path", str(csv_folder)]) == 0
+    assert main(["run", "--job", "data", "--source", "csv", "--path", str(csv_folder)]) == 0
     assert "0123456789abcdef" not in (project / "data.dvc").read_text()
 
 
@@ -165,7 +165,7 @@ def test_s3_source_against_a_local_s3_server(project: Path, csv_folder: Path, mo
         client.create_bucket(Bucket="market-data")
         for path in csv_folder.iterdir():
             client.upload_file(str(path), "market-data", f"daily/{path.name}")
-        assert main(["run", "--source", "s3", "--path", "s3://market-data/daily/"]) == 0
+        assert main(["run", "--job", "data", "--source", "s3", "--path", "s3://market-data/daily/"]) == 0
         assert "S0001: 1400 rows in, 1400 clean" in capsys.readouterr().out
     finally:
         server.stop()
