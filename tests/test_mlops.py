@@ -107,6 +107,9 @@ def test_the_full_graph_registers_versions_and_moves_aliases(project: Path, caps
         ]
         assert len(drift) == 1
 
+    if production is None:  # promote by hand, as a user can in the MLflow UI, so retraining starts from it
+        client.set_registered_model_alias("hrm-trader", "production", "1")
+    production = tracking.version_with_alias("production")
     capsys.readouterr()
     assert main(["run", "--config", config_path]) == 0  # the second run as a user makes it: the CLI
     printed = capsys.readouterr().out
@@ -121,13 +124,14 @@ def test_the_full_graph_registers_versions_and_moves_aliases(project: Path, caps
     }
     assert str(client.get_model_version_by_alias("hrm-trader", "staging").version) == "2"
     second = facts["promotion"]
-    if production is not None:
-        assert second["compared_with"] == "production"
+    assert second["compared_with"] == "production"
     now = tracking.version_with_alias("production")
-    if second["decision"] == "rejected":
-        assert (now and now.version) == (production and production.version)
-    else:
-        assert str(now.version) == "2"
+    assert str(now.version) == ("1" if second["decision"] == "rejected" else "2")
+    retrained = client.search_runs(
+        [tracking.experiment_id()], "tags.stage = 'basic'", order_by=["attributes.start_time DESC"]
+    )[0]
+    assert retrained.data.tags["warm_start"] == "production v1 with EWC"
+    assert "ewc" in retrained.data.metrics
 
     assert main(["predict", "--model-alias", "staging", "--json", "--config", config_path]) == 0
     predicted = json.loads(capsys.readouterr().out)
