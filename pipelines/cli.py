@@ -210,9 +210,10 @@ def format_summary(result) -> str:
     for name in TRAINING_STAGES:
         if name in meta:
             m = meta[name]
+            best = "none" if m["best_val_loss"] is None else f"{m['best_val_loss']:.4f}"
             lines.append(
                 f"{name}: {m['steps']} steps in {m['seconds']} s, loss {m['final_loss']:.4f}, "
-                f"best validation loss {m['best_val_loss']}, mean ACT segments {m['mean_segments']:.2f}"
+                f"best validation loss {best}, mean ACT segments {m['mean_segments']:.2f}"
             )
     if "backtest_report" in meta:
         lines += [
@@ -224,9 +225,12 @@ def format_summary(result) -> str:
         lines.append(f"registered {c['registered_model']} version {c['version']} (alias {c['aliases']})")
     if "promotion_decision" in meta:
         p = meta["promotion_decision"]
+        production = p["production_version"]
         lines.append(
-            f"promotion: {p['decision']} against {p['compared_with']}; production is version "
-            f"{p['production_version']}: " + "; ".join(p["reasons"])
+            f"promotion: {p['decision']} against {p['compared_with']}; "
+            + (f"production is version {production}" if production else "no production version yet")
+            + ": "
+            + "; ".join(p["reasons"])
         )
     if "feature_drift_report" in meta:
         d = meta["feature_drift_report"]

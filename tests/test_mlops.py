@@ -116,6 +116,7 @@ def test_the_full_graph_registers_versions_and_moves_aliases(project: Path, caps
     assert "registered hrm-trader version 2 (alias staging)" in printed
     assert "out of sample, net of costs" in printed and "| buy_and_hold" in printed
     assert "feature drift: " in printed and "hrm_stage_3_full: " in printed
+    assert "promotion: " in printed and "against production; production is version 1: " in printed
     facts = json.loads((project.parent / "hrm_home" / "reports" / "latest" / "summary.json").read_text())
     assert facts["registered_model"]["version"] == "2" and set(facts["stages"]) == {
         "hrm_stage_1_basic",
