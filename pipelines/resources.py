@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import dagster as dg
 from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
 from assets.resources import DvcResource, HRMSettings, MlflowResource, hrm_home
+from hrm_core.errors import ConfigError
 
 
 def local_resources(home: Path | None = None, project_dir: str = ".") -> dict:
@@ -34,26 +34,44 @@ def local_resources(home: Path | None = None, project_dir: str = ".") -> dict:
     }
 
 
+PRODUCTION_ENV = {
+    "HRM_WAREHOUSE_PATH": "/data/warehouse.duckdb",
+    "HRM_DVC_REMOTE": "s3://bucket/dvc",
+    "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+}
+
+
+def required_env(name: str) -> str:
+    """``$name``, or a ConfigError that names it and shows an example value."""
+    value = os.environ.get(name)
+    if not value:
+        raise ConfigError(
+            f"the production profile (HRM_PROFILE=production) needs ${name}, "
+            f"e.g. {name}={PRODUCTION_ENV[name]}"
+        )
+    return value
+
+
 def production_resources() -> dict:
-    """Cluster profile: locations come from the environment the Helm chart sets."""
+    """Cluster profile: locations come from the environment the deployment sets."""
+    project_dir = os.environ.get("HRM_PROJECT_DIR", ".")
     return {
         "settings": HRMSettings(
-            project_dir=os.environ.get("HRM_PROJECT_DIR", "."),
-            config_path=os.environ.get("HRM_CONFIG", "configs/hrm_gpu.yaml"),
+            project_dir=project_dir, config_path=os.environ.get("HRM_CONFIG", "configs/hrm_gpu.yaml")
         ),
-        "warehouse": DuckDBResource(database=dg.EnvVar("HRM_WAREHOUSE_PATH").get_value()),
-        "dvc": DvcResource(
-            project_dir=os.environ.get("HRM_PROJECT_DIR", "."),
-            remote_url=dg.EnvVar("HRM_DVC_REMOTE").get_value(),
-        ),
+        "warehouse": DuckDBResource(database=required_env("HRM_WAREHOUSE_PATH")),
+        "dvc": DvcResource(project_dir=project_dir, remote_url=required_env("HRM_DVC_REMOTE")),
         "s3": S3Resource(region_name=os.environ.get("AWS_REGION")),
-        "tracking": MlflowResource(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI").get_value()),
+        "tracking": MlflowResource(tracking_uri=required_env("MLFLOW_TRACKING_URI")),
     }
+
+
+PROFILES = {"local": local_resources, "production": production_resources}
 
 
 def resources_for_profile(profile: str | None = None) -> dict:
     """Resources of ``profile`` (``$HRM_PROFILE``, default ``local``)."""
     profile = profile or os.environ.get("HRM_PROFILE", "local")
-    if profile == "production":
-        return production_resources()
-    return local_resources()
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown HRM_PROFILE {profile!r}; use one of {sorted(PROFILES)}, e.g. local")
+    return PROFILES[profile]()

@@ -1,0 +1,51 @@
+"""Deployment profiles: the same definitions load with the cluster's resources, which come from
+the environment; a missing variable or an unknown profile is a clear error."""
+
+import json
+
+import dagster as dg
+import pytest
+
+from assets.training import GPU_OP_TAGS
+from hrm_core.errors import ConfigError
+from pipelines.definitions import build_definitions
+from pipelines.resources import PRODUCTION_ENV, resources_for_profile
+
+CLUSTER = {
+    "HRM_WAREHOUSE_PATH": "/mnt/state/warehouse.duckdb",
+    "HRM_DVC_REMOTE": "s3://hrm-data/dvc",
+    "MLFLOW_TRACKING_URI": "http://mlflow.hrm.svc:5000",
+}
+
+
+def test_the_production_profile_takes_its_locations_from_the_environment(monkeypatch):
+    for name, value in CLUSTER.items():
+        monkeypatch.setenv(name, value)
+    resources = resources_for_profile("production")
+    assert resources["warehouse"].database == CLUSTER["HRM_WAREHOUSE_PATH"]
+    assert resources["dvc"].remote_url == CLUSTER["HRM_DVC_REMOTE"]
+    assert resources["tracking"].tracking_uri == CLUSTER["MLFLOW_TRACKING_URI"]
+    assert resources["settings"].config_path == "configs/hrm_gpu.yaml"
+
+    defs = build_definitions(resources)
+    dg.Definitions.validate_loadable(defs)
+    train = defs.resolve_job_def("train_job")
+    stages = ("hrm_stage_1_basic", "hrm_stage_2_advanced", "hrm_stage_3_full")
+    for stage in stages:
+        tags = train.graph.node_named(stage).definition.tags
+        assert json.loads(tags["dagster-k8s/config"]) == GPU_OP_TAGS["dagster-k8s/config"]
+
+
+@pytest.mark.parametrize("missing", sorted(PRODUCTION_ENV))
+def test_a_missing_production_variable_is_named_with_an_example(monkeypatch, missing):
+    for name, value in CLUSTER.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv(missing)
+    with pytest.raises(ConfigError, match=f"needs \\${missing}, e.g. {missing}="):
+        resources_for_profile("production")
+
+
+def test_an_unknown_profile_is_refused(monkeypatch):
+    monkeypatch.setenv("HRM_PROFILE", "staging")
+    with pytest.raises(ConfigError, match="unknown HRM_PROFILE 'staging'"):
+        resources_for_profile()
