@@ -8,6 +8,7 @@ from hrm_core.model.act import run_segments
 from hrm_core.model.agent import HRMTradingAgent, position_after
 from hrm_core.model.heads import ACTIONS, BUY_LONG, CLOSE_LONG, HOLD, SELL_SHORT, action_mask
 from hrm_core.model.hrm import HRMTrader, MarketInputs
+from hrm_core.model.serving import OUTPUT_COLUMNS, ServingTrader
 
 HIGH, LOW, N_STRATEGIC, N_TACTICAL = 40, 12, 5, 6
 
@@ -239,3 +240,37 @@ def test_the_fixed_initial_states_are_saved_with_the_model():
     other.H_init.normal_()
     other.load_state_dict(state)
     torch.testing.assert_close(other.initial_carry(2).z_H, model.initial_carry(2).z_H)
+
+
+def test_inference_makes_no_grad_mode_switches_for_export_to_trace(monkeypatch):
+    model, inputs = make_model(H_cycles=2, L_cycles=3), make_inputs()
+    carry = model.initial_carry(6)
+    switches = []
+    original = torch.set_grad_enabled
+    with torch.no_grad():
+        monkeypatch.setattr(torch, "set_grad_enabled", lambda mode: switches.append(mode) or original(mode))
+        model.segment(carry, inputs)
+        assert switches == []
+    switches.clear()
+    model.segment(carry, inputs)  # training: all but the last L and H update under no_grad
+    assert switches == [False, False, False, False, False, False, True, True]  # L L L H, L L L H
+
+
+def test_the_served_model_exports_and_decides_as_the_eager_run():
+    model = make_model(H_cycles=2, L_cycles=3).eval()
+    force_q(model, halt=-5.0, cont=5.0)
+    with torch.no_grad():
+        model.heads.q.weight[0, 0] = 50.0  # some samples halt early
+        serving = ServingTrader(model, segments=3, act=True)
+        inputs = make_inputs()
+        args = (inputs.strategic, inputs.tactical, inputs.account, inputs.position)
+        program = torch.export.export(serving, args)
+        served = program.module()(*args)
+        run = run_segments(model, inputs, segments=3, act=True)
+    assert served.shape == (6, len(OUTPUT_COLUMNS))
+    column = {name: served[:, i] for i, name in enumerate(OUTPUT_COLUMNS)}
+    assert len(set(column["segments"].tolist())) > 1
+    torch.testing.assert_close(column["segments"], run.steps.float())
+    torch.testing.assert_close(column["action"], run.final.action().float())
+    torch.testing.assert_close(column["quantity"], run.final.quantity)
+    torch.testing.assert_close(column["stop_loss"], run.final.stop_loss)

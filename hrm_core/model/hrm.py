@@ -13,6 +13,7 @@ The carry leaves a segment detached, and starts from fixed initial states saved 
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +41,13 @@ class MarketInputs:
     tactical: torch.Tensor  # [B, low_level_lookback, tactical features]
     account: torch.Tensor  # [B, 7] (see account.py)
     position: torch.Tensor  # [B] signed position, for the action mask
+
+
+def keep_grad(grad: bool, keep: bool) -> AbstractContextManager:
+    """``set_grad_enabled(keep)`` while gradients are on; no switch at all when they are off, so an
+    inference trace (``torch.export``) records no grad-mode changes. The exporter splits its graph
+    at each one: the CPU preset's four segments took 106 s to export with them and 10 s without."""
+    return torch.set_grad_enabled(keep) if grad else nullcontext()
 
 
 class HRMTrader(nn.Module):
@@ -121,10 +129,10 @@ class HRMTrader(nn.Module):
             cycle_grad = mode == "full" or (mode == "last_cycle" and last_h)
             for step in range(self.L_cycles):
                 last_l = last_h and step == self.L_cycles - 1
-                with torch.set_grad_enabled(grad and (cycle_grad or last_l)):
+                with keep_grad(grad, cycle_grad or last_l):
                     z_L = self.L(z_L, x_L + z_H.mean(1, keepdim=True))
             if update_H:
-                with torch.set_grad_enabled(grad and (cycle_grad or last_h)):
+                with keep_grad(grad, cycle_grad or last_h):
                     z_H = self.H(z_H, x_H + z_L.mean(1, keepdim=True))
         summary = torch.cat([z_L[:, -1], z_H.mean(1)], dim=-1)  # [B, 2D]
         outputs = self.heads(summary, z_H.mean(1), inputs.position)
