@@ -118,7 +118,8 @@ def _predict(args: argparse.Namespace) -> int:
     from pipelines.serving import predict
 
     settings = HRMSettings(config_path=args.config or DEFAULT_CONFIG)
-    rows = predict(resources_for_profile()["tracking"], settings, args.model_alias, args.symbol)
+    resources = resources_for_profile()
+    rows = predict(resources["tracking"], resources["warehouse"], settings, args.model_alias, args.symbol)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -6,12 +6,14 @@ with the statistics stored in the model's metadata, and a flat account (no open 
 at the starting capital), which is the state a fresh deployment decides from.
 """
 
-import duckdb
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import torch
+from dagster_duckdb import DuckDBResource
 
-from assets.resources import HRMSettings, MlflowResource, hrm_home
+from assets.resources import HRMSettings, MlflowResource
 from hrm_core.errors import HRMError
 from hrm_core.model.heads import ACTIONS
 from hrm_core.sim.decisions import new_account
@@ -20,9 +22,14 @@ from hrm_core.training.data import read_market_data
 
 
 def predict(
-    tracking: MlflowResource, settings: HRMSettings, alias: str, symbols: list[str] | None
+    tracking: MlflowResource,
+    warehouse: DuckDBResource,
+    settings: HRMSettings,
+    alias: str,
+    symbols: list[str] | None,
 ) -> list[dict]:
-    """One decision per symbol (all symbols in the warehouse, or ``symbols``) at its latest bar."""
+    """One decision per symbol (all symbols in the warehouse, or ``symbols``) at its latest bar.
+    The warehouse is the profile's, opened like the assets open it (retrying while a run writes)."""
     uri = f"models:/{tracking.model_name}@{alias}"
     tracking.client()
     if tracking.version_with_alias(alias) is None:
@@ -30,15 +37,11 @@ def predict(
     meta = mlflow.models.get_model_info(uri).metadata
     model = mlflow.pytorch.load_model(uri, map_location="cpu")
     config = settings.config()
-    warehouse = hrm_home() / "warehouse.duckdb"
-    if not warehouse.exists():
-        raise HRMError(f"{warehouse}: no warehouse; run `make run` (full_job) first")
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
-        normalization = {name: tuple(stats) for name, stats in meta["normalization"].items()}
+    if not Path(warehouse.database).exists():
+        raise HRMError(f"{warehouse.database}: no warehouse; run `make run` (full_job) first")
+    normalization = {name: tuple(stats) for name, stats in meta["normalization"].items()}
+    with warehouse.get_connection() as con:
         data = read_market_data(con, config, normalization, "NULL")
-    finally:
-        con.close()
     trained_on = (tuple(meta["feature_names"][0]), tuple(meta["feature_names"][1]))
     if trained_on != (data.strategic_names, data.tactical_names):
         raise HRMError(

@@ -139,6 +139,17 @@ def test_the_full_graph_registers_versions_and_moves_aliases(project: Path, caps
     assert {row["symbol"] for row in predicted} == {"NASDAQ", "SP500"}
     assert {"action", "quantity", "stop_loss", "take_profit", "confidence", "segments"} <= set(predicted[0])
     assert all(row["model"] == "hrm-trader@staging" for row in predicted)
+    assert (
+        main(["predict", "--model-alias", "staging", "--symbol", "SP500", "--json", "--config", config_path])
+        == 0
+    )
+    (alone,) = json.loads(capsys.readouterr().out)  # a batch of one: the program's batch size is free
+    batched = next(row for row in predicted if row["symbol"] == "SP500")
+    assert alone.keys() == batched.keys()
+    for key, value in batched.items():  # equal up to float rounding of a different batch size
+        assert alone[key] == (pytest.approx(value, rel=1e-5, abs=1e-6) if isinstance(value, float) else value)
+    assert main(["predict", "--model-alias", "canary", "--config", config_path]) == 2
+    assert "no model version has the alias 'canary'" in capsys.readouterr().err
 
 
 POLICY = PromotionConfig(min_psr=0.5, max_drawdown_margin=0.05)
