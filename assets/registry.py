@@ -120,11 +120,12 @@ def backtest_report(
     tracking: MlflowResource,
 ) -> dg.Output:
     """The candidate, the production model (if any), the flat and GRU baselines trained on the
-    same data and budget, and the rule baselines on the fold's test bars, net of costs; metrics
-    and reports logged to the candidate's MLflow run."""
+    same data and budget, and the rule baselines, net of costs, on every bar from the fold's test
+    part to the end of the data (the test parts of this and all later folds: none was seen in
+    training); metrics and reports logged to the candidate's MLflow run."""
     config = settings.config()
     with warehouse.get_connection() as con:
-        data = load_market_data(con, config, config.training.fold)
+        data = load_market_data(con, config, config.training.fold, test_to_end=True)
     candidate, _, _ = load_trained_model(candidate_model["checkpoint"])
     models = {"hrm": candidate}
     production = tracking.version_with_alias(ALIAS_PRODUCTION)
@@ -171,6 +172,7 @@ def backtest_report(
             "report": dg.MetadataValue.path(str(paths["html"])),
             "summary_json": dg.MetadataValue.path(str(paths["summary"])),
             "hrm_sharpe": portfolio["hrm"]["sharpe"],
+            "test_period": result.period(),
         },
     )
 

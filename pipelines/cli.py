@@ -218,7 +218,7 @@ def format_summary(result) -> str:
             )
     if "backtest_report" in meta:
         lines += [
-            "out of sample, net of costs (equal-weight portfolio):",
+            f"out of sample {meta['backtest_report']['test_period']}, net of costs (equal-weight portfolio):",
             meta["backtest_report"]["out_of_sample"],
         ]
     if "candidate_model" in meta:

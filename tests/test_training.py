@@ -145,3 +145,28 @@ def test_scenario_generators_fill_scarce_tasks_with_their_own_situations():
     assert set(np.unique(data.part[synthetic_rows])) <= {-1, PARTS.index("train")}
     assert np.array_equal(data.part[~synthetic_rows], real.part)
     assert not scarce_tasks(real, load_config(PRESET))
+
+
+def test_a_backtest_of_a_folds_model_may_trade_every_later_test_fold():
+    from hrm_core.training.api import prepare_warehouse
+    from hrm_core.training.data import PARTS, load_market_data
+
+    config = load_config(PRESET)
+    con = duckdb.connect()
+    prepare_warehouse(config, con)
+    own = load_market_data(con, config, 0)
+    extended = load_market_data(con, config, 0, test_to_end=True)
+    test = PARTS.index("test")
+    assigned = own.part >= 0
+    assert np.array_equal(own.part[assigned], extended.part[assigned])  # fold 0's own parts unchanged
+    later = con.execute(
+        "SELECT symbol, ts FROM splits.rows WHERE fold > 0 AND part = 'test' "
+        "EXCEPT SELECT symbol, ts FROM splits.rows WHERE fold = 0"
+    ).df()
+    assert len(later) > 0
+    newly_test = (extended.part == test) & (own.part != test)
+    assert newly_test.sum() == len(later)  # the folds tile the tail: nothing else was added
+    for symbol_id, symbol in enumerate(extended.symbols):
+        rows = np.flatnonzero((extended.part == test) & (extended.symbol_id == symbol_id))
+        assert np.array_equal(rows, np.arange(rows[0], rows[-1] + 1)), symbol  # one contiguous stretch
+        assert rows[-1] == np.flatnonzero(extended.symbol_id == symbol_id)[-1]  # to the last bar

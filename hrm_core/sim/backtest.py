@@ -1,6 +1,6 @@
-"""Backtests over a fold's test part: the HRM agent (or any policy) trading each symbol bar by bar
-through ``TradingEnv``, the baselines on the same bars, per symbol and as an equal-weight
-portfolio, every number out of sample and net of costs."""
+"""Backtests over the test bars (from a fold's test part to the end of the data): the HRM agent
+(or any policy) trading each symbol bar by bar through ``TradingEnv``, the baselines on the same
+bars, per symbol and as an equal-weight portfolio, every number out of sample and net of costs."""
 
 from __future__ import annotations
 
@@ -62,6 +62,11 @@ class BacktestResult:
     periods_per_year: float
     initial_capital: float
     close: dict[str, pd.Series] = field(default_factory=dict)  # symbol -> close over the test bars
+
+    def period(self) -> str:
+        """The first and last test bar over all symbols, e.g. ``2011-01-03 → 2018-12-31``."""
+        index = pd.concat(list(self.close.values())).index
+        return f"{index.min():%Y-%m-%d} → {index.max():%Y-%m-%d}"
 
     def portfolio_returns(self, strategy: str) -> pd.Series:
         """Equal-weight portfolio: the mean of the symbols' returns on each bar."""
@@ -241,8 +246,9 @@ def backtest(
 ) -> BacktestResult:
     """The seed's ``results = backtest(config)``: fold ``training.fold`` of the configured data,
     the given model (or one trained now through the curriculum) and the flat and GRU baselines
-    trained the same way, beside the rule baselines, on the fold's test bars. Writes the report
-    to ``report_dir`` when given."""
+    trained the same way, beside the rule baselines, on the test bars from the fold's test part to
+    the end of the data (the test parts of this and every later fold). Writes the report to
+    ``report_dir`` when given."""
     data = prepare_market_data(config) if data is None else data
     models = {"hrm": model if model is not None else train(config, data, progress=progress).model}
     for architecture in model_baselines:

@@ -160,13 +160,15 @@ def _html(title: str, result: BacktestResult, summary: pd.DataFrame, paths: dict
         for name in FIGURES
     )
     symbols = html.escape(", ".join(result.close))
+    period = html.escape(result.period())
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}
 table{{border-collapse:collapse}}td,th{{padding:4px 8px;text-align:right;border-bottom:1px solid #ddd}}
 img{{max-width:100%}}</style></head>
 <body><h1>{html.escape(title)}</h1>
-<p>Symbols: {symbols}. Every figure is out of sample (the fold's test bars) and net of commission,
+<p>Symbols: {symbols}; {period}. Every figure is out of sample (bars no model here was trained or
+validated on) and net of commission,
 slippage and borrow; portfolios are equal-weight across symbols. Sharpe, Sortino and CAGR are
 annualised with {result.periods_per_year:g} periods per year; PSR is P[Sharpe &gt; 0]; DSR deflates
 it for every strategy compared here; costs are a share of starting capital.</p>

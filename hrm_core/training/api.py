@@ -36,10 +36,11 @@ def prepare_warehouse(config: HRMConfig, con: duckdb.DuckDBPyConnection) -> None
 
 def prepare_market_data(config: HRMConfig) -> MarketData:
     """The configured source as training data for fold ``training.fold``, with scenario symbols
-    appended for the tasks it has too few training chunks of."""
+    appended for the tasks it has too few training chunks of. Its test part runs from the fold's
+    test start to the end of the data (what a backtest of this fold's model may trade)."""
     con = duckdb.connect()
     prepare_warehouse(config, con)
-    data = load_market_data(con, config, config.training.fold)
+    data = load_market_data(con, config, config.training.fold, test_to_end=True)
     return with_scenarios(data, config)
 
 

@@ -101,9 +101,13 @@ def concat(datasets: list[MarketData]) -> MarketData:
     )
 
 
-def load_market_data(con: duckdb.DuckDBPyConnection, config: HRMConfig, fold: int) -> MarketData:
+def load_market_data(
+    con: duckdb.DuckDBPyConnection, config: HRMConfig, fold: int, *, test_to_end: bool = False
+) -> MarketData:
     """Read features, prices, task tags and the fold's parts from the warehouse, normalised with the
-    fold's training statistics (``splits.normalization``)."""
+    fold's training statistics (``splits.normalization``). With ``test_to_end`` every bar after
+    the fold's test part is test too: a model trained on this fold has seen none of them, so the
+    test parts of all later folds are out of sample for it and one backtest can cover them all."""
     stats = con.execute(
         "SELECT feature, mean, std FROM splits.normalization WHERE fold = ?", [fold]
     ).fetchall()
@@ -112,7 +116,14 @@ def load_market_data(con: duckdb.DuckDBPyConnection, config: HRMConfig, fold: in
             f"no features or normalisation for fold {fold}: run the data job (walk_forward_splits) first"
         )
     join = f"LEFT JOIN splits.rows AS r ON r.symbol = f.symbol AND r.ts = f.ts AND r.fold = {int(fold)}"
-    return read_market_data(con, config, {name: (mean, std) for name, mean, std in stats}, "r.part", join)
+    part = "r.part"
+    if test_to_end:
+        join += (
+            " LEFT JOIN (SELECT symbol, max(ts) AS test_end FROM splits.rows"
+            f" WHERE fold = {int(fold)} AND part = 'test' GROUP BY symbol) AS t ON t.symbol = f.symbol"
+        )
+        part = "COALESCE(r.part, CASE WHEN f.ts > t.test_end THEN 'test' END)"
+    return read_market_data(con, config, {name: (mean, std) for name, mean, std in stats}, part, join)
 
 
 def read_market_data(
