@@ -12,6 +12,7 @@ import base64
 import shutil
 
 import dagster as dg
+import duckdb
 import mlflow
 import numpy as np
 import torch
@@ -20,28 +21,31 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
 from assets.resources import HRMSettings, MlflowResource, hrm_home
-from hrm_core.model.hrm import HRMTrader
+from assets.training import training_data
+from hrm_core.data.market import load_market_data
 from hrm_core.model.serving import OUTPUT_COLUMNS, ServingTrader
-from hrm_core.sim.backtest import backtest_models, baseline_config
+from hrm_core.model.trader import TraderBase
+from hrm_core.sim.backtest import MODEL_BASELINES, backtest_models, baseline_config
 from hrm_core.sim.promotion import decide_promotion
 from hrm_core.sim.report import metrics_table, write_report
-from hrm_core.training.data import load_market_data
 from hrm_core.training.trainer import Trainer, load_trained_model
 
 ALIAS_STAGING, ALIAS_PRODUCTION = "staging", "production"
 
 
-def serving_signature(model: HRMTrader, high: int, low: int) -> tuple[ModelSignature, tuple[np.ndarray, ...]]:
+def serving_signature(
+    model: TraderBase, high: int, low: int
+) -> tuple[ModelSignature, tuple[np.ndarray, ...]]:
     """Tensor signature and a two-sample input example of the served model."""
     strategic, tactical = (len(names) for names in model.feature_names)
     rng = np.random.default_rng(0)
     example = (
         rng.standard_normal((2, high, strategic)).astype(np.float32),
         rng.standard_normal((2, low, tactical)).astype(np.float32),
-        np.zeros((2, 7), np.float32),
+        np.ones(2, np.float32),
         np.array([0.0, 1.0], np.float32),
     )
-    names = ("strategic", "tactical", "account", "position")
+    names = ("strategic", "tactical", "cap", "held")
     inputs = Schema(
         [TensorSpec(np.dtype(np.float32), (-1, *x.shape[1:]), n) for n, x in zip(names, example, strict=True)]
     )
@@ -63,9 +67,10 @@ def candidate_model(
     """Register the final stage's model as a new version of ``hrm-trader`` with alias ``staging``."""
     model, config, saved = load_trained_model(hrm_stage_3_full["checkpoint"])
     hf = config.hierarchical_features
-    serving = ServingTrader(model, config.model.halt_max_steps, act=True)
+    serving = ServingTrader(model, config.model.halt_max_steps, act=True, band=config.trading.no_trade_band)
     signature, example = serving_signature(model, hf.high_level_lookback, hf.low_level_lookback)
     client = tracking.client()
+    tracking.experiment_id()  # the logged model goes to the active experiment
     parent = hrm_stage_3_full["parent_run_id"]
     with mlflow.start_run(run_id=parent):
         checkpoint = hrm_home() / "runs" / context.run_id / "model.pt"
@@ -87,6 +92,7 @@ def candidate_model(
                     "high_level_lookback": hf.high_level_lookback,
                     "low_level_lookback": hf.low_level_lookback,
                     "output_columns": list(OUTPUT_COLUMNS),
+                    "trading": config.trading.model_dump(mode="json"),
                     "fold": saved["fold"],
                 },
             )
@@ -124,22 +130,34 @@ def backtest_report(
     part to the end of the data (the test parts of this and all later folds: none was seen in
     training); metrics and reports logged to the candidate's MLflow run."""
     config = settings.config()
+    fold = config.training.fold
     with warehouse.get_connection() as con:
-        data = load_market_data(con, config, config.training.fold, test_to_end=True)
+        data = load_market_data(con, config, fold, test_to_end=True)
     candidate, _, _ = load_trained_model(candidate_model["checkpoint"])
     models = {"hrm": candidate}
-    production = tracking.version_with_alias(ALIAS_PRODUCTION)
-    if production is not None:
-        incumbent, _, _ = load_trained_model(
-            mlflow.artifacts.download_artifacts(production.tags["checkpoint_uri"])
-        )
-        if incumbent.feature_names == candidate.feature_names:
-            models["production"] = incumbent
-    for architecture in ("flat", "gru"):
+    train_data = training_data(warehouse, config, fold)  # as the HRM trained: scenarios included
+    for architecture in MODEL_BASELINES:
         models[architecture] = (
-            Trainer(baseline_config(config, architecture), data, progress=False).fit().model
+            Trainer(baseline_config(config, architecture), train_data, progress=False).fit().model
         )
     result = backtest_models(models, data, config)
+    production, production_note = tracking.version_with_alias(ALIAS_PRODUCTION), None
+    if production is not None:
+        incumbent, _, saved = load_trained_model(
+            mlflow.artifacts.download_artifacts(production.tags["checkpoint_uri"])
+        )
+        with warehouse.get_connection() as con:
+            production_note = comparison_problem(con, incumbent, candidate, saved["fold"], fold)
+            if production_note is None:  # its own normalisation, the same test bars
+                own = load_market_data(
+                    con, config, fold, test_to_end=True, normalization=saved["normalization"]
+                )
+        if production_note is None:
+            result.runs["production"] = backtest_models(
+                {"production": incumbent}, own, config, rules=False
+            ).runs["production"]
+        else:
+            context.log.warning(f"production v{production.version} not compared: {production_note}")
     report_dir = hrm_home() / "reports" / context.run_id
     paths = write_report(
         result, report_dir, title=f"hrm-trader v{candidate_model['version']}: out-of-sample backtest"
@@ -162,7 +180,8 @@ def backtest_report(
     value = {
         "portfolio": portfolio,
         "report_dir": str(report_dir),
-        "production_version": str(production.version) if "production" in models else None,
+        "production_version": str(production.version) if "production" in result.runs else None,
+        "production_note": production_note,
     }
     return dg.Output(
         value,
@@ -175,6 +194,25 @@ def backtest_report(
             "test_period": result.period(),
         },
     )
+
+
+def comparison_problem(
+    con: duckdb.DuckDBPyConnection, incumbent: TraderBase, candidate: TraderBase, own_fold: int, fold: int
+) -> str | None:
+    """Why the production model cannot be compared on ``fold``'s test bars, or None: it reads other
+    features, or its own training or validation reached into the test block."""
+    if incumbent.feature_names != candidate.feature_names:
+        return "it reads other features than the candidate"
+    seen_until, test_from = con.execute(
+        "SELECT (SELECT max(ts) FROM splits.rows WHERE fold = ? AND part IN ('train', 'validation')),"
+        " (SELECT min(ts) FROM splits.rows WHERE fold = ? AND part = 'test')",
+        [own_fold, fold],
+    ).fetchone()
+    if seen_until is None or test_from is None or seen_until >= test_from:
+        return (
+            f"it trained on fold {own_fold}, whose data runs to {seen_until}, past the test start {test_from}"
+        )
+    return None
 
 
 def sanity_problems(portfolio: dict[str, dict]) -> list[str]:

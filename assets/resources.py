@@ -72,11 +72,19 @@ class MlflowResource(dg.ConfigurableResource):
         return MlflowClient(self.tracking_uri, self.tracking_uri)
 
     def experiment_id(self) -> str:
+        """The project's experiment, created when missing and made the active one: MLflow 3 logs a
+        model into the *active* experiment, not the run's, and the default experiment's artifact
+        root is the working directory (``./mlruns``), which must never receive anything."""
         client = self.client()
         experiment = client.get_experiment_by_name(self.experiment)
-        if experiment is not None:
-            return experiment.experiment_id
-        return client.create_experiment(self.experiment, artifact_location=self.artifact_location)
+        if experiment is None:
+            experiment_id = client.create_experiment(
+                self.experiment, artifact_location=self.artifact_location
+            )
+        else:
+            experiment_id = experiment.experiment_id
+        mlflow.set_experiment(experiment_id=experiment_id)
+        return experiment_id
 
     def parent_run_id(self, dagster_run_id: str) -> str:
         """The one MLflow run of a Dagster run, under which its training stages nest."""

@@ -24,11 +24,11 @@ from assets.resources import HRMSettings, MlflowResource, hrm_home
 from assets.splits import walk_forward_splits
 from assets.versioning import dataset_version
 from hrm_core.config import HRMConfig
+from hrm_core.data.market import MarketData, load_market_data
 from hrm_core.errors import ConfigError
-from hrm_core.model.hrm import HRMTrader
 from hrm_core.model.serving import ServingTrader
+from hrm_core.model.trader import TraderBase
 from hrm_core.training.api import with_scenarios
-from hrm_core.training.data import MarketData, load_market_data
 from hrm_core.training.ewc import EWC, ewc_from
 from hrm_core.training.trainer import Trainer, load_trained_model, pick_device, save_trained_model
 
@@ -67,7 +67,7 @@ def latest_metadata(instance: dg.DagsterInstance, asset: str, key: str) -> Any:
 
 def start_from_production(
     tracking: MlflowResource, warehouse: DuckDBResource, config: HRMConfig, data: MarketData
-) -> tuple[HRMTrader | None, EWC | None, str | None]:
+) -> tuple[TraderBase | None, EWC | None, str | None]:
     """The production model and its EWC term when it can be retrained on ``data``."""
     version = tracking.version_with_alias("production")
     if version is None:
@@ -101,11 +101,11 @@ def train_stage(
     stage = curriculum[index]
     fold = config.training.fold
     data = training_data(warehouse, config, fold)
-    model, ewc, base_version = None, None, None
-    if previous is not None:
+    model, ewc, base_version = start_from_production(tracking, warehouse, config, data)
+    if previous is not None:  # warm start from the previous stage; EWC stays anchored at production
         model, _, _ = load_trained_model(previous["checkpoint"])
-    else:
-        model, ewc, base_version = start_from_production(tracking, warehouse, config, data)
+        if previous.get("ewc_version") != base_version:
+            ewc, base_version = None, None
     stage_config = config.model_copy(
         update={"training": config.training.model_copy(update={"curriculum": [stage]})}
     )
@@ -133,9 +133,10 @@ def train_stage(
                 "seed": config.seed,
                 "device": str(pick_device(config.training.device)),
                 "fold": fold,
-                "warm_start": f"production v{base_version} with EWC"
-                if base_version
-                else ("previous stage" if previous else "scratch"),
+                "warm_start": "previous stage"
+                if previous
+                else (f"production v{base_version}" if base_version else "scratch"),
+                "ewc_anchor": f"production v{base_version}" if ewc is not None else "none",
             }
         )
         mlflow.log_dict(config.model_dump(mode="json"), "config.json")
@@ -173,7 +174,13 @@ def train_stage(
         "best_val_loss": min(val_losses) if val_losses else None,
         "mean_segments": history[-1]["segments"] if history else None,
     }
-    value = {"checkpoint": str(path), "mlflow_run_id": stage_run_id, "parent_run_id": parent, **summary}
+    value = {
+        "checkpoint": str(path),
+        "mlflow_run_id": stage_run_id,
+        "parent_run_id": parent,
+        "ewc_version": base_version if ewc is not None else None,
+        **summary,
+    }
     return dg.Output(
         value,
         metadata={**summary, "mlflow_run_id": stage_run_id, "checkpoint": dg.MetadataValue.path(str(path))},
@@ -226,12 +233,12 @@ def checkpoint_loads(hrm_stage_3_full: dict) -> dg.AssetCheckResult:
     model, config, _ = load_trained_model(hrm_stage_3_full["checkpoint"])
     hf = config.hierarchical_features
     strategic, tactical = (len(names) for names in model.feature_names)
-    serving = ServingTrader(model, config.model.halt_max_steps, act=True)
+    serving = ServingTrader(model, config.model.halt_max_steps, act=True, band=config.trading.no_trade_band)
     with torch.no_grad():
         decision = serving(
             torch.zeros(1, hf.high_level_lookback, strategic),
             torch.zeros(1, hf.low_level_lookback, tactical),
-            torch.zeros(1, 7),
+            torch.ones(1),
             torch.zeros(1),
         )
     return dg.AssetCheckResult(

@@ -111,7 +111,7 @@ class ModelConfig(_Strict):
     halt_max_steps: int = Field(4, ge=1)
     halt_exploration_prob: float = Field(0.1, ge=0.0, le=1.0)
     gradient: Literal["one_step", "last_cycle", "full"] = "one_step"
-    h_update_interval: int = Field(10, ge=1)
+    h_update_interval: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> ModelConfig:
@@ -124,13 +124,19 @@ class ModelConfig(_Strict):
 
 
 class TradingConfig(_Strict):
-    """Execution and risk settings shared by the training loss, the environments and backtests."""
+    """Execution and risk settings shared by the training loss, the environments and backtests.
+    The policy's target exposure is capped by the sizing rule and moved through a no-trade band
+    (``model/exposure.py``). ``exit_rules: atr`` puts a stop at ``risk_multiplier`` and a target at
+    ``reward_multiplier`` ATRs on every entry: fixed rules, not learned, so they are off by
+    default, and when on, buy-and-hold is also reported under them."""
 
     risk_multiplier: float = Field(1.5, gt=0)
     reward_multiplier: float = Field(2.0, gt=0)
+    exit_rules: Literal["none", "atr"] = "none"
     position_sizing_method: Literal["fixed_fraction", "volatility_adjusted"] = "fixed_fraction"
     max_position_size: float = Field(1.0, gt=0)
     risk_per_trade: float = Field(0.01, gt=0)
+    no_trade_band: float = Field(0.05, ge=0)
     commission: float = Field(0.0005, ge=0)
     fixed_fee: float = Field(0.0, ge=0)
     slippage: float = Field(0.0002, ge=0)
@@ -140,12 +146,12 @@ class TradingConfig(_Strict):
 
 
 class LossWeights(_Strict):
-    """L_ACT = immediate·L_immediate + short·L_short + medium·L_medium + long·L_long + q·L_Q."""
+    """L = −growth·G − sharpe·S + drawdown·D + outcome·L_outcome + q·L_Q (``training/losses.py``)."""
 
-    immediate: float = Field(1.0, ge=0)
-    short: float = Field(0.5, ge=0)
-    medium: float = Field(0.25, ge=0)
-    long: float = Field(0.25, ge=0)
+    growth: float = Field(1.0, ge=0)
+    sharpe: float = Field(0.5, ge=0)
+    drawdown: float = Field(0.25, ge=0)
+    outcome: float = Field(0.1, ge=0)
     q: float = Field(0.5, ge=0)
 
 
@@ -164,8 +170,7 @@ class TrainingConfig(_Strict):
 
     deep_supervision_segments: int = Field(4, ge=1)
     loss_weights: LossWeights = LossWeights()
-    short_window: int = Field(10, ge=2)
-    medium_window: int = Field(50, ge=2)
+    outcome_horizon: int = Field(10, ge=2)  # bars of realised path behind p_up, volatility, regime
     chunk_bars: int = Field(128, ge=8)
     batch_chunks: int = Field(8, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
@@ -191,7 +196,9 @@ class TrainingConfig(_Strict):
     @field_validator("task_mix")
     @classmethod
     def _known_tasks(cls, mix: dict[str, float]) -> dict[str, float]:
-        known = {"trend", "mean_reversion", "breakout", "adverse"}
+        from hrm_core.vocabulary import TASKS
+
+        known = set(TASKS)
         unknown = set(mix) - known
         if unknown or any(w < 0 for w in mix.values()) or sum(mix.values()) <= 0:
             raise ValueError(f"training.task_mix: non-negative weights for {sorted(known)}, e.g. trend: 0.4")

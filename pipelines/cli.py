@@ -51,16 +51,28 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--model-alias", default="production", help="registry alias (default production)")
     predict.add_argument("--config", default=None, help=f"YAML preset (default {DEFAULT_CONFIG})")
     predict.add_argument("--json", action="store_true", help="print JSON for machines")
+    evaluate = commands.add_parser(
+        "evaluate", help="train every model on every fold with several seeds; test each on its fold's block"
+    )
+    evaluate.add_argument("--folds", default="all", help="'all' or fold numbers, e.g. 0,2 (default all)")
+    evaluate.add_argument("--seeds", type=int, default=3, help="seeds per fold and model (default 3)")
+    evaluate.add_argument("--models", default="hrm,flat,gru", help="comma-separated (default hrm,flat,gru)")
+    evaluate.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="cells trained at once")
+    evaluate.add_argument("--source", choices=["sample", "csv", "parquet", "s3", "yfinance"])
+    evaluate.add_argument("--path", help="file, folder or s3:// URI for csv/parquet/s3 sources")
+    evaluate.add_argument("--symbols", nargs="+", help="symbols to ingest (sample, yfinance)")
+    evaluate.add_argument("--config", default=None, help=f"YAML preset (default {DEFAULT_CONFIG})")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command not in ("run", "predict"):
+    commands = {"run": _run, "predict": _predict, "evaluate": _evaluate}
+    if args.command not in commands:
         _parser().print_help()
         return 2
     try:
-        return _run(args) if args.command == "run" else _predict(args)
+        return commands[args.command](args)
     except HRMError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -123,17 +135,70 @@ def _predict(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{rows[0]['model']}, latest bar of each symbol, from a flat account:")
+    print(f"{rows[0]['model']}, latest bar of each symbol, with no position held:")
     for r in rows:
         print(
-            f"{r['symbol']:>8} {r['bar'][:10]}  {r['action']:<11} qty {r['quantity']:.2f}  "
-            f"stop {r['stop_loss']:.2f} ATR  target {r['take_profit']:.2f} ATR  "
-            f"confidence {r['confidence']:.2f}  "
-            f"risk p/m/e {r['position_risk']:.2f}/{r['market_risk']:.2f}/{r['execution_risk']:.2f}  "
+            f"{r['symbol']:>8} {r['bar'][:10]}  {r['action']:<11} exposure {r['position']:+.2f} "
+            f"(target {r['target_exposure']:+.2f})  confidence {r['confidence']:.2f}  "
+            f"volatility {r['market_risk']:.2f}  "
             f"regime t/r/v {r['regime_trending']:.2f}/{r['regime_ranging']:.2f}/{r['regime_volatile']:.2f}  "
             f"segments {r['segments']}"
         )
     return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import time
+
+    from hrm_core.sim.evaluation import MODELS, evaluate, summarise, write_evaluation
+
+    settings = HRMSettings(
+        config_path=args.config or DEFAULT_CONFIG, source=args.source, path=args.path, symbols=args.symbols
+    )
+    config = settings.config()
+    folds = list(range(config.splits.n_folds)) if args.folds == "all" else _integers(args.folds, "--folds")
+    bad = [f for f in folds if not 0 <= f < config.splits.n_folds]
+    if bad:
+        raise HRMError(
+            f"--folds: fold {bad[0]} does not exist; the config has folds 0..{config.splits.n_folds - 1}"
+        )
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        raise HRMError(f"--models: unknown model {unknown[0]!r}; known: {', '.join(MODELS)}")
+    if args.seeds < 1:
+        raise HRMError("--seeds: give at least 1, e.g. --seeds 3")
+    seeds = [config.seed + i for i in range(args.seeds)]
+    print(
+        f"evaluating {', '.join(models)} on folds {folds} × seeds {seeds} "
+        f"({len(models) * len(folds) * len(seeds)} trainings, {args.workers} at once)",
+        flush=True,
+    )
+    started = time.perf_counter()
+    frame = evaluate(config, folds, seeds, models, workers=args.workers)
+    out = hrm_home() / "reports" / "evaluation" / "latest"
+    paths = write_evaluation(frame, config, out)
+    summary = summarise(frame)
+    print(f"\nout of sample, net of costs, {time.perf_counter() - started:.0f} s:")
+    for model, m in summary["models"].items():
+        print(
+            f"{model:>24}: Sharpe {m['sharpe_mean']:+.2f} ± {m['sharpe_std']:.2f}  "
+            f"exposure {m['exposure_mean']:.2f}  turnover {m['turnover_mean']:.3f}  "
+            f"DSR {m['dsr_mean']:.2f}  ({m['cells']} cells)"
+        )
+    for pair, d in summary["paired_sharpe_difference"].items():
+        print(
+            f"{pair:>32}: {d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}] over {d['pairs']} pairs"
+        )
+    print(f"report: {paths['html']}\nrows: {paths['json']}")
+    return 0
+
+
+def _integers(text: str, option: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise HRMError(f"{option}: {text!r} is not a comma-separated list of integers, e.g. 0,2") from error
 
 
 def failure_message(result) -> str:

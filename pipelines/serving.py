@@ -2,8 +2,8 @@
 
 The model is loaded from the registry (``models:/hrm-trader@<alias>``) as the pickle-free
 exported program, and fed the same windows it was trained on: the warehouse's features normalised
-with the statistics stored in the model's metadata, and a flat account (no open position, equity
-at the starting capital), which is the state a fresh deployment decides from.
+with the statistics stored in the model's metadata, the sizing cap of the model's trading rules at
+that bar, and no position held, which is the state a fresh deployment decides from.
 """
 
 from pathlib import Path
@@ -14,11 +14,11 @@ import torch
 from dagster_duckdb import DuckDBResource
 
 from assets.resources import HRMSettings, MlflowResource
+from hrm_core.config import TradingConfig
+from hrm_core.data.market import read_market_data
 from hrm_core.errors import HRMError
-from hrm_core.model.heads import ACTIONS
-from hrm_core.sim.decisions import new_account
-from hrm_core.sim.env import observe_accounts
-from hrm_core.training.data import read_market_data
+from hrm_core.model.exposure import exposure_cap
+from hrm_core.vocabulary import ACTIONS
 
 
 def predict(
@@ -53,19 +53,17 @@ def predict(
     unknown = sorted(set(wanted) - set(data.symbols))
     if unknown:
         raise HRMError(f"predict: unknown symbol {unknown[0]!r}; the warehouse has {', '.join(data.symbols)}")
-    capital = config.trading.initial_capital
-    rows = [int(np.flatnonzero(data.symbol_id == data.symbols.index(s))[-1]) for s in wanted]
-    account = np.concatenate(
-        [
-            observe_accounts(new_account(capital)[None], data.close[t : t + 1], data.atr[t : t + 1], capital)
-            for t in rows
-        ]
+    rows = np.array([np.flatnonzero(data.symbol_id == data.symbols.index(s))[-1] for s in wanted])
+    strategic, tactical = data.windows(rows, high, low)  # refused if a window leaves its symbol
+    trading = TradingConfig.model_validate(meta["trading"])
+    cap = exposure_cap(
+        torch.from_numpy(data.close[rows]), torch.from_numpy(np.nan_to_num(data.atr[rows])), trading
     )
     with torch.no_grad():
         decision = model(
-            torch.from_numpy(np.stack([data.strategic[t - high + 1 : t + 1] for t in rows])),
-            torch.from_numpy(np.stack([data.tactical[t - low + 1 : t + 1] for t in rows])),
-            torch.from_numpy(account),
+            torch.from_numpy(strategic),
+            torch.from_numpy(tactical),
+            cap.float(),
             torch.zeros(len(rows)),
         ).numpy()
     results = []

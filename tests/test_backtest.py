@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from hrm_core.config import load_config
+from hrm_core.data.market import concat
 from hrm_core.errors import DataError
-from hrm_core.sim.backtest import backtest, backtest_models, baseline_config
+from hrm_core.sim.backtest import BUY_AND_HOLD_WITH_EXITS, backtest, backtest_models, baseline_config
 from hrm_core.sim.baselines import BASELINES
-from hrm_core.sim.execution import round_trips
 from hrm_core.sim.report import FIGURES, write_report
-from hrm_core.training.data import PARTS, concat
 from hrm_core.training.scenarios import planted_regime_market
 from hrm_core.training.trainer import build_model
+from hrm_core.vocabulary import PARTS
 
 CONFIG = load_config("configs/hrm_cpu_small.yaml")
 
@@ -93,22 +93,17 @@ def test_the_models_report_segments_and_regimes_and_baseline_models_decide_in_on
         assert (run.segments == 1).all()
 
 
-def test_round_trips_split_a_flip_and_mark_the_open_trade():
-    fills = pd.DataFrame(
-        {
-            "bar": [1, 3, 4, 6],
-            "size": [10.0, 5.0, -25.0, 5.0],
-            "price": [100.0, 102, 110, 105],
-            "fees": [1.0, 0.5, 2.5, 0.5],
-        }
+def test_exit_rules_are_off_by_default_and_buy_and_hold_is_reported_under_them_when_on(data, models, result):
+    for runs in result.runs.values():
+        for run in runs.values():
+            assert set(run.trades["exit"]) <= {"signal", "end"}  # no stop or target executed
+    with_exits = CONFIG.model_copy(
+        update={"trading": CONFIG.trading.model_copy(update={"exit_rules": "atr", "risk_multiplier": 0.5})}
     )
-    ledger = round_trips(fills, last_bar=9, last_close=100.0)
-    first, second = ledger.itertuples()
-    assert (first.entry_bar, first.exit_bar, first.shares, first.exit) == (1, 4, 15.0, "signal")
-    assert first.fees == pytest.approx(1.0 + 0.5 + 2.5 * 15 / 25)
-    assert first.pnl == pytest.approx(-10 * 100 - 5 * 102 + 15 * 110 - first.fees)
-    assert (second.entry_bar, second.exit_bar, second.shares, second.exit) == (4, 9, -10.0, "end")
-    assert second.pnl == pytest.approx(10 * 110 - 5 * 105 - 5 * 100 - 2.5 * 10 / 25 - 0.5)
+    stopped = backtest_models({"hrm": models["hrm"]}, data, with_exits)
+    exits = pd.concat([run.trades for run in stopped.runs[BUY_AND_HOLD_WITH_EXITS].values()])["exit"]
+    assert (exits == "stop").sum() > 5 and (exits == "target").sum() > 5
+    assert not stopped.summary().loc[BUY_AND_HOLD_WITH_EXITS].isna()["sharpe"]
 
 
 def test_the_report_has_its_figures_html_and_summary(result, tmp_path):

@@ -1,5 +1,6 @@
 """run_decisions: the execution rules bar by bar on hand-made bars — next-open fills, fees and
-slippage, stops and targets intrabar (stop wins), gaps, shorts, borrow, sizing and bad input."""
+slippage, stops and targets intrabar (stop wins), gaps, shorts, borrow, resizes and flips, the
+quantity cap and bad input."""
 
 import numpy as np
 import pandas as pd
@@ -74,21 +75,41 @@ def test_fees_slippage_and_a_signal_exit():
     assert trade.fees == pytest.approx(fees) and trade.pnl == pytest.approx(5 * (108.9 - 101) - fees)
 
 
-def test_masked_actions_do_nothing_and_open_trades_are_marked_at_the_end():
-    bars = make_bars([(100, 100, 100, 100)] * 2 + [(100, 101, 99.5, 100.5)] * 3)
+def test_masked_closes_do_nothing_buys_resize_sells_flip_and_the_open_trade_is_marked():
+    bars = make_bars([(100, 100, 100, 100)] * 6)
     decisions = make_decisions(
-        5, {0: ("CLOSE_SHORT", 0.3), 1: ("BUY_LONG", 0.3), 2: ("SELL_SHORT", 0.9)}, stop=5
+        6,
+        {0: ("CLOSE_SHORT", 0.3), 1: ("BUY_LONG", 0.3), 2: ("BUY_LONG", 0.6), 3: ("SELL_SHORT", 0.3)},
+        stop=0.0,
+        target=0.0,  # no levels
     )
     result = run_decisions(bars, decisions, FREE)
-    assert len(result.trades) == 1 and result.trades.iloc[0].exit == "end"
-    assert result.position.tolist() == pytest.approx([0, 0, 3, 3, 3])
+    assert result.position.tolist() == pytest.approx([0, 0, 3, 6, -3, -3])
+    long, short = result.trades.itertuples()
+    assert (long.entry_bar, long.exit_bar, long.shares, long.exit) == (2, 4, 6.0, "signal")
+    assert (short.entry_bar, short.exit_bar, short.shares, short.exit) == (4, 5, -3.0, "end")
 
 
-def test_volatility_adjusted_sizing_risks_a_fixed_share_of_equity():
+def test_a_flip_splits_its_fee_and_every_ledger_adds_up_to_the_equity():
+    bars = make_bars(
+        [(100, 100, 100, 100), (100, 100, 100, 100), (104, 106, 103, 105), (101, 102, 99, 100)] * 3
+    )
+    config = FREE.model_copy(update={"commission": 0.001, "slippage": 0.001, "borrow_rate": 0.0005})
+    plan = {
+        0: ("BUY_LONG", 0.5),
+        2: ("BUY_LONG", 0.9),
+        4: ("SELL_SHORT", 0.7),
+        7: ("CLOSE_SHORT", 0),
+        9: ("SELL_SHORT", 1.0),
+    }
+    result = run_decisions(bars, make_decisions(12, plan, stop=0.0, target=0.0), config)
+    assert list(result.trades["exit"]) == ["signal", "signal", "end"]
+    assert result.trades["pnl"].sum() == pytest.approx(result.equity.iloc[-1] - 1000.0, rel=1e-9)
+    assert result.costs > 0
+
+
+def test_quantities_are_capped_at_the_max_position_size():
     bars = make_bars([(100, 100, 100, 100)] * 3, atr=2.0)
-    config = FREE.model_copy(update={"position_sizing_method": "volatility_adjusted", "risk_per_trade": 0.01})
-    result = run_decisions(bars, make_decisions(3, {0: ("BUY_LONG", 1.0)}, stop=1.5), config)
-    assert result.position.iloc[1] == pytest.approx(0.01 * 1000 / (1.5 * 2.0))
     capped = run_decisions(bars, make_decisions(3, {0: ("BUY_LONG", 5.0)}), FREE)
     assert capped.position.iloc[1] == pytest.approx(10.0)  # max_position_size 1.0: no leverage
 
@@ -98,7 +119,7 @@ def test_volatility_adjusted_sizing_risks_a_fixed_share_of_equity():
     [
         ("quantity", np.nan, "quantity"),
         ("quantity", -1.0, "quantity"),
-        ("stop_loss", 0.0, "stop_loss"),
+        ("stop_loss", -1.0, "stop_loss"),
         ("take_profit", np.inf, "take_profit"),
         ("action", "BUY", "action"),
     ],

@@ -9,14 +9,15 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 from hrm_core.config import load_config
-from hrm_core.model.agent import HRMTradingAgent
-from hrm_core.model.heads import ACTIONS
-from hrm_core.model.hrm import MarketInputs
+from hrm_core.model.act import run_segments
+from hrm_core.model.exposure import action_of, execute_path
 from hrm_core.sim.decisions import run_decisions
 from hrm_core.sim.env import TradingEnv
 from hrm_core.sim.hrm_env import HRMTradingEnv
+from hrm_core.training.data import WindowSampler
 from hrm_core.training.scenarios import planted_regime_market
 from hrm_core.training.trainer import build_model
+from hrm_core.vocabulary import ACTIONS
 
 CONFIG = load_config("configs/hrm_cpu_small.yaml", trading={"borrow_rate": 0.0001})
 
@@ -94,7 +95,7 @@ def test_an_episode_ends_at_the_last_decision_and_short_parts_are_refused(market
         ("quantity", np.nan, "quantity must be finite"),
         ("quantity", -0.5, "quantity must be finite and ≥ 0"),
         ("stop_loss", np.inf, "stop_loss must be in"),
-        ("take_profit", 0.0, "take_profit must be in"),
+        ("take_profit", -1.0, "take_profit must be in"),
         ("stop_loss", 25.0, "stop_loss must be in"),
     ],
 )
@@ -111,31 +112,38 @@ def test_a_bad_action_is_refused_naming_the_symbol_and_bar(market, key, value, r
         env.step(action | {key: np.array([value], np.float32)})
 
 
-def test_the_hrm_env_is_the_agent_deciding_in_a_trading_env_and_passes_the_checker(market):
+def test_the_hrm_env_executes_exactly_the_positions_the_loss_trains_on(market):
+    """The loss's position path (targets of the batch model through the band, ``execute_path``) is
+    what the HRM env asks the engine for, bar by bar, and the engine holds exactly that exposure
+    of equity from the next open."""
     torch.manual_seed(0)
-    model = build_model(CONFIG, market)
+    model = build_model(CONFIG, market).eval()
+    with torch.no_grad():
+        model.heads.signal.weight.normal_(0.0, 0.5)  # an untrained but trading policy
     check_env(HRMTradingEnv(market, CONFIG, model), skip_render_check=True)
-    hrm_env, plain = HRMTradingEnv(market, CONFIG, model), TradingEnv(market, CONFIG)
-    agent = HRMTradingAgent(model, CONFIG.model.halt_max_steps, True, CONFIG.model.h_update_interval)
-    hrm_env.reset(seed=0)
-    obs, info = plain.reset(seed=0)
-    for _ in range(60):
-        decision = agent.decide(
-            MarketInputs(
-                strategic=torch.as_tensor(obs["strategic"])[None],
-                tactical=torch.as_tensor(obs["tactical"])[None],
-                account=torch.as_tensor(obs["account"])[None],
-                position=torch.sign(torch.tensor([info["shares"]])),
-            )
-        )
-        out = decision.outputs
-        action = {
-            "action_type": int(decision.action_index[0]),
-            "quantity": out.quantity.numpy(),
-            "stop_loss": out.stop_loss.numpy(),
-            "take_profit": out.take_profit.numpy(),
-        }
-        obs, reward, _, _, info = plain.step(action)
-        _, hrm_reward, _, _, hrm_info = hrm_env.step()
-        assert (hrm_reward, hrm_info["equity"]) == (reward, info["equity"])
-        assert hrm_info["segments"] == int(decision.segments[0])
+    env = HRMTradingEnv(market, CONFIG, model)
+    env.reset(seed=0)
+    steps = 150
+    actions, quantities, shares = [], [], []
+    for _ in range(steps):
+        t = env.bar
+        equity_at_decision = env.equity
+        decision = env.decide()
+        env.agent.reset()  # decide() again inside step(): the same decision (H refreshes every bar)
+        _, _, _, _, info = env.step()
+        actions.append(int(decision.action_index[0]))
+        quantities.append(float(decision.position[0]))
+        shares.append((info["shares"], float(decision.position[0]) * equity_at_decision / market.close[t]))
+    sampler = WindowSampler(market, CONFIG, torch.device("cpu"))
+    rows = torch.as_tensor(env.rows[:steps])
+    with torch.no_grad():
+        run = run_segments(model, sampler.windows(rows), CONFIG.model.halt_max_steps, act=True)
+        targets = run.final.signal * sampler.cap[rows]
+        loss_positions = execute_path(targets[None], CONFIG.trading.no_trade_band)[0]
+    held = torch.cat([torch.zeros(1), loss_positions[:-1]])
+    assert quantities == pytest.approx(loss_positions.tolist(), abs=1e-6)
+    assert actions == action_of(loss_positions, held).tolist()
+    assert len(set(actions)) >= 3  # it enters, holds and exits
+    for action, (after_fill, asked) in zip(actions, shares, strict=True):
+        if action != ACTIONS.index("HOLD"):  # a HOLD keeps the shares, whose exposure drifts
+            assert after_fill == pytest.approx(asked, rel=1e-9, abs=1e-9)

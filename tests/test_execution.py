@@ -135,9 +135,8 @@ def test_the_training_loss_and_the_backtester_agree_on_the_same_positions():
     result = simulate_exposures(frame, target, init_cash=1e5, fees=commission, slippage=slippage)
     open_ = frame["open"].to_numpy()
     next_return = torch.tensor(open_[2:] / open_[1:-1] - 1)  # decided at t: open[t+1] -> open[t+2]
-    position = torch.tensor(target[:-2])
-    held = torch.cat([torch.zeros(1), position[:-1]])
-    loss_pnl = net_returns(position, held, next_return, commission + slippage).numpy()
+    position = torch.tensor(target[:-2])[None]
+    loss_pnl = net_returns(position, next_return[None], commission + slippage)[0].numpy()
     # equity at open[t+2] = equity at close[t+1]; at open[t+1] before the fill = equity at close[t]
     value = result.value.to_numpy()
     backtest_pnl = value[1:-1] / value[:-2] - 1

@@ -134,7 +134,8 @@ def test_the_full_graph_registers_versions_and_moves_aliases(project: Path, caps
     retrained = client.search_runs(
         [tracking.experiment_id()], "tags.stage = 'basic'", order_by=["attributes.start_time DESC"]
     )[0]
-    assert retrained.data.tags["warm_start"] == "production v1 with EWC"
+    assert retrained.data.tags["warm_start"] == "production v1"
+    assert retrained.data.tags["ewc_anchor"] == "production v1"
     assert "ewc" in retrained.data.metrics
 
     assert main(["predict", "--model-alias", "staging", "--json", "--config", config_path]) == 0

@@ -1,14 +1,17 @@
-"""HRM model: one-step gradient, O(1) activation memory, ACT halting, heads and the agent."""
+"""HRM model: one-step gradient, O(1) activation memory, ACT halting, heads, exposure → actions and
+the agent."""
 
 import pytest
 import torch
 
-from hrm_core.config import ModelConfig, TradingConfig
+from hrm_core.config import HRMConfig, ModelConfig, TradingConfig
 from hrm_core.model.act import run_segments
-from hrm_core.model.agent import HRMTradingAgent, position_after
-from hrm_core.model.heads import ACTIONS, BUY_LONG, CLOSE_LONG, HOLD, SELL_SHORT, action_mask
-from hrm_core.model.hrm import HRMTrader, MarketInputs
+from hrm_core.model.agent import HRMTradingAgent
+from hrm_core.model.exposure import action_of, execute_path, exposure_cap, next_position
+from hrm_core.model.hrm import HRMTrader
 from hrm_core.model.serving import OUTPUT_COLUMNS, ServingTrader
+from hrm_core.model.trader import MarketInputs
+from hrm_core.vocabulary import BUY_LONG, CLOSE_LONG, CLOSE_SHORT, HOLD, SELL_SHORT
 
 HIGH, LOW, N_STRATEGIC, N_TACTICAL = 40, 12, 5, 6
 
@@ -16,17 +19,24 @@ HIGH, LOW, N_STRATEGIC, N_TACTICAL = 40, 12, 5, 6
 def make_model(**overrides) -> HRMTrader:
     torch.manual_seed(0)
     config = ModelConfig(hidden_size=32, num_heads=4, H_layers=1, L_layers=1, h_pool=10, **overrides)
-    return HRMTrader(config, TradingConfig(), N_STRATEGIC, N_TACTICAL, HIGH, LOW)
+    model = HRMTrader(config, N_STRATEGIC, N_TACTICAL, HIGH, LOW)
+    with torch.no_grad():  # a non-zero signal head, so every output depends on the input
+        model.heads.signal.weight.normal_(0.0, 0.3)
+    return model
 
 
 def make_inputs(batch: int = 6, seed: int = 1) -> MarketInputs:
     g = torch.Generator().manual_seed(seed)
-    position = torch.tensor([0.0, 0.5, -0.5, 0.0, 1.0, -1.0])[:batch]
     return MarketInputs(
         strategic=torch.randn(batch, HIGH, N_STRATEGIC, generator=g),
         tactical=torch.randn(batch, LOW, N_TACTICAL, generator=g),
-        account=torch.randn(batch, 7, generator=g),
-        position=position,
+    )
+
+
+def output_loss(out) -> torch.Tensor:
+    """A scalar that every trained output feeds."""
+    return (
+        out.signal.pow(2).sum() + out.up_logit.sum() + out.log_volatility.sum() + out.regime_probs[:, 0].sum()
     )
 
 
@@ -40,7 +50,7 @@ def reference_one_step(model: HRMTrader, inputs: MarketInputs) -> torch.Tensor:
     """Every cycle with gradient enabled, but the states entering the last L and the last H update
     detached: what the one-step gradient claims to compute."""
     x_H, x_L = model.embed(inputs)
-    carry = model.initial_carry(inputs.position.shape[0])
+    carry = model.initial_carry(inputs.batch)
     z_H, z_L = carry.z_H, carry.z_L
     for h in range(model.H_cycles):
         for step in range(model.L_cycles):
@@ -52,14 +62,12 @@ def reference_one_step(model: HRMTrader, inputs: MarketInputs) -> torch.Tensor:
             z_H = model.H(z_H.detach(), x_H + z_L_in.mean(1, keepdim=True))
         else:
             z_H = model.H(z_H, x_H + z_L.mean(1, keepdim=True))
-    summary = torch.cat([z_L[:, -1], z_H.mean(1)], dim=-1)
-    out = model.heads(summary, z_H.mean(1), inputs.position)
-    return out.target_position(inputs.position).pow(2).sum() + out.confidence.sum()
+    return output_loss(model.decide(z_H, z_L))
 
 
 def segment_loss(model: HRMTrader, inputs: MarketInputs) -> torch.Tensor:
-    _, out = model.segment(model.initial_carry(inputs.position.shape[0]), inputs)
-    return out.target_position(inputs.position).pow(2).sum() + out.confidence.sum()
+    _, out = model.segment(model.initial_carry(inputs.batch), inputs)
+    return output_loss(out)
 
 
 def test_one_step_gradient_only_flows_through_the_last_l_and_h_updates():
@@ -103,33 +111,49 @@ def test_one_step_memory_is_flat_in_the_cycles_while_full_backprop_grows():
     assert memory["one_step", (3, 7)] < memory["last_cycle", (3, 7)] < memory["full", (3, 7)]
 
 
-def test_actions_are_masked_by_the_position_and_move_it_as_named():
-    mask = action_mask(torch.tensor([0.0, 0.5, -0.5]))
-    allowed = [{ACTIONS[i] for i in range(5) if row[i]} for row in mask.tolist()]
-    assert allowed == [
-        {"BUY_LONG", "SELL_SHORT", "HOLD"},
-        {"CLOSE_LONG", "HOLD"},
-        {"CLOSE_SHORT", "HOLD"},
+def test_target_exposures_become_the_seeds_actions_through_the_no_trade_band():
+    held = torch.tensor([0.0, 0.0, 0.0, 0.5, 0.5, 0.5, 0.5, -0.6, 0.5])
+    target = torch.tensor([0.3, -0.8, 0.03, 0.52, 0.9, 0.02, -0.4, 0.0, 0.46])
+    position = next_position(target, held, band=0.05)
+    assert position.tolist() == pytest.approx([0.3, -0.8, 0.0, 0.5, 0.9, 0.0, -0.4, 0.0, 0.5])
+    assert action_of(position, held).tolist() == [
+        BUY_LONG,  # entry
+        SELL_SHORT,
+        HOLD,  # inside the band around flat
+        HOLD,  # a small change
+        BUY_LONG,  # a resize to +0.9
+        CLOSE_LONG,  # a target inside the band around 0 closes
+        SELL_SHORT,  # a flip
+        CLOSE_SHORT,
+        HOLD,
     ]
-    held = torch.tensor([0.0, 0.0, 0.7, 0.7])
-    action = torch.tensor([BUY_LONG, SELL_SHORT, CLOSE_LONG, HOLD])
-    quantity = torch.full((4,), 0.4)
-    assert position_after(action, quantity, held).tolist() == pytest.approx([0.4, -0.4, 0.0, 0.7])
+
+
+def test_the_loss_path_executes_the_band_and_lets_gradient_through():
+    targets = torch.tensor([[0.3, 0.32, 0.5, 0.02, -0.3]], requires_grad=True)
+    positions = execute_path(targets, band=0.05)
+    assert positions.tolist()[0] == pytest.approx([0.3, 0.3, 0.5, 0.0, -0.3])
+    positions.sum().backward()
+    assert targets.grad.tolist() == [[1.0] * 5]  # straight through: the held bar still learns
+
+
+def test_volatility_adjusted_sizing_caps_the_exposure_at_the_risk_budget():
+    trading = TradingConfig(position_sizing_method="volatility_adjusted", risk_per_trade=0.01)
+    close, atr = torch.tensor([100.0, 100.0]), torch.tensor([2.0, 0.1])
+    # risk 1 % of equity over 1.5 ATR: 0.01 / (1.5 * 2 / 100) = 0.333; a tiny ATR hits the 1.0 cap
+    assert exposure_cap(close, atr, trading).tolist() == pytest.approx([1 / 3, 1.0])
+    assert exposure_cap(close, atr, TradingConfig()).tolist() == [1.0, 1.0]
+
+
+def test_every_served_head_receives_gradient():
     model = make_model()
     _, out = model.segment(model.initial_carry(6), make_inputs())
-    assert out.action_logits[~action_mask(make_inputs().position)].eq(float("-inf")).all()
-    assert (out.quantity >= 0).all() and (out.quantity <= TradingConfig().max_position_size).all()
+    assert ((out.signal >= -1) & (out.signal <= 1)).all()
     assert torch.allclose(out.regime_probs.sum(-1), torch.ones(6))
-
-
-def test_stop_and_target_default_to_the_risk_and_reward_multipliers():
-    model = make_model()
-    with torch.no_grad():
-        model.heads.scalars.weight.zero_()
-        model.heads.scalars.bias.zero_()
-    _, out = model.segment(model.initial_carry(6), make_inputs())
-    assert torch.allclose(out.stop_loss, torch.full((6,), 1.5))
-    assert torch.allclose(out.take_profit, torch.full((6,), 2.0))
+    output_loss(out).backward()
+    for name in ("signal", "outcome", "regime"):
+        head = getattr(model.heads, name)
+        assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0, name
 
 
 def force_q(model: HRMTrader, halt: float, cont: float) -> None:
@@ -154,19 +178,27 @@ def test_act_halts_at_the_budget_on_q_and_explores_a_random_minimum():
     assert no_act.steps.tolist() == [3] * 6
 
 
+def halting_by_one_feature(model: HRMTrader, inputs: MarketInputs):
+    """Make q_halt one summary feature (× 50), the first whose sign differs across the samples, so
+    some samples halt early and others run on; returns that run of 3 segments."""
+    for feature in range(model.heads.q.weight.shape[1]):
+        force_q(model, halt=-5.0, cont=5.0)
+        with torch.no_grad():
+            model.heads.q.weight[0, feature] = 50.0
+            run = run_segments(model, inputs, segments=3, act=True)
+        if 0 < int((run.steps < 3).sum()) < inputs.batch:
+            return run_segments(model, inputs, segments=3, act=True)
+    raise AssertionError("no summary feature splits the samples")
+
+
 def test_halted_samples_keep_their_decision_and_reset_restores_initial_states():
     model, inputs = make_model(), make_inputs()
-    force_q(model, halt=-5.0, cont=5.0)
-    with torch.no_grad():
-        model.heads.q.weight[0, 0] = 50.0  # halt decided per sample by its first summary feature
-    run = run_segments(model, inputs, segments=3, act=True)
+    run = halting_by_one_feature(model, inputs)
     early = run.steps < 3
     assert early.any() and not early.all()
     for m, decision in enumerate(run.outputs):
         halted_before = run.steps < m + 1
-        torch.testing.assert_close(
-            decision.action_logits[halted_before], run.outputs[m - 1].action_logits[halted_before]
-        )
+        torch.testing.assert_close(decision.signal[halted_before], run.outputs[m - 1].signal[halted_before])
         assert (run.live[m] == ~halted_before).all()
     carry = run.carry
     reset = model.reset(carry, torch.tensor([True, False, True, False, False, False]))
@@ -175,29 +207,38 @@ def test_halted_samples_keep_their_decision_and_reset_restores_initial_states():
     torch.testing.assert_close(reset.z_L[1], carry.z_L[1])
 
 
-def test_evaluation_is_deterministic_and_reports_segments_per_decision():
-    model = make_model()
-    model.eval()
-    agent = HRMTradingAgent(model, segments=3, act=True, h_update_interval=2)
-    first = [agent.decide(make_inputs(seed=s)) for s in range(4)]
-    agent.reset()
-    second = [agent.decide(make_inputs(seed=s)) for s in range(4)]
-    for a, b in zip(first, second, strict=True):
-        assert a.action == b.action
-        torch.testing.assert_close(a.outputs.quantity, b.outputs.quantity)
-        assert ((a.segments >= 1) & (a.segments <= 3)).all()
+def agent_config(**model) -> HRMConfig:
+    return HRMConfig(model={"hidden_size": 32, "num_heads": 4, "halt_max_steps": 3, **model})
 
 
-def test_the_agent_keeps_h_between_refreshes():
-    model = make_model()
-    model.eval()
-    agent = HRMTradingAgent(model, segments=1, act=False, h_update_interval=3)
-    agent.decide(make_inputs(seed=0))
+def test_the_streaming_agent_decides_as_the_batch_model_does_on_the_same_bars():
+    model = make_model().eval()
+    agent = HRMTradingAgent(model, agent_config(), act=True)
+    bars = [make_inputs(batch=1, seed=s) for s in range(5)]
+    cap = torch.ones(1)
+    held, streamed = torch.zeros(1), []
+    for inputs in bars:
+        decision = agent.decide(inputs, cap, held)
+        streamed.append(float(decision.target[0]))
+        held = decision.position
+    batch = MarketInputs(
+        strategic=torch.cat([b.strategic for b in bars]), tactical=torch.cat([b.tactical for b in bars])
+    )
+    with torch.no_grad():
+        run = run_segments(model, batch, 3, act=True)
+    assert streamed == pytest.approx(run.final.signal.tolist(), abs=1e-6)
+
+
+def test_the_agent_keeps_h_between_refreshes_when_asked_to():
+    model = make_model().eval()
+    agent = HRMTradingAgent(model, agent_config(h_update_interval=3), act=False)
+    cap, held = torch.ones(6), torch.zeros(6)
+    agent.decide(make_inputs(seed=0), cap, held)
     kept = agent.z_H.clone()
-    agent.decide(make_inputs(seed=1))  # bar 1: no refresh, H unchanged
+    agent.decide(make_inputs(seed=1), cap, held)  # bar 1: no refresh, H unchanged
     torch.testing.assert_close(agent.z_H, kept)
-    agent.decide(make_inputs(seed=2))
-    agent.decide(make_inputs(seed=3))  # bar 3: refresh
+    agent.decide(make_inputs(seed=2), cap, held)
+    agent.decide(make_inputs(seed=3), cap, held)  # bar 3: refresh
     assert not torch.allclose(agent.z_H, kept)
 
 
@@ -206,13 +247,13 @@ def test_the_flat_baseline_has_the_same_parameter_count_and_no_recurrence():
 
     torch.manual_seed(0)
     config = ModelConfig(hidden_size=32, num_heads=4, H_layers=2, L_layers=1, h_pool=10)
-    hrm = HRMTrader(config, TradingConfig(), N_STRATEGIC, N_TACTICAL, HIGH, LOW)
-    flat = FlatTrader(config, TradingConfig(), N_STRATEGIC, N_TACTICAL, HIGH, LOW)
+    hrm = HRMTrader(config, N_STRATEGIC, N_TACTICAL, HIGH, LOW)
+    flat = FlatTrader(config, N_STRATEGIC, N_TACTICAL, HIGH, LOW)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(hrm) == count(flat)
     carry = flat.initial_carry(6)
     same_carry, out = flat.segment(carry, make_inputs())
-    assert same_carry is carry and out.action_logits.shape == (6, 5)
+    assert same_carry is carry and out.signal.shape == (6,)
 
 
 @pytest.mark.parametrize("hidden, H_layers, L_layers", [(32, 1, 1), (32, 2, 1), (64, 2, 2)])
@@ -220,14 +261,14 @@ def test_the_gru_baseline_is_within_a_quarter_of_the_hrms_parameter_count(hidden
     from hrm_core.model.gru import GRUTrader
 
     config = ModelConfig(hidden_size=hidden, num_heads=4, H_layers=H_layers, L_layers=L_layers, h_pool=10)
-    hrm = HRMTrader(config, TradingConfig(), N_STRATEGIC, N_TACTICAL, HIGH, LOW)
-    gru = GRUTrader(config, TradingConfig(), N_STRATEGIC, N_TACTICAL, HIGH, LOW)
+    hrm = HRMTrader(config, N_STRATEGIC, N_TACTICAL, HIGH, LOW)
+    gru = GRUTrader(config, N_STRATEGIC, N_TACTICAL, HIGH, LOW)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert abs(count(gru) / count(hrm) - 1) < 0.25
     carry = gru.initial_carry(6)
     same_carry, out = gru.segment(carry, make_inputs())
-    assert same_carry is carry and out.action_logits.shape == (6, 5)
-    out.confidence.sum().backward()
+    assert same_carry is carry and out.signal.shape == (6,)
+    output_loss(out).backward()
     assert all(p.grad is not None for p in gru.gru.parameters())
 
 
@@ -258,12 +299,12 @@ def test_inference_makes_no_grad_mode_switches_for_export_to_trace(monkeypatch):
 
 def test_the_served_model_exports_and_decides_as_the_eager_run():
     model = make_model(H_cycles=2, L_cycles=3).eval()
-    force_q(model, halt=-5.0, cont=5.0)
+    halting_by_one_feature(model, make_inputs())  # some samples halt early
     with torch.no_grad():
-        model.heads.q.weight[0, 0] = 50.0  # some samples halt early
-        serving = ServingTrader(model, segments=3, act=True)
+        serving = ServingTrader(model, segments=3, act=True, band=0.05)
         inputs = make_inputs()
-        args = (inputs.strategic, inputs.tactical, inputs.account, inputs.position)
+        cap, held = torch.full((6,), 0.8), torch.tensor([0.0, 0.5, -0.5, 0.0, 0.8, -0.8])
+        args = (inputs.strategic, inputs.tactical, cap, held)
         program = torch.export.export(serving, args)
         served = program.module()(*args)
         run = run_segments(model, inputs, segments=3, act=True)
@@ -271,6 +312,9 @@ def test_the_served_model_exports_and_decides_as_the_eager_run():
     column = {name: served[:, i] for i, name in enumerate(OUTPUT_COLUMNS)}
     assert len(set(column["segments"].tolist())) > 1
     torch.testing.assert_close(column["segments"], run.steps.float())
-    torch.testing.assert_close(column["action"], run.final.action().float())
-    torch.testing.assert_close(column["quantity"], run.final.quantity)
-    torch.testing.assert_close(column["stop_loss"], run.final.stop_loss)
+    target = run.final.signal * cap
+    position = next_position(target, held, 0.05)
+    torch.testing.assert_close(column["target_exposure"], target)
+    torch.testing.assert_close(column["position"], position)
+    torch.testing.assert_close(column["action"], action_of(position, held).float())
+    torch.testing.assert_close(column["confidence"], run.final.confidence(position))

@@ -1,6 +1,8 @@
-"""Trainer: seeded runs are bit-identical, a killed run resumes exactly, checkpoints load safely,
-the curriculum runs through ACT, the loss's backtest follows the execution semantics, and the
-model learns a planted regime-dependent edge that an H without strategic features cannot."""
+"""Trainer and objective: seeded runs are bit-identical, a killed run resumes exactly, checkpoints
+load safely, the curriculum runs through ACT, the loss's backtest follows the execution semantics
+and has the optimum it documents, every served head is trained, chunks are not chosen by their
+future, and, at the CPU preset's own budget, the model learns a planted regime-dependent edge that
+an H without strategic features cannot, and the optimal exposure of a drift market."""
 
 import dataclasses
 
@@ -12,11 +14,14 @@ import torch
 from hrm_core import train
 from hrm_core.config import load_config
 from hrm_core.errors import HRMError
+from hrm_core.model.act import run_segments
 from hrm_core.training.checkpoint import load_checkpoint, save_checkpoint
+from hrm_core.training.data import WindowSampler
 from hrm_core.training.evaluate import annualised_sharpe, rollout
-from hrm_core.training.losses import net_returns, terms_for_segment
+from hrm_core.training.losses import act_loss, constant_exposure_loss, net_returns
 from hrm_core.training.scenarios import planted_regime_market
-from hrm_core.training.trainer import Trainer
+from hrm_core.training.trainer import Trainer, build_model
+from hrm_core.vocabulary import PARTS, TASKS
 
 PRESET = "configs/hrm_cpu_small.yaml"
 
@@ -84,16 +89,74 @@ def test_a_pickled_checkpoint_is_refused(tmp_path):
     assert load_checkpoint(tmp_path / "ok.pt")["step"] == 3
 
 
-def test_the_loss_backtest_fills_next_open_and_charges_costs_on_position_changes():
+def test_the_loss_charges_costs_on_the_models_own_position_changes_from_flat():
     position = torch.tensor([[1.0, 1.0, -0.5, 0.0]])
-    held = torch.tensor([[0.0, 1.0, 1.0, -0.5]])
     next_return = torch.tensor([[0.01, -0.02, 0.03, 0.05]])
-    got = net_returns(position, held, next_return, cost_rate=0.001)
+    got = net_returns(position, next_return, cost_rate=0.001)
     expected = [0.01 - 0.001, -0.02, -0.015 - 0.0015, 0.0 - 0.0005]
     assert got[0].tolist() == pytest.approx(expected)
-    assert terms_for_segment(0, 4) == ("immediate",)
-    assert terms_for_segment(3, 4) == ("immediate", "short", "medium", "long")
-    assert terms_for_segment(1, 2) == ("immediate", "short", "medium", "long")
+
+
+def chunk_returns(market, config) -> torch.Tensor:
+    sampler = WindowSampler(market, config, torch.device("cpu"))
+    starts = sampler.chunk_starts("train")
+    return sampler.chunks(starts[:: config.training.chunk_bars // 2]).next_return
+
+
+def best_constant_exposure(returns: torch.Tensor, config) -> float:
+    grid = np.round(np.linspace(-1, 1, 21), 2)
+    return float(grid[np.argmin([constant_exposure_loss(p, returns, config) for p in grid])])
+
+
+def test_the_losss_optimum_is_the_cap_under_a_strong_drift_and_flat_on_noise():
+    """The analytic optimum (losses.py): the Kelly fraction μ/σ² shrunk by the drawdown term, capped.
+    μ/σ² = 10 here, so the optimum is the cap, 1; with μ = 0 it is flat, 0."""
+    config = load_config(PRESET)
+    up = chunk_returns(planted_regime_market(6000, seed=1, rho=0.0, drift=0.001), config)
+    down = chunk_returns(planted_regime_market(6000, seed=1, rho=0.0, drift=-0.001), config)
+    noise = chunk_returns(planted_regime_market(6000, seed=1, rho=0.0), config)
+    assert best_constant_exposure(up, config) == 1.0
+    assert best_constant_exposure(down, config) == -1.0
+    assert abs(best_constant_exposure(noise, config)) <= 0.2
+
+
+def test_buy_and_hold_scores_better_than_flat_on_the_sample_data_under_the_loss():
+    from hrm_core.training.api import prepare_market_data
+
+    config = load_config(PRESET)
+    returns = chunk_returns(prepare_market_data(config), config)
+    assert constant_exposure_loss(1.0, returns, config) < constant_exposure_loss(0.0, returns, config)
+
+
+def test_every_served_head_gets_gradient_from_the_training_loss(market):
+    config = tiny_config()
+    model = build_model(config, market)
+    sampler = WindowSampler(market, config, torch.device("cpu"))
+    chunks = sampler.sample(sampler.chunk_starts("train"), 4, np.random.default_rng(0))
+    run = run_segments(model, chunks.inputs, 3, act=True, exploration_prob=1.0)
+    loss, logged = act_loss(run, chunks, config, act=True)
+    loss.backward()
+    for name in ("signal", "outcome", "regime", "q"):
+        grad = getattr(model.heads, name).weight.grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    assert {"growth", "sharpe", "drawdown", "outcome", "q", "exposure"} <= logged.keys()
+
+
+def test_no_real_chunk_is_chosen_by_what_happens_after_its_first_bar(market):
+    """Rewriting every task tag and every price after the chosen starts changes nothing chosen."""
+    config = tiny_config()
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    sampler = WindowSampler(market, config, torch.device("cpu"))
+    starts = sampler.chunk_starts("train")
+    chosen = sampler.sample(starts, 64, rng_a).rows[:, 0]
+    shuffled = dataclasses.replace(
+        market,
+        task=np.random.default_rng(1).integers(-1, len(TASKS), len(market)),
+        open=market.open * np.exp(np.random.default_rng(2).normal(0, 0.05, len(market))),
+    )
+    other = WindowSampler(shuffled, config, torch.device("cpu"))
+    assert np.array_equal(other.chunk_starts("train"), starts)
+    assert torch.equal(other.sample(other.chunk_starts("train"), 64, rng_b).rows[:, 0], chosen)
 
 
 def test_train_api_runs_on_the_sample_data():
@@ -102,32 +165,38 @@ def test_train_api_runs_on_the_sample_data():
     assert len(result.history) == 2 and np.isfinite(result.history[-1]["loss"])
 
 
-def test_the_model_learns_a_planted_regime_signal_that_strategic_blindness_cannot():
-    config = load_config(
-        PRESET,
-        model={"h_update_interval": 1},
-        training={
-            "chunk_bars": 64,
-            "curriculum": [{"name": "basic", "H_cycles": 1, "L_cycles": 3, "episodes": 3200}],
-        },
-    )
+@pytest.mark.slow
+def test_at_the_presets_budget_the_model_learns_a_planted_regime_signal_that_strategic_blindness_cannot():
+    """The CPU preset exactly as ``make run`` trains it (all three stages, ACT, its budgets)."""
+    config = load_config(PRESET)
     market = planted_regime_market(10_000, seed=0)
     periods = config.trading.periods_per_year
 
     model = Trainer(config, market, progress=False).fit().model
-    learned = rollout(model, market, "test", config, act=False)
+    learned = rollout(model, market, "test", config, act=True)
     blind_market = dataclasses.replace(market, strategic=np.zeros_like(market.strategic))
     blind_model = Trainer(config, blind_market, progress=False).fit().model
-    blind = rollout(blind_model, blind_market, "test", config, act=False)
+    blind = rollout(blind_model, blind_market, "test", config, act=True)
 
     assert abs(annualised_sharpe(learned.buy_and_hold, periods)) < 0.5
-    assert learned.sharpe(periods) >= 1.0
+    assert learned.sharpe(periods) >= 0.8
     assert learned.sharpe(periods) - blind.sharpe(periods) >= 0.5
 
 
+@pytest.mark.slow
+def test_at_the_presets_budget_the_trained_exposure_approaches_the_drift_markets_optimum():
+    """μ/σ² = 10: the loss's optimum is the cap (long 1.0) on every bar."""
+    config = load_config(PRESET)
+    market = planted_regime_market(6000, seed=4, rho=0.0, drift=0.001)
+    model = Trainer(config, market, progress=False).fit().model
+    traded = rollout(model, market, "test", config, act=True)
+    assert traded.positions.mean() >= 0.8
+    assert np.abs(np.diff(traded.positions)).mean() < 0.05  # it holds, it does not churn
+
+
 def test_scenario_generators_fill_scarce_tasks_with_their_own_situations():
+    from hrm_core.data.market import load_market_data
     from hrm_core.training.api import prepare_warehouse, with_scenarios
-    from hrm_core.training.data import PARTS, TASKS, load_market_data
     from hrm_core.training.scenarios import scarce_tasks
 
     config = load_config(PRESET, training={"min_task_chunks": 100_000, "synthetic_bars": 1500})
@@ -148,8 +217,8 @@ def test_scenario_generators_fill_scarce_tasks_with_their_own_situations():
 
 
 def test_a_backtest_of_a_folds_model_may_trade_every_later_test_fold():
+    from hrm_core.data.market import load_market_data
     from hrm_core.training.api import prepare_warehouse
-    from hrm_core.training.data import PARTS, load_market_data
 
     config = load_config(PRESET)
     con = duckdb.connect()

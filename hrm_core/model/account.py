@@ -1,4 +1,5 @@
-"""Account state, the part of the L input that describes what the trader holds right now.
+"""Account state: what a trader holds right now, as the environments report it to RL policies.
+(The supervised models read no account state: see ``trader.MarketInputs``.)
 
 Seven numbers per decision, all scale-free so that the model sees the same thing whatever the
 price level or capital: equity change, signed position (fraction of capital), entry price and
@@ -30,7 +31,8 @@ def account_state(
     equity_ratio: torch.Tensor,
 ) -> torch.Tensor:
     """[..., 7] account features. ``position`` is signed (fraction of capital); stop and target are
-    price levels (ignored when flat); ``equity_ratio`` is equity / initial capital."""
+    price levels (ignored when flat, distance 0 when NaN: no level); ``equity_ratio`` is equity /
+    initial capital."""
     held = position != 0
     direction = torch.sign(position)
     safe_entry = torch.where(held, entry_price, price)
@@ -41,7 +43,7 @@ def account_state(
         torch.where(held, safe_entry / price - 1, torch.zeros_like(price)),
         position * (price / safe_entry - 1),
         position.abs(),
-        torch.where(held, direction * (price - stop_price) / atr, torch.zeros_like(price)),
-        torch.where(held, direction * (target_price - price) / atr, torch.zeros_like(price)),
+        torch.where(held, direction * (price - stop_price) / atr, torch.zeros_like(price)).nan_to_num(0.0),
+        torch.where(held, direction * (target_price - price) / atr, torch.zeros_like(price)).nan_to_num(0.0),
     ]
     return torch.stack(features, dim=-1)

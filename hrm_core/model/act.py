@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from hrm_core.model.heads import TradingOutputs
-from hrm_core.model.hrm import Carry, HRMTrader, MarketInputs
+from hrm_core.model.trader import Carry, MarketInputs, TraderBase
 
 
 @dataclass
@@ -34,7 +34,7 @@ class SegmentRun:
 
 
 def run_segments(
-    model: HRMTrader,
+    model: TraderBase,
     inputs: MarketInputs,
     segments: int,
     act: bool,
@@ -47,8 +47,8 @@ def run_segments(
     """Run up to ``segments`` segments; halting is learned (``act``) or never (deep supervision).
     ``stop_when_all_halted=False`` always runs the budget (same decisions, no data-dependent
     control flow, which is what ``torch.export`` needs)."""
-    batch = inputs.position.shape[0]
-    device = inputs.position.device
+    batch = inputs.batch
+    device = inputs.strategic.device
     carry = model.initial_carry(batch) if carry is None else carry
     halted = torch.zeros(batch, dtype=torch.bool, device=device)
     steps = torch.zeros(batch, dtype=torch.long, device=device)

@@ -6,24 +6,22 @@ from __future__ import annotations
 
 import torch
 
-from hrm_core.config import ModelConfig, TradingConfig
+from hrm_core.config import ModelConfig
 from hrm_core.model.heads import TradingOutputs
-from hrm_core.model.hrm import Carry, HRMTrader, MarketInputs
 from hrm_core.model.layers import ReasoningModule
+from hrm_core.model.trader import Carry, MarketInputs, TraderBase
 
 
-class FlatTrader(HRMTrader):
+class FlatTrader(TraderBase):
     def __init__(
         self,
         model: ModelConfig,
-        trading: TradingConfig,
         n_strategic: int,
         n_tactical: int,
         high_level_lookback: int,
         low_level_lookback: int,
     ) -> None:
-        super().__init__(model, trading, n_strategic, n_tactical, high_level_lookback, low_level_lookback)
-        del self.H, self.L
+        super().__init__(model, n_strategic, n_tactical, high_level_lookback, low_level_lookback)
         self.stack = ReasoningModule(
             model.H_layers + model.L_layers,
             model.hidden_size,
@@ -39,6 +37,4 @@ class FlatTrader(HRMTrader):
         x_H, x_L = self.embed(inputs)
         tokens = torch.cat([x_H, x_L], dim=1)  # [B, H tokens + L bars, D]
         z = self.stack(tokens, torch.zeros_like(tokens))
-        z_H, z_L = z[:, : self.h_tokens], z[:, self.h_tokens :]
-        summary = torch.cat([z_L[:, -1], z_H.mean(1)], dim=-1)
-        return carry, self.heads(summary, z_H.mean(1), inputs.position)
+        return carry, self.decide(z[:, : self.h_tokens], z[:, self.h_tokens :])

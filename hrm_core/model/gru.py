@@ -8,9 +8,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hrm_core.config import ModelConfig, TradingConfig
+from hrm_core.config import ModelConfig
 from hrm_core.model.heads import TradingOutputs
-from hrm_core.model.hrm import Carry, HRMTrader, MarketInputs
+from hrm_core.model.hrm import reasoning_modules
+from hrm_core.model.trader import Carry, MarketInputs, TraderBase
 
 
 def gru_layers(target_params: int, hidden: int) -> int:
@@ -19,19 +20,21 @@ def gru_layers(target_params: int, hidden: int) -> int:
     return max(1, round(target_params / per_layer))
 
 
-class GRUTrader(HRMTrader):
+class GRUTrader(TraderBase):
     def __init__(
         self,
         model: ModelConfig,
-        trading: TradingConfig,
         n_strategic: int,
         n_tactical: int,
         high_level_lookback: int,
         low_level_lookback: int,
     ) -> None:
-        super().__init__(model, trading, n_strategic, n_tactical, high_level_lookback, low_level_lookback)
-        replaced = sum(p.numel() for module in (self.H, self.L) for p in module.parameters())
-        del self.H, self.L
+        super().__init__(model, n_strategic, n_tactical, high_level_lookback, low_level_lookback)
+        replaced = sum(
+            p.numel()
+            for module in reasoning_modules(model, self.h_tokens, low_level_lookback)
+            for p in module.parameters()
+        )
         hidden = model.hidden_size
         self.gru = nn.GRU(hidden, hidden, gru_layers(replaced, hidden), batch_first=True)
 
@@ -41,6 +44,4 @@ class GRUTrader(HRMTrader):
         """One pass of the GRU over [H tokens; L bars]; the carry passes through unchanged."""
         x_H, x_L = self.embed(inputs)
         z, _ = self.gru(torch.cat([x_H, x_L], dim=1))  # [B, H tokens + L bars, D]
-        z_H = z[:, : self.h_tokens]
-        summary = torch.cat([z[:, -1], z_H.mean(1)], dim=-1)
-        return carry, self.heads(summary, z_H.mean(1), inputs.position)
+        return carry, self.decide(z[:, : self.h_tokens], z)

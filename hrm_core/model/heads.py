@@ -1,9 +1,15 @@
-"""Output heads (f_O): the seed's trading decision, risk estimates, regime and ACT Q values.
+"""Output heads (f_O): the target-exposure signal, the outcome heads and the ACT Q values.
 
-Actions and masks: flat → BUY_LONG, SELL_SHORT or HOLD; long → CLOSE_LONG or HOLD; short →
-CLOSE_SHORT or HOLD. The position an action leads to: BUY_LONG → +quantity, SELL_SHORT →
-−quantity, CLOSE_* → 0, HOLD → unchanged. Stops and targets are ATR multiples centred on the
-config's ``risk_multiplier`` / ``reward_multiplier`` (a head output of 0 gives exactly those).
+Every output is trained (``training/losses.py``):
+- ``signal`` in [−1, 1]: the target exposure as a fraction of the sizing cap (``exposure.py``),
+  trained by the trading loss through the executed path;
+- ``up_logit``: P(the next ``outcome_horizon`` bars' return from the next open is positive),
+  trained by cross-entropy; served as the confidence of the decision's direction;
+- ``log_volatility``: the log of the realised annualised volatility over those bars (market risk),
+  trained by squared error;
+- ``regime_logits``: trending / ranging / volatile, read off the realised path (labels may look
+  ahead; features never), trained by cross-entropy from H's state;
+- ``q_halt`` / ``q_continue``: ACT, trained by the Q loss.
 """
 
 from __future__ import annotations
@@ -13,41 +19,37 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
-ACTIONS = ("BUY_LONG", "SELL_SHORT", "CLOSE_LONG", "CLOSE_SHORT", "HOLD")
-BUY_LONG, SELL_SHORT, CLOSE_LONG, CLOSE_SHORT, HOLD = range(len(ACTIONS))
-REGIMES = ("trending", "ranging", "volatile")
-
-
-def action_mask(position: torch.Tensor) -> torch.Tensor:
-    """[..., 5] True where the action is valid for the current signed position."""
-    flat, long, short = position == 0, position > 0, position < 0
-    return torch.stack([flat, flat, long, short, torch.ones_like(flat)], dim=-1)
+from hrm_core.vocabulary import REGIMES
 
 
 @dataclass
 class TradingOutputs:
     """One decision per sample; every field is [B] unless noted."""
 
-    action_logits: torch.Tensor  # [B, 5], invalid actions at -inf
-    quantity: torch.Tensor  # fraction of capital in [0, max_position_size]
-    confidence: torch.Tensor  # [0, 1]
-    stop_loss: torch.Tensor  # ATR multiples below (long) / above (short) the entry
-    take_profit: torch.Tensor  # ATR multiples
-    position_risk: torch.Tensor  # [0, 1]
-    market_risk: torch.Tensor  # [0, 1]
-    execution_risk: torch.Tensor  # [0, 1]
-    regime_probs: torch.Tensor  # [B, 3] trending / ranging / volatile
+    signal: torch.Tensor  # [−1, 1]: target exposure / cap
+    up_logit: torch.Tensor
+    log_volatility: torch.Tensor
+    regime_logits: torch.Tensor  # [B, len(REGIMES)]
     q_halt: torch.Tensor  # ACT logits
     q_continue: torch.Tensor
 
-    def target_position(self, position: torch.Tensor) -> torch.Tensor:
-        """Expected signed position after the decision, differentiable in the action probabilities."""
-        probs = self.action_logits.softmax(-1)
-        return (probs[:, BUY_LONG] - probs[:, SELL_SHORT]) * self.quantity + probs[:, HOLD] * position
+    @property
+    def p_up(self) -> torch.Tensor:
+        return torch.sigmoid(self.up_logit)
 
-    def action(self) -> torch.Tensor:
-        """The most likely valid action per sample."""
-        return self.action_logits.argmax(-1)
+    @property
+    def market_risk(self) -> torch.Tensor:
+        """Predicted annualised volatility over the outcome horizon."""
+        return self.log_volatility.exp()
+
+    @property
+    def regime_probs(self) -> torch.Tensor:
+        return self.regime_logits.softmax(-1)
+
+    def confidence(self, position: torch.Tensor) -> torch.Tensor:
+        """P(the market moves the decided position's way): p_up for a long or flat position, 1 − p_up
+        for a short one."""
+        return torch.where(position < 0, 1 - self.p_up, self.p_up)
 
     def detach(self) -> TradingOutputs:
         return TradingOutputs(**{f.name: getattr(self, f.name).detach() for f in fields(self)})
@@ -63,44 +65,30 @@ class TradingOutputs:
 
 
 class TradingHeads(nn.Module):
-    """Linear heads on the decision summary [B, features] (last L token and mean H state)."""
+    """Linear heads on the decision summary [B, features] (last L token and mean H state); the
+    regime head reads H's state alone, since regimes are H's job."""
 
-    def __init__(
-        self,
-        features: int,
-        hidden_size: int,
-        risk_multiplier: float,
-        reward_multiplier: float,
-        max_position_size: float,
-    ) -> None:
+    def __init__(self, features: int, hidden_size: int) -> None:
         super().__init__()
-        self.risk_multiplier = risk_multiplier
-        self.reward_multiplier = reward_multiplier
-        self.max_position_size = max_position_size
-        self.action = nn.Linear(features, len(ACTIONS))
-        self.scalars = nn.Linear(features, 7)  # quantity, confidence, stop, target, 3 risks
+        self.signal = nn.Linear(features, 1)
+        self.outcome = nn.Linear(features, 2)  # up logit, log volatility
         self.regime = nn.Linear(hidden_size, len(REGIMES))
         self.q = nn.Linear(features, 2)
-        with torch.no_grad():  # the reference's ACT init: never halt early until it has learned to
+        with torch.no_grad():  # start flat, and never halt early until the Q head has learned to
+            self.signal.weight.zero_()
+            self.signal.bias.zero_()
+            self.outcome.bias[1].fill_(-1.6)  # log(0.2): a typical annualised volatility
             self.q.weight.zero_()
             self.q.bias.fill_(-5.0)
 
-    def forward(
-        self, summary: torch.Tensor, h_summary: torch.Tensor, position: torch.Tensor
-    ) -> TradingOutputs:
-        logits = self.action(summary).float().masked_fill(~action_mask(position), float("-inf"))
-        raw = self.scalars(summary).float()
+    def forward(self, summary: torch.Tensor, h_summary: torch.Tensor) -> TradingOutputs:
+        outcome = self.outcome(summary).float()
         q = self.q(summary).float()
         return TradingOutputs(
-            action_logits=logits,
-            quantity=torch.sigmoid(raw[:, 0]) * self.max_position_size,
-            confidence=torch.sigmoid(raw[:, 1]),
-            stop_loss=self.risk_multiplier * 2 * torch.sigmoid(raw[:, 2]),
-            take_profit=self.reward_multiplier * 2 * torch.sigmoid(raw[:, 3]),
-            position_risk=torch.sigmoid(raw[:, 4]),
-            market_risk=torch.sigmoid(raw[:, 5]),
-            execution_risk=torch.sigmoid(raw[:, 6]),
-            regime_probs=self.regime(h_summary).float().softmax(-1),
+            signal=torch.tanh(self.signal(summary).float()[:, 0]),
+            up_logit=outcome[:, 0],
+            log_volatility=outcome[:, 1],
+            regime_logits=self.regime(h_summary).float(),
             q_halt=q[:, 0],
             q_continue=q[:, 1],
         )

@@ -1,7 +1,8 @@
-"""The model as a served decision: fresh feature windows and account state in, one tensor of the
-seed's outputs out, with ACT halting done by masks (no data-dependent Python control flow). This is
-the form ``torch.export`` traces, so the registry stores a pickle-free ``pt2`` program that loads
-without this project's classes."""
+"""The model as a served decision: fresh feature windows, the sizing cap and the exposure held in,
+one tensor of the decision out, with ACT halting done by masks (no data-dependent Python control
+flow). This is the form ``torch.export`` traces, so the registry stores a pickle-free ``pt2``
+program that loads without this project's classes. Every column is a trained output or follows
+from one (``heads.py``, ``exposure.py``)."""
 
 from __future__ import annotations
 
@@ -9,48 +10,47 @@ import torch
 from torch import nn
 
 from hrm_core.model.act import run_segments
-from hrm_core.model.hrm import HRMTrader, MarketInputs
+from hrm_core.model.exposure import action_of, next_position
+from hrm_core.model.trader import MarketInputs, TraderBase
+from hrm_core.vocabulary import REGIMES
 
 OUTPUT_COLUMNS = (
     "action",
-    "quantity",
+    "target_exposure",
+    "position",
     "confidence",
-    "stop_loss",
-    "take_profit",
-    "position_risk",
+    "p_up",
     "market_risk",
-    "execution_risk",
-    "regime_trending",
-    "regime_ranging",
-    "regime_volatile",
+    *(f"regime_{name}" for name in REGIMES),
     "segments",
 )
 
 
 class ServingTrader(nn.Module):
-    def __init__(self, model: HRMTrader, segments: int, act: bool) -> None:
+    def __init__(self, model: TraderBase, segments: int, act: bool, band: float) -> None:
         super().__init__()
         self.model = model.eval()
         self.segments = segments
         self.act = act
+        self.band = band
 
     def forward(
-        self, strategic: torch.Tensor, tactical: torch.Tensor, account: torch.Tensor, position: torch.Tensor
+        self, strategic: torch.Tensor, tactical: torch.Tensor, cap: torch.Tensor, held: torch.Tensor
     ) -> torch.Tensor:
-        """strategic [B, high, Fs], tactical [B, low, Ft], account [B, 7], position [B] (signed)
-        -> [B, len(OUTPUT_COLUMNS)]; ``action`` indexes ``heads.ACTIONS``."""
-        inputs = MarketInputs(strategic=strategic, tactical=tactical, account=account, position=position)
+        """strategic [B, high, Fs], tactical [B, low, Ft], cap [B] (sizing cap), held [B] (exposure
+        held) -> [B, len(OUTPUT_COLUMNS)]; ``action`` indexes ``vocabulary.ACTIONS``."""
+        inputs = MarketInputs(strategic=strategic, tactical=tactical)
         run = run_segments(self.model, inputs, self.segments, self.act, stop_when_all_halted=False)
         out = run.final
+        target = out.signal * cap
+        position = next_position(target, held, self.band)
         columns = [
-            out.action().float(),
-            out.quantity,
-            out.confidence,
-            out.stop_loss,
-            out.take_profit,
-            out.position_risk,
+            action_of(position, held).float(),
+            target,
+            position,
+            out.confidence(position),
+            out.p_up,
             out.market_risk,
-            out.execution_risk,
             *out.regime_probs.unbind(-1),
             run.steps.float(),
         ]

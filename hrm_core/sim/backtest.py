@@ -12,22 +12,23 @@ import pandas as pd
 import torch
 
 from hrm_core.config import HRMConfig, StageConfig
+from hrm_core.data.market import MarketData
 from hrm_core.errors import DataError
-from hrm_core.model.account import ACCOUNT_FEATURES
-from hrm_core.model.hrm import HRMTrader
+from hrm_core.model.exposure import action_of, next_position
+from hrm_core.model.trader import TraderBase
 from hrm_core.sim.baselines import BASELINES
-from hrm_core.sim.decisions import EXIT_REASONS
+from hrm_core.sim.decisions import SHARES, exit_levels, ledger_frame, run_decisions
 from hrm_core.sim.env import TradingEnv
-from hrm_core.sim.execution import round_trips, simulate_exposures
 from hrm_core.sim.hrm_env import HRMTradingEnv
 from hrm_core.sim.metrics import performance_summary, sharpe_ratio
 from hrm_core.sim.report import write_report
 from hrm_core.training.api import prepare_market_data, train
-from hrm_core.training.data import MarketData
+from hrm_core.training.targets import outcome_targets
+from hrm_core.vocabulary import BUY_LONG, HOLD, REGIMES
 
 MODEL_BASELINES = ("flat", "gru")
+BUY_AND_HOLD_WITH_EXITS = "buy_and_hold_exit_rules"
 
-ENGINE_TRADE_COLUMNS = ["entry_bar", "exit_bar", "shares", "entry_price", "exit_price", "fees", "exit"]
 TRADE_COLUMNS = [
     "entry_time",
     "exit_time",
@@ -52,6 +53,7 @@ class SymbolRun:
     costs: float  # fees and slippage paid
     segments: pd.Series | None = None  # ACT segments per decision (models only)
     regimes: pd.DataFrame | None = None  # regime probabilities per decision (models only)
+    brier: float = float("nan")  # p_up's Brier score against the realised outcome (models only)
 
 
 @dataclass
@@ -93,19 +95,18 @@ class BacktestResult:
                 positions=exposure.to_numpy(),
                 costs=sum(run.costs for run in runs.values()) / (len(runs) * self.initial_capital),
                 trials_sharpe=trials if len(trials) > 1 else None,
-            )
+            ) | {"brier": float(np.mean([run.brier for run in runs.values()]))}
         return pd.DataFrame(rows).T
 
 
 @torch.no_grad()
 def run_agent(
-    model: HRMTrader, data: MarketData, config: HRMConfig, symbol: str, part: str, act: bool
+    model: TraderBase, data: MarketData, config: HRMConfig, symbol: str, part: str, act: bool
 ) -> SymbolRun:
-    """The model trading ``symbol`` through ``part`` in ``HRMTradingEnv`` (real account state,
-    real fills, stops and targets)."""
+    """The model trading ``symbol`` through ``part`` in ``HRMTradingEnv`` (real fills and costs)."""
     env = HRMTradingEnv(data, config, model, symbol=symbol, part=part, act=act)
     _, info = env.reset(seed=config.seed)
-    equity, shares, used, regimes, trades = [info["equity"]], [info["shares"]], [], [], []
+    equity, shares, used, regimes, p_up, trades = [info["equity"]], [info["shares"]], [], [], [], []
     terminated = False
     while not terminated:
         _, _, terminated, _, info = env.step()
@@ -113,65 +114,105 @@ def run_agent(
         shares.append(info["shares"])
         used.append(info["segments"])
         regimes.append(info["regime_probs"])
+        p_up.append(info["p_up"])
         if "closed_trade" in info:
             trades.append(info["closed_trade"])
     if (still_open := env.open_trade()) is not None:
         trades.append(still_open)
     index = pd.DatetimeIndex(data.ts[env.rows])
-    ledger = pd.DataFrame(trades, columns=ENGINE_TRADE_COLUMNS)
-    ledger["pnl"] = ledger["shares"] * (ledger["exit_price"] - ledger["entry_price"]) - ledger["fees"]
-    ledger["exit"] = [EXIT_REASONS[int(x)] for x in ledger["exit"]]
-    ledger = _timed(ledger, data.ts, ledger["entry_bar"].astype(int), ledger["exit_bar"].astype(int))
     equity = pd.Series(equity, index=index)
     positions = pd.Series(shares, index=index)
+    up = outcome_targets(data, config.training.outcome_horizon, config.trading.periods_per_year).up
+    realised = up[env.rows[:-1]]
+    known = np.isfinite(realised)
+    brier = float(np.mean((np.array(p_up)[known] - realised[known]) ** 2)) if known.any() else float("nan")
     return SymbolRun(
         returns=equity.pct_change().iloc[1:],
         positions=positions,
         exposure=positions * data.close[env.rows] / equity,
-        trades=ledger,
+        trades=_timed(ledger_frame(trades), data.ts),
         costs=env.costs,
         segments=pd.Series(used, index=index[:-1]),
-        regimes=pd.DataFrame(regimes, index=index[:-1], columns=["trending", "ranging", "volatile"]),
+        regimes=pd.DataFrame(regimes, index=index[:-1], columns=list(REGIMES)),
+        brier=brier,
     )
 
 
 def run_baseline(name: str, data: MarketData, config: HRMConfig, symbol: str, part: str) -> SymbolRun:
-    """A baseline's target exposures on the same decision bars, through the same fills and costs.
-    The rule sees the symbol's whole history up to each bar, so its look-back is warm at the
-    first test bar, but it trades inside the part only."""
+    """A baseline's target exposures on the same decision bars, through the same engine, fills and
+    costs (borrow included) as the models, rebalanced whenever the target changes. The rule sees
+    the symbol's whole history up to each bar, so its look-back is warm at the first test bar,
+    but it trades inside the part only."""
     rows = TradingEnv(data, config, symbol=symbol, part=part).rows
     history = np.flatnonzero(data.symbol_id == data.symbols.index(symbol))
     exposure = BASELINES[name](pd.Series(data.close[history]), config.trading.periods_per_year)
-    window = slice(rows[0] - history[0], rows[-1] - history[0] + 1)
-    bars = pd.DataFrame({"open": data.open[rows], "close": data.close[rows]})
-    trading = config.trading
-    result = simulate_exposures(
-        bars,
-        exposure.to_numpy()[window],
-        init_cash=trading.initial_capital,
-        fees=trading.commission,
-        fixed_fees=trading.fixed_fee,
-        slippage=trading.slippage,
+    target = torch.tensor(exposure.to_numpy()[rows[0] - history[0] : rows[-1] - history[0] + 1])
+    target = target.clamp(-config.trading.max_position_size, config.trading.max_position_size)
+    held = torch.cat([torch.zeros(1, dtype=target.dtype), target[:-1]])
+    action = action_of(next_position(target, held, 0.0), held)
+    decisions = pd.DataFrame(
+        {"action": action.numpy(), "quantity": target.abs().numpy(), "stop_loss": 0.0, "take_profit": 0.0}
     )
-    fills = result.fills
-    quoted = fills["price"] / (1 + np.sign(fills["size"]) * trading.slippage)  # before slippage
-    slippage = float((fills["size"].abs() * (fills["price"] - quoted).abs()).sum())
-    ledger = round_trips(fills, len(rows) - 1, float(bars["close"].iloc[-1]))
-    ts = data.ts[rows]
-    index = pd.DatetimeIndex(ts)
+    return _engine_run(data, config, rows, decisions)
+
+
+def run_buy_and_hold_with_exits(data: MarketData, config: HRMConfig, symbol: str, part: str) -> SymbolRun:
+    """Buy whenever flat, under the configured stop and target rules (``exit_rules: atr``), so a
+    model's stops are compared with the same stops on the market itself."""
+    env = TradingEnv(data, config, symbol=symbol, part=part)
+    env.reset(seed=config.seed)
+    stop, target = exit_levels(config.trading)
+    size = config.trading.max_position_size
+    actions = []
+    terminated = False
+    while not terminated:
+        action = HOLD if env.state[SHARES] != 0 else BUY_LONG
+        actions.append(action)
+        *_, terminated, _, _ = env.step(
+            {"action_type": action, "quantity": [size], "stop_loss": [stop], "take_profit": [target]}
+        )
+    actions.append(HOLD)  # the last bar decides nothing
+    decisions = pd.DataFrame({"action": actions, "quantity": size, "stop_loss": stop, "take_profit": target})
+    return _engine_run(data, config, env.rows, decisions)
+
+
+def _engine_run(data: MarketData, config: HRMConfig, rows: np.ndarray, decisions: pd.DataFrame) -> SymbolRun:
+    bars = pd.DataFrame(
+        {
+            "open": data.open[rows],
+            "high": data.high[rows],
+            "low": data.low[rows],
+            "close": data.close[rows],
+            "atr": np.nan_to_num(data.atr[rows]),
+        }
+    )
+    result = run_decisions(bars, decisions, config.trading)
+    index = pd.DatetimeIndex(data.ts[rows])
+    ledger = result.trades.assign(
+        entry_bar=rows[result.trades["entry_bar"]], exit_bar=rows[result.trades["exit_bar"]]
+    )
+    equity = pd.Series(result.equity.to_numpy(), index=index)
     return SymbolRun(
-        returns=pd.Series(result.value.to_numpy(), index=index).pct_change().iloc[1:],
+        returns=equity.pct_change().iloc[1:],
         positions=pd.Series(result.position.to_numpy(), index=index),
-        exposure=pd.Series((result.position * bars["close"] / result.value).to_numpy(), index=index),
-        trades=_timed(ledger, ts, ledger["entry_bar"], ledger["exit_bar"]),
-        costs=result.fees_paid + slippage,
+        exposure=pd.Series(
+            result.position.to_numpy() * bars["close"].to_numpy() / equity.to_numpy(), index=index
+        ),
+        trades=_timed(ledger, data.ts),
+        costs=result.costs,
     )
 
 
 def backtest_models(
-    models: dict[str, HRMTrader], data: MarketData, config: HRMConfig, part: str = "test", act: bool = True
+    models: dict[str, TraderBase],
+    data: MarketData,
+    config: HRMConfig,
+    part: str = "test",
+    act: bool = True,
+    rules: bool = True,
 ) -> BacktestResult:
-    """Each model (HRM and model baselines) and every rule baseline on every symbol of ``part``."""
+    """Each model (HRM and model baselines) and, with ``rules``, every rule baseline on every symbol
+    of ``part``."""
     for name, model in models.items():
         check_features(name, model, data)
     symbols = [s for i, s in enumerate(data.symbols) if len(_rows(data, config, i, part)) >= 2]
@@ -184,8 +225,12 @@ def backtest_models(
     runs = {
         name: {s: run_agent(m, data, config, s, part, act) for s in symbols} for name, m in models.items()
     }
-    for name in BASELINES:
+    for name in BASELINES if rules else ():
         runs[name] = {s: run_baseline(name, data, config, s, part) for s in symbols}
+    if rules and config.trading.exit_rules != "none":
+        runs[BUY_AND_HOLD_WITH_EXITS] = {
+            s: run_buy_and_hold_with_exits(data, config, s, part) for s in symbols
+        }
     close = {}
     for symbol in symbols:
         rows = _rows(data, config, data.symbols.index(symbol), part)
@@ -198,7 +243,7 @@ def backtest_models(
     )
 
 
-def check_features(name: str, model: HRMTrader, data: MarketData) -> None:
+def check_features(name: str, model: TraderBase, data: MarketData) -> None:
     """A model reads its features by position, so data with other features (or another order)
     must be refused before it trades."""
     expected = model.feature_names
@@ -210,7 +255,7 @@ def check_features(name: str, model: HRMTrader, data: MarketData) -> None:
             f"features, but the data has {list(found[0])} and {list(found[1])}",
             "set hierarchical_features to the indicators the model was trained with",
         )
-    widths = (model.embed_H.in_features // model.h_pool, model.embed_L.in_features - len(ACCOUNT_FEATURES))
+    widths = (model.n_strategic, model.n_tactical)
     if widths != (len(found[0]), len(found[1])):
         raise DataError(
             f"backtest model {name!r}",
@@ -237,7 +282,7 @@ def baseline_config(config: HRMConfig, architecture: str) -> HRMConfig:
 
 def backtest(
     config: HRMConfig,
-    model: HRMTrader | None = None,
+    model: TraderBase | None = None,
     *,
     data: MarketData | None = None,
     model_baselines: tuple[str, ...] = MODEL_BASELINES,
@@ -264,11 +309,10 @@ def _rows(data: MarketData, config: HRMConfig, symbol_id: int, part: str) -> np.
     return rows[data.symbol_id[rows] == symbol_id]
 
 
-def _timed(ledger: pd.DataFrame, ts: np.ndarray, entry: pd.Series, exit_: pd.Series) -> pd.DataFrame:
-    """A ledger with bar positions replaced by times and a duration in bars."""
+def _timed(ledger: pd.DataFrame, ts: np.ndarray) -> pd.DataFrame:
+    """A ledger with data rows replaced by times and a duration in bars."""
+    entry, exit_ = ledger["entry_bar"].to_numpy(int), ledger["exit_bar"].to_numpy(int)
     ledger = ledger.assign(
-        entry_time=pd.DatetimeIndex(ts[entry.to_numpy(int)]),
-        exit_time=pd.DatetimeIndex(ts[exit_.to_numpy(int)]),
-        bars=(exit_ - entry).to_numpy(int) + 1,
+        entry_time=pd.DatetimeIndex(ts[entry]), exit_time=pd.DatetimeIndex(ts[exit_]), bars=exit_ - entry + 1
     )
     return ledger[TRADE_COLUMNS].reset_index(drop=True)

@@ -1,12 +1,13 @@
 """``TradingEnv``: one symbol's bars as a gymnasium environment, on the shared execution engine.
 
 Observation (a dict): the strategic and tactical feature windows ending at the current bar and the
-7-number account state the model reads. Action (a dict): ``action_type`` (BUY_LONG, SELL_SHORT,
+7-number account state (``account.py``). Action (a dict): ``action_type`` (BUY_LONG, SELL_SHORT,
 CLOSE_LONG, CLOSE_SHORT, HOLD), ``quantity`` (fraction of equity), ``stop_loss`` and
-``take_profit`` (ATR multiples). A step takes the decision at the current bar's close; the next bar
-then runs (fill at its open, stops and targets intrabar) and the reward is the change in equity:
-``reward="pnl"`` the simple return, ``"log"`` the log return, ``"risk_adjusted"`` the return minus
-``risk_penalty`` × its square. An episode walks the decision rows of one symbol in one fold part.
+``take_profit`` (ATR multiples, 0 = none), with the engine's semantics (``decisions.py``). A step
+takes the decision at the current bar's close; the next bar then runs (fill at its open, stops
+and targets intrabar) and the reward is the change in equity: ``reward="pnl"`` the simple
+return, ``"log"`` the log return, ``"risk_adjusted"`` the return minus ``risk_penalty`` × its
+square. An episode walks the decision rows of one symbol in one fold part.
 """
 
 from __future__ import annotations
@@ -20,23 +21,23 @@ import torch
 from gymnasium import spaces
 
 from hrm_core.config import HRMConfig
+from hrm_core.data.market import FEATURE_CLIP, MarketData
 from hrm_core.model.account import ACCOUNT_FEATURES, account_state
-from hrm_core.model.heads import ACTIONS
 from hrm_core.sim.decisions import (
     CASH,
     COSTS,
     ENTRY,
-    ENTRY_BAR,
     SHARES,
     STOP,
     TARGET,
-    TRADE_FEES,
+    TRADE_FIELDS,
     account_params,
     decide,
+    mark_open_trade,
     new_account,
     run_bar,
 )
-from hrm_core.training.data import FEATURE_CLIP, MarketData
+from hrm_core.vocabulary import ACTIONS
 
 MAX_ATR_MULTIPLE = 20.0
 
@@ -89,7 +90,7 @@ class TradingEnv(gym.Env):
         super().reset(seed=seed)
         self.step_index = 0
         self.state = new_account(self.config.trading.initial_capital)
-        self.trade = np.zeros(7)
+        self.trade = np.zeros(len(TRADE_FIELDS))
         return self._observation(), self._info()
 
     def step(self, action: dict[str, Any]) -> tuple[dict, float, bool, bool, dict]:
@@ -124,12 +125,12 @@ class TradingEnv(gym.Env):
             (0 <= kind < len(ACTIONS), f"action_type must be 0..{len(ACTIONS) - 1}, got {kind}"),
             (np.isfinite(quantity) and quantity >= 0, f"quantity must be finite and ≥ 0, got {quantity}"),
             (
-                np.isfinite(stop) and 0 < stop <= MAX_ATR_MULTIPLE,
-                f"stop_loss must be in (0, {MAX_ATR_MULTIPLE}] ATRs, got {stop}",
+                np.isfinite(stop) and 0 <= stop <= MAX_ATR_MULTIPLE,
+                f"stop_loss must be in [0, {MAX_ATR_MULTIPLE}] ATRs (0: none), got {stop}",
             ),
             (
-                np.isfinite(target) and 0 < target <= MAX_ATR_MULTIPLE,
-                f"take_profit must be in (0, {MAX_ATR_MULTIPLE}] ATRs, got {target}",
+                np.isfinite(target) and 0 <= target <= MAX_ATR_MULTIPLE,
+                f"take_profit must be in [0, {MAX_ATR_MULTIPLE}] ATRs (0: none), got {target}",
             ),
         ]
         for ok, rule in rules:
@@ -155,13 +156,10 @@ class TradingEnv(gym.Env):
         return float(self.state[COSTS])
 
     def open_trade(self) -> np.ndarray | None:
-        """The position still open, as a trade row marked at the current close (exit reason
-        "end", as in ``closed_trade``), or None when flat."""
-        s = self.state
-        if s[SHARES] == 0.0:
-            return None
-        close = self.data.close[self.bar]
-        return np.array([s[ENTRY_BAR], self.bar, s[SHARES], s[ENTRY], close, s[TRADE_FEES], 4.0])
+        """The position still open, as a ``TRADE_FIELDS`` row marked at the current close (exit
+        reason "end", as in ``closed_trade``), or None when flat."""
+        row = np.zeros(len(TRADE_FIELDS))
+        return row if mark_open_trade(self.state, row, self.bar, self.data.close[self.bar]) else None
 
     def _observation(self) -> dict[str, np.ndarray]:
         t, d = self.bar, self.data

@@ -164,32 +164,3 @@ def simulate_exposures(
     return simulate_orders(
         bars, orders, init_cash=init_cash, fees=fees, fixed_fees=fixed_fees, slippage=slippage
     )
-
-
-def round_trips(fills: pd.DataFrame, last_bar: int, last_close: float) -> pd.DataFrame:
-    """The trade ledger of a stream of fills: a trade opens when the position leaves zero and
-    closes when it returns to zero or flips sign (a flip's fill is split between the closing and
-    the opening trade, its fees pro rata). Resizing fills belong to the open trade, whose
-    ``shares`` is its largest position. A trade still open after the last fill is marked at
-    ``last_close`` with exit "end". ``pnl`` is the trade's cash flows (fees included) plus that
-    mark; entry and exit prices are its first and last fill prices."""
-    trades, position, trade = [], 0.0, None
-    for bar, size, price, fee in fills[["bar", "size", "price", "fees"]].itertuples(index=False):
-        flip = position != 0 and np.sign(position + size) == -np.sign(position)
-        for part in [-position, size + position] if flip else [size]:
-            if trade is None:
-                trade = {"entry_bar": bar, "entry_price": price, "shares": 0.0, "fees": 0.0, "pnl": 0.0}
-            part_fee = fee * abs(part / size)
-            trade["fees"] += part_fee
-            trade["pnl"] -= part * price + part_fee
-            position = 0.0 if flip and part == -position else position + part
-            if abs(position) > abs(trade["shares"]):
-                trade["shares"] = position
-            if position == 0.0:
-                trades.append(trade | {"exit_bar": bar, "exit_price": price, "exit": "signal"})
-                trade = None
-    if trade is not None:
-        trade["pnl"] += position * last_close
-        trades.append(trade | {"exit_bar": last_bar, "exit_price": last_close, "exit": "end"})
-    columns = ["entry_bar", "exit_bar", "shares", "entry_price", "exit_price", "fees", "pnl", "exit"]
-    return pd.DataFrame(trades, columns=columns)

@@ -15,10 +15,19 @@ import numpy as np
 import torch
 
 from hrm_core.config import HRMConfig
-from hrm_core.model.heads import ACTIONS
-from hrm_core.sim.decisions import CASH, SHARES, STATE_SIZE, account_params, decide, new_account, run_bar
+from hrm_core.data.market import MarketData
+from hrm_core.sim.decisions import (
+    CASH,
+    SHARES,
+    STATE_SIZE,
+    TRADE_FIELDS,
+    account_params,
+    decide,
+    new_account,
+    run_bar,
+)
 from hrm_core.sim.env import observe_accounts
-from hrm_core.training.data import MarketData
+from hrm_core.vocabulary import ACTIONS
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -41,7 +50,7 @@ def _step_all(
     rewards,
     done,
 ):
-    trade = np.zeros(7)
+    trade = np.zeros(len(TRADE_FIELDS))
     for i in range(states.shape[0]):
         t = rows[i]
         state = states[i]
@@ -135,8 +144,14 @@ class VectorTradingEnv:
         rules = [
             ((action < 0) | (action >= len(ACTIONS)), f"action must be 0..{len(ACTIONS) - 1}"),
             (~np.isfinite(quantity) | (quantity < 0), "quantity must be finite and ≥ 0"),
-            (~np.isfinite(stop_loss) | (stop_loss <= 0), "stop_loss must be a finite ATR multiple > 0"),
-            (~np.isfinite(take_profit) | (take_profit <= 0), "take_profit must be a finite ATR multiple > 0"),
+            (
+                ~np.isfinite(stop_loss) | (stop_loss < 0),
+                "stop_loss must be a finite ATR multiple ≥ 0 (0: none)",
+            ),
+            (
+                ~np.isfinite(take_profit) | (take_profit < 0),
+                "take_profit must be a finite ATR multiple ≥ 0 (0: none)",
+            ),
         ]
         for bad, rule in rules:
             hits = np.flatnonzero(bad)
@@ -152,9 +167,7 @@ class VectorTradingEnv:
 
     def windows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Strategic [N, high, Fs] and tactical [N, low, Ft] feature windows ending at ``rows``."""
-        strategic = self.data.strategic[rows[:, None] + np.arange(-self.high + 1, 1)]
-        tactical = self.data.tactical[rows[:, None] + np.arange(-self.low + 1, 1)]
-        return strategic, tactical
+        return self.data.windows(rows, self.high, self.low)
 
     def _start(self, envs: np.ndarray, start_rows: np.ndarray | None) -> None:
         rows = self.rng.choice(self.starts, size=len(envs)) if start_rows is None else np.asarray(start_rows)

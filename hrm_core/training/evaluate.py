@@ -1,8 +1,8 @@
-"""Out-of-sample rollouts: the streaming agent trades each symbol bar by bar through a fold part,
-net of commission and slippage, beside buy-and-hold on the same bars.
-
-This is the training-side check (used for early-stopping diagnostics and the learnability
-evidence); the full execution model with intrabar stops and targets is the backtester's.
+"""Out-of-sample rollouts for training-side checks: the model decides every bar of a fold part in
+one batch (it reads only market features, so batch and streaming decisions are the same), its
+targets go through the no-trade band bar by bar as the engine executes them, and each position
+earns the next open-to-open return net of commission and slippage on its changes. The full
+engine (share drift between rebalances, exit rules, borrow) is the backtester's.
 """
 
 from __future__ import annotations
@@ -13,9 +13,15 @@ import numpy as np
 import torch
 
 from hrm_core.config import HRMConfig
-from hrm_core.model.agent import HRMTradingAgent
-from hrm_core.model.hrm import HRMTrader
-from hrm_core.training.data import MarketData, WindowSampler
+from hrm_core.data.market import MarketData
+from hrm_core.model.act import run_segments
+from hrm_core.model.agent import model_segments
+from hrm_core.model.exposure import execute_path
+from hrm_core.model.trader import TraderBase
+from hrm_core.training.data import WindowSampler
+from hrm_core.training.losses import net_returns
+
+BATCH_ROWS = 4096
 
 
 @dataclass
@@ -35,30 +41,26 @@ def annualised_sharpe(returns: np.ndarray, periods_per_year: float) -> float:
 
 
 @torch.no_grad()
-def rollout(model: HRMTrader, data: MarketData, part: str, config: HRMConfig, act: bool) -> Rollout:
-    """Trade every symbol through ``part`` with the agent; the account state is the real one."""
+def rollout(model: TraderBase, data: MarketData, part: str, config: HRMConfig, act: bool) -> Rollout:
+    """Trade every symbol through ``part``, starting flat."""
     model.eval()
     device = next(model.parameters()).device
     sampler = WindowSampler(data, config, device)
-    segments = config.model.halt_max_steps if act else config.training.deep_supervision_segments
-    agent = HRMTradingAgent(model, segments, act, config.model.h_update_interval)
+    segments, halting = model_segments(model, config, act)
     cost_rate = config.trading.commission + config.trading.slippage
     rows_all = data.decision_rows(part, config.hierarchical_features.high_level_lookback)
-    next_return = np.nan_to_num(data.next_returns())
     net, positions, used, hold = [], [], [], []
     for symbol in np.unique(data.symbol_id[rows_all]):
-        agent.reset()
-        held = torch.zeros(1, dtype=torch.float64, device=device)
-        entry = torch.zeros(1, dtype=torch.float64, device=device)
-        for t in rows_all[data.symbol_id[rows_all] == symbol]:
-            row = torch.tensor([t], device=device)
-            decision = agent.decide(sampler.windows(row, held, entry))
-            new = decision.new_position.double()
-            if bool((torch.sign(new) != torch.sign(held)).any()) and bool((new != 0).any()):
-                entry = torch.tensor([data.open[t + 1]], dtype=torch.float64, device=device)
-            net.append(float(new * next_return[t] - cost_rate * (new - held).abs()))
-            positions.append(float(new))
-            used.append(int(decision.segments))
-            hold.append(next_return[t])
-            held = new
-    return Rollout(np.array(net), np.array(positions), np.array(used), np.array(hold))
+        rows = torch.as_tensor(rows_all[data.symbol_id[rows_all] == symbol], device=device)
+        targets, steps = [], []
+        for batch in rows.split(BATCH_ROWS):
+            run = run_segments(model, sampler.windows(batch), segments, halting)
+            targets.append(run.final.signal * sampler.cap[batch])
+            steps.append(run.steps)
+        position = execute_path(torch.cat(targets)[None], config.trading.no_trade_band)
+        next_return = sampler.next_return[rows][None].float()
+        net.append(net_returns(position, next_return, cost_rate)[0].cpu().numpy())
+        positions.append(position[0].cpu().numpy())
+        used.append(torch.cat(steps).cpu().numpy())
+        hold.append(next_return[0].cpu().numpy())
+    return Rollout(*(np.concatenate(x).astype(float) for x in (net, positions, used, hold)))

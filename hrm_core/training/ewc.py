@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from hrm_core.config import HRMConfig
+from hrm_core.data.market import MarketData
 from hrm_core.model.act import run_segments
-from hrm_core.model.hrm import HRMTrader
-from hrm_core.training.data import MarketData, WindowSampler
+from hrm_core.model.trader import TraderBase
+from hrm_core.training.data import WindowSampler
 from hrm_core.training.losses import act_loss
 
 
@@ -38,7 +39,7 @@ class EWC:
 
 
 def fisher_information(
-    model: HRMTrader, data: MarketData, config: HRMConfig, batches: int = 16
+    model: TraderBase, data: MarketData, config: HRMConfig, batches: int = 16
 ) -> dict[str, torch.Tensor]:
     """Mean squared gradient of the training loss over ``batches`` batches of ``data``'s training
     chunks (deep supervision, no ACT exploration), per parameter."""
@@ -52,7 +53,7 @@ def fisher_information(
     for _ in range(batches):
         chunks = sampler.sample(starts, config.training.batch_chunks, rng)
         run = run_segments(model, chunks.inputs, segments, act=False)
-        loss, _ = act_loss(run, chunks, config.training, config.trading, act=False)
+        loss, _ = act_loss(run, chunks, config, act=False)
         model.zero_grad(set_to_none=True)
         loss.backward()
         for name, p in model.named_parameters():
@@ -63,7 +64,7 @@ def fisher_information(
     return {name: f / mean for name, f in fisher.items()}
 
 
-def ewc_from(model: HRMTrader, old_data: MarketData, config: HRMConfig) -> EWC:
+def ewc_from(model: TraderBase, old_data: MarketData, config: HRMConfig) -> EWC:
     """EWC anchored at ``model``'s current weights with the Fisher of ``old_data``."""
     anchor = {name: p.detach().clone() for name, p in model.named_parameters()}
     return EWC(anchor, fisher_information(model, old_data, config), config.training.ewc_strength)

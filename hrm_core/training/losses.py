@@ -1,107 +1,131 @@
-"""The seed's trading loss with multi-horizon deep supervision and the ACT Q loss.
+"""The training objective: the trading loss of the executed position path, the outcome heads' losses
+and the ACT Q loss, with deep supervision over segments.
 
-L_ACT = α1·L_immediate + α2·L_short + α3·L_medium + α4·L_long + β·L_Q over a differentiable
-backtest of each chunk: the decision at bar t sets the position held from open[t+1] to open[t+2]
-(DESIGN.md: fills at the next bar's open), and commission plus slippage are charged on the change
-from the position held before the decision. Per-bar net returns g_t are divided by the batch's
-return volatility so that the trading terms are O(1), like the Q loss beside them.
+Per chunk, the model's targets (signal × cap) go through the no-trade band exactly as the engine
+executes them (``exposure.execute_path``): position w_t is held from open[t+1] to open[t+2], and
+costs are charged on the model's own position changes, so r_t = w_t·R_t − c·|w_t − w_{t−1}|
+(starting flat, c = commission + slippage). Raw returns; the terms are scaled, not the returns:
 
-- immediate: −mean g_t (one-bar PnL)
-- short: −Sharpe of g over windows of ``short_window`` bars
-- medium: mean max drawdown of cumulative g over windows of ``medium_window`` bars
-- long: −mean log growth over the whole chunk (≥ 100 bars), which also penalises variance
+- growth G: mean log(1 + r_t), annualised (× periods per year);
+- sharpe S: each chunk's annualised Sharpe ratio, averaged over chunks;
+- drawdown D: each chunk's maximum drawdown of cumulative log growth, averaged.
 
-Deep supervision: segment m of M carries the first ceil(4·(m+1)/M) terms, so early segments learn
-the immediate PnL and the last one the whole loss. Q targets (ACT): q_halt learns whether one more
-segment would *not* have lowered the sample's loss; q_continue is bootstrapped from the next
-segment's max(q_halt, q_continue), as in the reference.
+L_trade = −w_G·G − w_S·S + w_D·D. Its optimum for i.i.d. returns (mean μ, deviation σ per bar)
+and a constant exposure p > 0: S = μ/σ·√P does not depend on |p|, G ≈ P·(pμ − p²σ²/2) and D grows
+about linearly, D ≈ p·d₁, so p* = (μ − w_D·d₁/(w_G·P)) / σ², the Kelly fraction μ/σ² shrunk by the
+drawdown weight, then capped at the sizing cap; with μ = 0 it is flat. ``constant_exposure_loss``
+scores any constant exposure on real returns, so the optimum can be checked before training.
+
+The outcome heads add cross-entropy for p_up and the regime, and squared error for log volatility
+(weight ``outcome``). Deep supervision: every segment's decision carries the whole loss, averaged
+over segments. Q targets (ACT): q_halt learns whether one more segment would *not* have raised the
+decision's one-bar return; q_continue is bootstrapped from the next segment's max(q_halt,
+q_continue), as in the reference.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
-from hrm_core.config import TradingConfig, TrainingConfig
+from hrm_core.config import HRMConfig
 from hrm_core.model.act import SegmentRun
+from hrm_core.model.exposure import execute_path
+from hrm_core.model.heads import TradingOutputs
 from hrm_core.training.data import Chunks
 
-TERMS = ("immediate", "short", "medium", "long")
+TERMS = ("growth", "sharpe", "drawdown")
 
 
-def net_returns(
-    position: torch.Tensor, held: torch.Tensor, next_return: torch.Tensor, cost_rate: float
-) -> torch.Tensor:
-    """[B, T] net return of holding ``position`` for one bar after trading from ``held``."""
-    return position * next_return - cost_rate * (position - held).abs()
+def net_returns(position: torch.Tensor, next_return: torch.Tensor, cost_rate: float) -> torch.Tensor:
+    """[B, T] net return of each chunk's position path (held from the next open), starting flat."""
+    previous = torch.cat([torch.zeros_like(position[:, :1]), position[:, :-1]], dim=1)
+    return position * next_return - cost_rate * (position - previous).abs()
 
 
-def trading_terms(g: torch.Tensor, short_window: int, medium_window: int) -> dict[str, torch.Tensor]:
-    """The four horizon terms of scaled per-bar net returns ``g`` [B, T]."""
-    short = g.unfold(1, min(short_window, g.shape[1]), 1)  # [B, windows, w]
-    sharpe = short.mean(-1) / (short.std(-1) + 1e-3)
-    medium = g.unfold(1, min(medium_window, g.shape[1]), 1).cumsum(-1)
-    drawdown = (medium.cummax(-1).values.clamp_min(0) - medium).amax(-1)
-    growth = torch.log1p(g.clamp_min(-0.99)).mean(-1)
+def trading_terms(r: torch.Tensor, periods_per_year: float) -> dict[str, torch.Tensor]:
+    """The three terms of net returns ``r`` [B, T]."""
+    log_growth = torch.log1p(r.clamp_min(-0.99))
+    sharpe = r.mean(-1) / (r.std(-1) + 1e-4) * periods_per_year**0.5
+    wealth = log_growth.cumsum(-1)
+    peak = torch.cummax(torch.cat([torch.zeros_like(wealth[:, :1]), wealth], dim=-1), -1).values[:, 1:]
     return {
-        "immediate": -g.mean(),
-        "short": -sharpe.mean(),
-        "medium": drawdown.mean(),
-        "long": -growth.mean(),
+        "growth": log_growth.mean() * periods_per_year,
+        "sharpe": sharpe.mean(),
+        "drawdown": (peak - wealth).amax(-1).mean(),
     }
 
 
-def terms_for_segment(segment: int, segments: int) -> tuple[str, ...]:
-    """Horizon terms supervised at ``segment`` (0-based) of ``segments``."""
-    return TERMS[: math.ceil(len(TERMS) * (segment + 1) / segments)]
+def trading_loss(terms: dict[str, torch.Tensor], config: HRMConfig) -> torch.Tensor:
+    w = config.training.loss_weights
+    return -w.growth * terms["growth"] - w.sharpe * terms["sharpe"] + w.drawdown * terms["drawdown"]
+
+
+def constant_exposure_loss(exposure: float, next_return: torch.Tensor, config: HRMConfig) -> float:
+    """The trading loss of holding ``exposure`` on every decision of chunks ``next_return`` [B, T]."""
+    position = torch.full_like(next_return, exposure)
+    cost_rate = config.trading.commission + config.trading.slippage
+    r = net_returns(position, next_return, cost_rate)
+    return float(trading_loss(trading_terms(r, config.trading.periods_per_year), config))
+
+
+def outcome_loss(out: TradingOutputs, chunks: Chunks) -> torch.Tensor:
+    """p_up and regime cross-entropy and log-volatility squared error, where the targets are known."""
+    up, log_vol, regime = chunks.up.reshape(-1), chunks.log_volatility.reshape(-1), chunks.regime.reshape(-1)
+    known = torch.isfinite(up)
+    if not bool(known.any()):
+        return out.signal.sum() * 0.0
+    up_loss = F.binary_cross_entropy_with_logits(out.up_logit[known], up[known])
+    vol_loss = F.mse_loss(out.log_volatility[known], log_vol[known])
+    labelled = regime >= 0
+    regime_loss = F.cross_entropy(out.regime_logits[labelled], regime[labelled]) if labelled.any() else 0.0
+    return up_loss + vol_loss + regime_loss
 
 
 def act_loss(
-    run: SegmentRun, chunks: Chunks, training: TrainingConfig, trading: TradingConfig, act: bool
+    run: SegmentRun, chunks: Chunks, config: HRMConfig, act: bool
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss over the run's segments and a dict of logged numbers (last segment's terms)."""
-    weights = training.loss_weights.model_dump()
+    trading = config.trading
+    weights = config.training.loss_weights
     cost_rate = trading.commission + trading.slippage
-    shape = chunks.held.shape
-    scale = chunks.next_return.std().clamp_min(1e-8).detach()
-    held = chunks.held.float()
-    next_return = chunks.next_return.float()
-    segments = len(run.outputs)
-    total = torch.zeros((), device=held.device)
-    per_sample = []
+    shape = chunks.shape
+    total = torch.zeros((), device=chunks.next_return.device)
+    one_bar = []
     for m, decision in enumerate(run.outputs):
-        position = decision.target_position(chunks.inputs.position).view(shape)
-        g = net_returns(position, held, next_return, cost_rate) / scale
-        terms = trading_terms(g, training.short_window, training.medium_window)
-        total = total + sum(weights[name] * terms[name] for name in terms_for_segment(m, segments))
-        raw_position = run.raw[m].target_position(chunks.inputs.position).view(shape)
-        per_sample.append(-net_returns(raw_position, held, next_return, cost_rate).reshape(-1) / scale)
-    total = total / segments
+        targets = decision.signal.view(shape) * chunks.cap
+        positions = execute_path(targets, trading.no_trade_band)
+        terms = trading_terms(net_returns(positions, chunks.next_return, cost_rate), trading.periods_per_year)
+        outcome = outcome_loss(decision, chunks)
+        total = total + trading_loss(terms, config) + weights.outcome * outcome
+        raw_targets = run.raw[m].signal.view(shape) * chunks.cap
+        one_bar.append((raw_targets * chunks.next_return).reshape(-1))
+    total = total / len(run.outputs)
     logged = {name: float(value.detach()) for name, value in terms.items()}
+    logged["outcome"] = float(outcome.detach())
+    logged["exposure"] = float(positions.detach().abs().mean())
     if act:
-        q_loss = _q_loss(run, per_sample)
-        total = total + weights["q"] * q_loss
+        q_loss = _q_loss(run, one_bar)
+        total = total + weights.q * q_loss
         logged["q"] = float(q_loss.detach())
     logged["loss"] = float(total.detach())
     logged["segments"] = float(run.steps.float().mean())
     return total, logged
 
 
-def _q_loss(run: SegmentRun, per_sample: list[torch.Tensor]) -> torch.Tensor:
+def _q_loss(run: SegmentRun, one_bar: list[torch.Tensor]) -> torch.Tensor:
     """BCE of the Q head on live samples of every segment."""
     losses = []
     last = len(run.outputs) - 1
     for m, decision in enumerate(run.outputs):
         live = run.live[m]
         if m < last:
-            halt_target = (per_sample[m + 1] >= per_sample[m]).float()
+            halt_target = (one_bar[m + 1] <= one_bar[m]).float()
             nxt = run.raw[m + 1]
             continue_target = torch.sigmoid(torch.maximum(nxt.q_halt, nxt.q_continue))
         else:
-            halt_target = torch.ones_like(per_sample[m])
-            continue_target = torch.zeros_like(per_sample[m])
+            halt_target = torch.ones_like(one_bar[m])
+            continue_target = torch.zeros_like(one_bar[m])
         bce = F.binary_cross_entropy_with_logits(decision.q_halt, halt_target, reduction="none")
         bce = bce + F.binary_cross_entropy_with_logits(decision.q_continue, continue_target, reduction="none")
         losses.append((bce * live.float()).sum() / live.float().sum().clamp_min(1))

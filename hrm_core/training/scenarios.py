@@ -1,13 +1,14 @@
 """Generated markets: a planted edge (the evidence that the model can learn), and scenario
 generators that fill task tags the real data has too few of.
 
-``planted_regime_market``: open-to-open returns follow R[t+1] = σ·(ρ·s[t]·x[t] + ε), where x is a
+``planted_regime_market``: open-to-open returns follow R[t+1] = μ + σ·(ρ·s[t]·x[t] + ε), where x is a
 tactical signal known at bar t's close and the hidden regime s is +1 (the signal continues:
 momentum) or −1 (it reverses) and switches on average every ``mean_regime_bars`` bars. The regime
 shows only in the strategic features (a noisy reading of s); the tactical features carry the
 signal but no returns, so the regime cannot be read off recent returns in the L window either.
 Trading the edge needs both modules — the signal from L, its sign from H — while buy-and-hold
-earns nothing (no drift).
+earns nothing (μ = 0). With ρ = 0 it is a noise market (nothing to learn: the optimum is flat)
+and with μ > 0 a drift market (the optimum is the loss's analytic one, ``training/losses.py``).
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import numpy as np
 import pandas as pd
 
 from hrm_core.config import HRMConfig
+from hrm_core.data.market import MarketData, read_market_data
 from hrm_core.data.warehouse import ensure_tables, replace_symbols, transaction
 from hrm_core.features.build import build_features
 from hrm_core.features.labels import build_labels
 from hrm_core.features.registry import model_columns
-from hrm_core.training.data import PARTS, TASKS, MarketData, read_market_data
+from hrm_core.vocabulary import PARTS, TASKS
 
 
 def planted_regime_market(
@@ -32,6 +34,7 @@ def planted_regime_market(
     mean_regime_bars: int = 150,
     fractions: tuple[float, float] = (0.6, 0.15),
     gap: int = 5,
+    drift: float = 0.0,
 ) -> MarketData:
     """One symbol of ``n_bars`` bars: the first ``fractions[0]`` train, the next ``fractions[1]``
     validation, the rest test, with ``gap`` unused bars between parts."""
@@ -40,7 +43,7 @@ def planted_regime_market(
     regime = np.where(np.cumsum(switches) % 2 == 0, 1.0, -1.0)
     signal = rng.standard_normal(n_bars)
     returns = np.zeros(n_bars)  # returns[t]: open[t] -> open[t+1]
-    returns[1:] = sigma * (rho * regime[:-1] * signal[:-1] + rng.standard_normal(n_bars - 1))
+    returns[1:] = drift + sigma * (rho * regime[:-1] * signal[:-1] + rng.standard_normal(n_bars - 1))
     opens = 100.0 * np.exp(np.concatenate([[0.0], np.cumsum(returns[:-1])]))
     closes = opens * np.exp(returns)  # close[t] = open[t+1]: no overnight gaps
     highs = np.maximum(opens, closes) * (1 + sigma / 4)
@@ -143,13 +146,16 @@ def task_scenario_bars(task: str, n_bars: int, seed: int) -> pd.DataFrame:
 
 
 def scarce_tasks(data: MarketData, config: HRMConfig) -> list[str]:
-    """Tasks of the mix with fewer than ``training.min_task_chunks`` training chunks."""
+    """Tasks of the mix with fewer than ``training.min_task_chunks`` training chunks starting on a
+    bar of that task (tags read the realised path: this decides which scenario symbols to add, never
+    which real chunks to train on)."""
     training = config.training
     starts = data.chunk_starts("train", config.hierarchical_features.high_level_lookback, training.chunk_bars)
     return [
         task
         for index, task in enumerate(TASKS)
-        if training.task_mix.get(task, 0) > 0 and len(starts[index]) < training.min_task_chunks
+        if training.task_mix.get(task, 0) > 0
+        and (data.task[starts] == index).sum() < training.min_task_chunks
     ]
 
 

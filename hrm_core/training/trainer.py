@@ -20,13 +20,15 @@ import torch
 from tqdm.auto import tqdm
 
 from hrm_core.config import HRMConfig, StageConfig
+from hrm_core.data.market import MarketData
 from hrm_core.errors import HRMError
 from hrm_core.model.act import run_segments
 from hrm_core.model.flat import FlatTrader
 from hrm_core.model.gru import GRUTrader
 from hrm_core.model.hrm import HRMTrader
+from hrm_core.model.trader import TraderBase
 from hrm_core.training.checkpoint import load_checkpoint, save_checkpoint
-from hrm_core.training.data import Chunks, MarketData, WindowSampler
+from hrm_core.training.data import Chunks, WindowSampler
 from hrm_core.training.ewc import EWC
 from hrm_core.training.losses import act_loss
 
@@ -40,20 +42,19 @@ def pick_device(preference: str) -> torch.device:
     return torch.device("cpu")
 
 
-def build_model(config: HRMConfig, data: MarketData) -> HRMTrader:
+def build_model(config: HRMConfig, data: MarketData) -> TraderBase:
     """The configured architecture (``model.architecture``) sized for ``data``'s features."""
     return build_model_for(config, data.strategic_names, data.tactical_names)
 
 
 def build_model_for(
     config: HRMConfig, strategic_names: tuple[str, ...], tactical_names: tuple[str, ...]
-) -> HRMTrader:
+) -> TraderBase:
     """The configured architecture reading the named features (in that order)."""
     hf = config.hierarchical_features
     kind = {"hrm": HRMTrader, "flat": FlatTrader, "gru": GRUTrader}[config.model.architecture]
     model = kind(
         config.model,
-        config.trading,
         n_strategic=len(strategic_names),
         n_tactical=len(tactical_names),
         high_level_lookback=hf.high_level_lookback,
@@ -64,7 +65,7 @@ def build_model_for(
 
 
 def save_trained_model(
-    path: str | Path, model: HRMTrader, config: HRMConfig, data: MarketData, fold: int
+    path: str | Path, model: TraderBase, config: HRMConfig, data: MarketData, fold: int
 ) -> None:
     """A trained model with everything needed to use it again: weights, config, the features it
     reads, the normalisation it was trained with, its fold and its current cycles."""
@@ -81,7 +82,7 @@ def save_trained_model(
     )
 
 
-def load_trained_model(path: str | Path) -> tuple[HRMTrader, HRMConfig, dict[str, Any]]:
+def load_trained_model(path: str | Path) -> tuple[TraderBase, HRMConfig, dict[str, Any]]:
     """The model saved by ``save_trained_model``, its config, and the rest of what was saved."""
     saved = load_checkpoint(path)
     config = HRMConfig.model_validate(saved["config"])
@@ -93,7 +94,7 @@ def load_trained_model(path: str | Path) -> tuple[HRMTrader, HRMConfig, dict[str
 
 @dataclass
 class TrainResult:
-    model: HRMTrader
+    model: TraderBase
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -115,7 +116,7 @@ class Trainer:
         data: MarketData,
         checkpoint_dir: str | Path | None = None,
         progress: bool = True,
-        model: HRMTrader | None = None,
+        model: TraderBase | None = None,
         ewc: EWC | None = None,
     ) -> None:
         self.config = config
@@ -129,17 +130,17 @@ class Trainer:
         self.model = (model or build_model(config, data)).to(self.device)
         self.sampler = WindowSampler(data, config, self.device)
         self.train_starts = self.sampler.chunk_starts("train")
-        if not len(self.train_starts[-1]):
+        if not len(self.train_starts):
             raise HRMError(
                 f"training data: no chunk of {self.training.chunk_bars} consecutive training decisions; "
                 "lower training.chunk_bars or the lookbacks, or use more data"
             )
-        validation_starts = self.sampler.chunk_starts("validation")[-1]
+        validation_starts = self.sampler.chunk_starts("validation")
         pick = np.random.default_rng(config.seed + 1)
         chosen = np.sort(
             pick.choice(validation_starts, min(VALIDATION_CHUNKS, len(validation_starts)), replace=False)
         )
-        self.validation = self.sampler.chunks(chosen, pick) if len(chosen) else None
+        self.validation = self.sampler.chunks(chosen) if len(chosen) else None
         self.rng = np.random.default_rng(config.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.autocast = self.device.type == "cuda" and self.training.bf16
@@ -162,13 +163,16 @@ class Trainer:
             if self.best_state is None:
                 self.best_state = copy.deepcopy(self.model.state_dict())
             bar = tqdm(total=total, initial=state.step, desc=f"stage {stage.name}", disable=not self.progress)
-            while state.step < total and state.bad_evals < self.training.patience:
+            while state.step < total and (
+                self.validation is None or state.bad_evals < self.training.patience
+            ):
                 logged = self._train_step(stage, optimizer, state.step)
                 state.step += 1
                 steps_this_call += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{logged['loss']:.3f}", segments=f"{logged['segments']:.2f}")
-                if state.step % self.training.eval_every == 0 or state.step == total:
+                evaluate = state.step % self.training.eval_every == 0 or state.step == total
+                if evaluate and self.validation is not None:
                     logged["val_loss"] = self.validation_loss(stage)
                     if logged["val_loss"] < state.best_loss:
                         state.best_loss, state.bad_evals = logged["val_loss"], 0
@@ -183,7 +187,7 @@ class Trainer:
                     self._save(state, optimizer)
                     return TrainResult(self.model, state.history)
             bar.close()
-            if self.validation is not None and math.isfinite(state.best_loss):
+            if self.validation is not None:
                 self.model.load_state_dict(self.best_state)
             self.best_state = None
             state = _State(stage=index + 1, history=state.history)
@@ -225,7 +229,7 @@ class Trainer:
                 self.config.model.halt_exploration_prob if explore else 0.0,
                 generator=self.generator,
             )
-        return act_loss(run, chunks, self.training, self.config.trading, stage.act)
+        return act_loss(run, chunks, self.config, stage.act)
 
     def _train_step(
         self, stage: StageConfig, optimizer: torch.optim.Optimizer, step: int
@@ -248,10 +252,7 @@ class Trainer:
 
     @torch.no_grad()
     def validation_loss(self, stage: StageConfig) -> float:
-        """Loss on the fixed validation chunks (deterministic); infinite when the fold has none, which
-        turns early stopping off."""
-        if self.validation is None:
-            return math.inf
+        """Loss on the fixed validation chunks (deterministic, no exploration)."""
         self.model.eval()
         _, logged = self._forward(stage, self.validation, explore=False)
         return logged["loss"]
