@@ -32,6 +32,7 @@ class HRMSettings(dg.ConfigurableResource):
     source: str | None = None
     path: str | None = None
     symbols: list[str] | None = None
+    models: list[str] | None = None  # overrides evaluation.models (``hrm-trading evaluate --models``)
 
     def config(self) -> HRMConfig:
         data = {
@@ -40,7 +41,8 @@ class HRMSettings(dg.ConfigurableResource):
         config_path = self.config_path
         if config_path and not Path(config_path).is_absolute():
             config_path = str(Path(self.project_dir) / config_path)
-        return load_config(config_path, data=data)
+        evaluation = {"models": self.models} if self.models else {}
+        return load_config(config_path, data=data, evaluation=evaluation)
 
     @property
     def data_dir(self) -> Path:

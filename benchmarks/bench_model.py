@@ -17,10 +17,11 @@ import torch
 from memory import PeakRSS
 
 from hrm_core.config import HRMConfig, StageConfig, load_config
+from hrm_core.data.market import MarketData
 from hrm_core.model.agent import HRMTradingAgent
 from hrm_core.model.flat import FlatTrader
 from hrm_core.training.api import prepare_market_data
-from hrm_core.training.data import MarketData, WindowSampler
+from hrm_core.training.data import WindowSampler
 from hrm_core.training.trainer import Trainer, build_model
 
 
@@ -28,7 +29,6 @@ def flat_model(config: HRMConfig, data: MarketData) -> FlatTrader:
     hf = config.hierarchical_features
     return FlatTrader(
         config.model,
-        config.trading,
         data.strategic.shape[1],
         data.tactical.shape[1],
         hf.high_level_lookback,
@@ -75,19 +75,27 @@ def decision_latency(
     """Per-bar latency of the streaming agent (batch 1, up to ``segments`` ACT segments). The model
     is untrained, so its Q head never halts early: every bar runs all segments (the worst case)."""
     torch.manual_seed(config.seed)
+    config = config.model_copy(
+        update={
+            "model": config.model.model_copy(
+                update={"halt_max_steps": segments, "h_update_interval": interval}
+            )
+        }
+    )
     model = flat_model(config, data) if flat else build_model(config, data)
     model.eval()
     stage = config.training.curriculum[-1]
     model.set_cycles(stage.H_cycles, stage.L_cycles)
-    agent = HRMTradingAgent(model, segments, act=not flat, h_update_interval=interval)
+    agent = HRMTradingAgent(model, config, act=True)
     sampler = WindowSampler(data, config, torch.device("cpu"))
     rows = data.decision_rows("test", config.hierarchical_features.high_level_lookback)[:bars]
-    held = torch.zeros(1, dtype=torch.float64)
+    held = torch.zeros(1)
     times, used = [], []
     for t in rows:
-        inputs = sampler.windows(torch.tensor([t]), held, held)
+        row = torch.tensor([t])
+        inputs = sampler.windows(row)
         start = time.perf_counter()
-        decision = agent.decide(inputs)
+        decision = agent.decide(inputs, sampler.cap[row], held)
         times.append(time.perf_counter() - start)
         used.append(int(decision.segments))
     ms = np.array(times[10:]) * 1000  # the first bars warm up the allocator
@@ -127,8 +135,8 @@ def main() -> None:
 
     print(f"\nstreaming decision latency, last stage's cycles, halt_max_steps {config.model.halt_max_steps}")
     print(f"{'model':<6} {'H every':>8} {'max segments':>13} {'segments':>9} {'p50 ms':>8} {'p99 ms':>8}")
-    cases = [(1, False, config.model.halt_max_steps), (config.model.h_update_interval, False, 1)]
-    cases += [(config.model.h_update_interval, False, config.model.halt_max_steps), (1, True, 1)]
+    cases = [(1, False, config.model.halt_max_steps), (10, False, 1)]
+    cases += [(10, False, config.model.halt_max_steps), (1, True, 1)]
     for interval, flat, segments in cases:
         r = decision_latency(config, data, args.bars, interval, flat, segments)
         results["latency"].append(r)

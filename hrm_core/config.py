@@ -223,6 +223,18 @@ class MonitoringConfig(_Strict):
     max_drift_share: float = Field(0.5, ge=0.0, le=1.0)
 
 
+class EvaluationConfig(_Strict):
+    """``hrm-trading evaluate``: which models every (fold, seed) cell trains, how many seeds per
+    fold, and whether promotion needs the candidate to win across that evaluation."""
+
+    models: list[Literal["hrm", "flat", "gru", "hrm_no_act", "hrm_last_cycle", "hrm_blind"]] = [
+        "hrm",
+        "flat",
+        "gru",
+    ]
+    seeds: int = Field(3, ge=1)
+
+
 class HRMConfig(_Strict):
     """The whole project configuration."""
 
@@ -237,6 +249,7 @@ class HRMConfig(_Strict):
     training: TrainingConfig = TrainingConfig()
     promotion: PromotionConfig = PromotionConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
 
     @model_validator(mode="after")
     def _embargo_covers_labels(self) -> HRMConfig:

@@ -55,8 +55,12 @@ def _parser() -> argparse.ArgumentParser:
         "evaluate", help="train every model on every fold with several seeds; test each on its fold's block"
     )
     evaluate.add_argument("--folds", default="all", help="'all' or fold numbers, e.g. 0,2 (default all)")
-    evaluate.add_argument("--seeds", type=int, default=3, help="seeds per fold and model (default 3)")
-    evaluate.add_argument("--models", default="hrm,flat,gru", help="comma-separated (default hrm,flat,gru)")
+    evaluate.add_argument("--seeds", type=int, default=None, help="seeds per fold (default evaluation.seeds)")
+    evaluate.add_argument(
+        "--models",
+        default="hrm,flat,gru",
+        help="comma-separated: hrm, flat, gru, hrm_no_act, hrm_last_cycle, hrm_blind (default hrm,flat,gru)",
+    )
     evaluate.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="cells trained at once")
     evaluate.add_argument("--source", choices=["sample", "csv", "parquet", "s3", "yfinance"])
     evaluate.add_argument("--path", help="file, folder or s3:// URI for csv/parquet/s3 sources")
@@ -148,50 +152,142 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    """Through the code location: the data job, then one ``evaluation_cell_job`` run per fold ×
+    seed partition (``--workers`` at once, each in its own process), then the report."""
     import time
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
 
-    from hrm_core.sim.evaluation import MODELS, evaluate, summarise, write_evaluation
+    from assets.evaluation import fold_partitions, seed_partitions
+    from hrm_core.sim.evaluation import MODELS
 
-    settings = HRMSettings(
-        config_path=args.config or DEFAULT_CONFIG, source=args.source, path=args.path, symbols=args.symbols
-    )
-    config = settings.config()
-    folds = list(range(config.splits.n_folds)) if args.folds == "all" else _integers(args.folds, "--folds")
-    bad = [f for f in folds if not 0 <= f < config.splits.n_folds]
-    if bad:
-        raise HRMError(
-            f"--folds: fold {bad[0]} does not exist; the config has folds 0..{config.splits.n_folds - 1}"
-        )
+    prepare_home()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         raise HRMError(f"--models: unknown model {unknown[0]!r}; known: {', '.join(MODELS)}")
-    if args.seeds < 1:
+    settings_args = {
+        "config_path": args.config or DEFAULT_CONFIG,
+        "source": args.source,
+        "path": args.path,
+        "symbols": args.symbols,
+        "models": models,
+    }
+    config = HRMSettings(**settings_args).config()
+    n_folds = config.splits.n_folds
+    folds = list(range(n_folds)) if args.folds == "all" else _integers(args.folds, "--folds")
+    bad = [f for f in folds if not 0 <= f < n_folds]
+    if bad:
+        raise HRMError(f"--folds: fold {bad[0]} does not exist; the config has folds 0..{n_folds - 1}")
+    seeds = [config.seed + i for i in range(args.seeds or config.evaluation.seeds)]
+    if not seeds:
         raise HRMError("--seeds: give at least 1, e.g. --seeds 3")
-    seeds = [config.seed + i for i in range(args.seeds)]
+    started = time.perf_counter()
+    if _run_data_job(settings_args) != 0:
+        return 1
+    instance = _instance()
+    _set_partitions(instance, fold_partitions.name, [str(f) for f in folds])
+    _set_partitions(instance, seed_partitions.name, [str(s) for s in seeds])
+    cells = [(f, s) for f in folds for s in seeds]
     print(
-        f"evaluating {', '.join(models)} on folds {folds} × seeds {seeds} "
-        f"({len(models) * len(folds) * len(seeds)} trainings, {args.workers} at once)",
+        f"evaluating {', '.join(models)} on folds {folds} × seeds {seeds}: {len(cells)} cells, "
+        f"{len(cells) * len(models)} trainings, {args.workers} cells at once",
         flush=True,
     )
-    started = time.perf_counter()
-    frame = evaluate(config, folds, seeds, models, workers=args.workers)
-    out = hrm_home() / "reports" / "evaluation" / "latest"
-    paths = write_evaluation(frame, config, out)
-    summary = summarise(frame)
-    print(f"\nout of sample, net of costs, {time.perf_counter() - started:.0f} s:")
+    failed = []
+    if args.workers <= 1:
+        outcomes = ((cell, _run_cell(settings_args, *cell)) for cell in cells)
+    else:
+        pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"))
+        futures = {pool.submit(_run_cell, settings_args, *cell): cell for cell in cells}
+        outcomes = ((futures[future], future.result()) for future in as_completed(futures))
+    for done, ((fold, seed), ok) in enumerate(outcomes, 1):
+        print(f"[{done}/{len(cells)}] fold {fold} seed {seed}: {'done' if ok else 'FAILED'}", flush=True)
+        if not ok:
+            failed.append((fold, seed))
+    if args.workers > 1:
+        pool.shutdown()
+    if failed:
+        print(f"error: cells {failed} failed; see their runs in the Dagster UI (make ui)", file=sys.stderr)
+        return 1
+    defs = _definitions(settings_args)
+    result = defs.resolve_job_def("evaluation_report_job").execute_in_process(
+        instance=instance, raise_on_error=False
+    )
+    if not result.success:
+        print(f"error: evaluation_report failed: {failure_message(result)}", file=sys.stderr)
+        return 1
+    report = json.loads((hrm_home() / "reports" / "evaluation" / "latest" / "evaluation.json").read_text())
+    print(format_evaluation(report["summary"], time.perf_counter() - started))
+    print(f"report: {hrm_home() / 'reports' / 'evaluation' / 'latest' / 'evaluation.html'}")
+    return 0
+
+
+def format_evaluation(summary: dict, seconds: float) -> str:
+    lines = [f"\nout of sample, net of costs, each fold's own test block ({seconds:.0f} s):"]
     for model, m in summary["models"].items():
-        print(
-            f"{model:>24}: Sharpe {m['sharpe_mean']:+.2f} ± {m['sharpe_std']:.2f}  "
+        lines.append(
+            f"{model:>22}: Sharpe {m['sharpe_mean']:+.2f} ± {m['sharpe_std']:.2f}  "
             f"exposure {m['exposure_mean']:.2f}  turnover {m['turnover_mean']:.3f}  "
-            f"DSR {m['dsr_mean']:.2f}  ({m['cells']} cells)"
+            f"costs {m['costs_mean']:.3f}  DSR {m['dsr_mean']:.2f}  ({m['cells']} cells)"
         )
     for pair, d in summary["paired_sharpe_difference"].items():
-        print(
-            f"{pair:>32}: {d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}] over {d['pairs']} pairs"
+        lines.append(
+            f"{pair:>30}: {d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}] ({d['pairs']} pairs)"
         )
-    print(f"report: {paths['html']}\nrows: {paths['json']}")
+    return "\n".join(lines)
+
+
+def _definitions(settings_args: dict):
+    from pipelines.definitions import build_definitions
+    from pipelines.resources import resources_for_profile
+
+    return build_definitions({**resources_for_profile(), "settings": HRMSettings(**settings_args)})
+
+
+def _instance():
+    import dagster as dg
+
+    return dg.DagsterInstance.get()
+
+
+def _set_partitions(instance, name: str, keys: list[str]) -> None:
+    if instance.get_dynamic_partitions(name) != keys:
+        for key in instance.get_dynamic_partitions(name):
+            instance.delete_dynamic_partition(name, key)
+        instance.add_dynamic_partitions(name, keys)
+
+
+def _run_data_job(settings_args: dict) -> int:
+    from pipelines.jobs import discover_symbols, partition_range_tags, sync_symbol_partitions
+    from pipelines.resources import resources_for_profile
+
+    config = HRMSettings(**settings_args).config()
+    resources = resources_for_profile()
+    s3_client = resources["s3"].get_client() if (config.data.path or "").startswith("s3://") else None
+    symbols = discover_symbols(config.data, s3_client)
+    instance = _instance()
+    sync_symbol_partitions(instance, symbols)
+    result = (
+        _definitions(settings_args)
+        .resolve_job_def("data_job")
+        .execute_in_process(instance=instance, tags=partition_range_tags(symbols), raise_on_error=False)
+    )
+    if not result.success:
+        print(f"error: data_job failed: {failure_message(result)}", file=sys.stderr)
+        return 1
+    print(f"data_job: {len(symbols)} symbols from '{config.data.source}' (HRM_HOME={hrm_home()})", flush=True)
     return 0
+
+
+def _run_cell(settings_args: dict, fold: int, seed: int) -> bool:
+    """One ``evaluation_cell_job`` run (in a worker process) for the fold × seed partition."""
+    import dagster as dg
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    key = dg.MultiPartitionKey({"fold": str(fold), "seed": str(seed)})
+    job = _definitions(settings_args).resolve_job_def("evaluation_cell_job")
+    return job.execute_in_process(instance=_instance(), partition_key=key, raise_on_error=False).success
 
 
 def _integers(text: str, option: str) -> list[int]:

@@ -9,11 +9,14 @@ from assets.splits import splits_purged_and_embargoed
 from assets.training import checkpoint_loads
 from pipelines.jobs import (
     DATA_ASSETS,
+    EVALUATION_ASSETS,
     MONITORING_ASSETS,
     TRAINING_ASSETS,
     daily_ingest_schedule,
     data_job,
     drift_retrain_sensor,
+    evaluation_cell_job,
+    evaluation_report_job,
     full_job,
     train_job,
     weekly_retrain_schedule,
@@ -24,7 +27,7 @@ from pipelines.resources import resources_for_profile
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     """Definitions with the resources of the current profile, or the ``resources`` given (tests)."""
     return dg.Definitions(
-        assets=[*DATA_ASSETS, *TRAINING_ASSETS, *MONITORING_ASSETS],
+        assets=[*DATA_ASSETS, *TRAINING_ASSETS, *MONITORING_ASSETS, *EVALUATION_ASSETS],
         asset_checks=[
             features_finite,
             features_point_in_time,
@@ -33,7 +36,7 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
             backtest_within_sanity_bounds,
             feature_drift_within_threshold,
         ],
-        jobs=[data_job, train_job, full_job],
+        jobs=[data_job, train_job, full_job, evaluation_cell_job, evaluation_report_job],
         schedules=[daily_ingest_schedule, weekly_retrain_schedule],
         sensors=[drift_retrain_sensor],
         resources=resources if resources is not None else resources_for_profile(),

@@ -5,6 +5,7 @@ from typing import Any
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
+from assets.evaluation import evaluation_cell, evaluation_partitions, evaluation_report
 from assets.features import hierarchical_features
 from assets.ingest import raw_ohlcv, symbols_partitions
 from assets.labels import training_labels
@@ -36,6 +37,7 @@ TRAINING_ASSETS = [
     promotion_decision,
 ]
 MONITORING_ASSETS = [feature_drift_report]
+EVALUATION_ASSETS = [evaluation_cell, evaluation_report]
 
 data_job = dg.define_asset_job(
     "data_job",
@@ -51,6 +53,18 @@ full_job = dg.define_asset_job(
     "full_job",
     selection=dg.AssetSelection.assets(*DATA_ASSETS, *TRAINING_ASSETS, *MONITORING_ASSETS),
     description="The whole graph: data, training, registry and drift monitoring.",
+)
+
+evaluation_cell_job = dg.define_asset_job(
+    "evaluation_cell_job",
+    selection=dg.AssetSelection.assets(evaluation_cell),
+    partitions_def=evaluation_partitions,
+    description="One fold × seed cell: every configured model trained and tested on the fold's block.",
+)
+evaluation_report_job = dg.define_asset_job(
+    "evaluation_report_job",
+    selection=dg.AssetSelection.assets(evaluation_report),
+    description="Gather the cells into the evaluation report (means, paired CIs, DSR).",
 )
 
 JOBS_BY_SIZE = ("full_job", "train_job", "data_job")

@@ -141,7 +141,8 @@ def test_the_full_graph_registers_versions_and_moves_aliases(project: Path, caps
     assert main(["predict", "--model-alias", "staging", "--json", "--config", config_path]) == 0
     predicted = json.loads(capsys.readouterr().out)
     assert {row["symbol"] for row in predicted} == {"NASDAQ", "SP500"}
-    assert {"action", "quantity", "stop_loss", "take_profit", "confidence", "segments"} <= set(predicted[0])
+    columns = {"action", "target_exposure", "position", "confidence", "p_up", "market_risk", "segments"}
+    assert columns <= set(predicted[0]) and "stop_loss" not in predicted[0]  # only trained outputs
     assert all(row["model"] == "hrm-trader@staging" for row in predicted)
     assert (
         main(["predict", "--model-alias", "staging", "--symbol", "SP500", "--json", "--config", config_path])
@@ -154,6 +155,7 @@ def test_the_full_graph_registers_versions_and_moves_aliases(project: Path, caps
         assert alone[key] == (pytest.approx(value, rel=1e-5, abs=1e-6) if isinstance(value, float) else value)
     assert main(["predict", "--model-alias", "canary", "--config", config_path]) == 2
     assert "no model version has the alias 'canary'" in capsys.readouterr().err
+    assert not (project / "mlruns").exists()  # MLflow writes under HRM_HOME, never the working directory
 
 
 POLICY = PromotionConfig(min_psr=0.5, max_drawdown_margin=0.05)

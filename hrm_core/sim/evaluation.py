@@ -1,6 +1,7 @@
 """Honest evaluation: every model trained on every walk-forward fold with several seeds, each
 tested on its own fold's test block (the blocks do not overlap), beside the rule baselines on the
-same blocks, at the configuration's own budget.
+same blocks, at the configuration's own budget. A cell that never trades scores a Sharpe of 0 (it
+earned exactly nothing), so a model that gives up is not dropped from the means.
 
 A *cell* is (model, fold, seed). Its row holds the equal-weight portfolio's Sharpe, total return,
 max drawdown, mean absolute exposure, turnover, costs (share of capital) and PSR, all out of
@@ -21,7 +22,7 @@ import dataclasses
 import json
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -67,40 +68,56 @@ _FOLD_DATA: dict[tuple[str, int], tuple[MarketData, MarketData]] = {}
 
 
 def fold_data(config: HRMConfig, fold: int) -> tuple[MarketData, MarketData]:
-    """(training data with scenario symbols, test data) of ``fold``; cached per process."""
-    from hrm_core.training.api import prepare_warehouse, with_scenarios
+    """(training data with scenario symbols, test data) of ``fold`` from the configured source in an
+    in-memory warehouse; cached per process."""
+    from hrm_core.training.api import prepare_warehouse
 
     key = (config.data.model_dump_json(), fold)
     if key not in _FOLD_DATA:
         con = duckdb.connect()
         prepare_warehouse(config, con)
-        data = load_market_data(con, config, fold)
-        _FOLD_DATA[key] = (with_scenarios(data, config), data)
+        _FOLD_DATA[key] = split_fold_data(con, config, fold)
     return _FOLD_DATA[key]
 
 
-def run_cell(config: HRMConfig, model: str, fold: int, seed: int) -> dict[str, Any]:
-    """Train ``model`` on ``fold`` with ``seed`` and backtest it on the fold's own test block."""
-    import torch
+def split_fold_data(
+    con: duckdb.DuckDBPyConnection, config: HRMConfig, fold: int
+) -> tuple[MarketData, MarketData]:
+    """(training data with scenario symbols, test data) of ``fold`` from warehouse ``con``: the test
+    part is the fold's own block only, so the folds' blocks do not overlap."""
+    from hrm_core.training.api import with_scenarios
 
+    data = load_market_data(con, config, fold)
+    return with_scenarios(data, config), data
+
+
+def run_cell(
+    config: HRMConfig, model: str, fold: int, seed: int, train_data: MarketData, test_data: MarketData
+) -> dict[str, Any]:
+    """Train ``model`` on ``fold`` with ``seed`` and backtest it on the fold's own test block."""
     from hrm_core.training.trainer import Trainer
 
-    torch.set_num_threads(1)  # cells run side by side: one thread each
     to_config, to_data = MODELS[model]
-    cell_config = to_config(config).model_copy(
-        update={"seed": seed, "training": to_config(config).training.model_copy(update={"fold": fold})}
+    cell_config = to_config(config)
+    cell_config = cell_config.model_copy(
+        update={"seed": seed, "training": cell_config.training.model_copy(update={"fold": fold})}
     )
-    train_data, test_data = fold_data(config, fold)
     trained = Trainer(cell_config, to_data(train_data), progress=False).fit().model
     result = backtest_models({model: trained}, to_data(test_data), cell_config, rules=False)
     return _row(result, model, fold, seed)
 
 
-def rule_rows(config: HRMConfig, fold: int) -> list[dict[str, Any]]:
+def rule_rows(config: HRMConfig, fold: int, test_data: MarketData) -> list[dict[str, Any]]:
     """The rule baselines on ``fold``'s test block (seed-free)."""
-    _, test_data = fold_data(config, fold)
     result = backtest_models({}, test_data, config)
     return [_row(result, name, fold, None) for name in BASELINES]
+
+
+def _cell_in_memory(config: HRMConfig, model: str, fold: int, seed: int) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)  # cells run side by side: one thread each
+    return run_cell(config, model, fold, seed, *fold_data(config, fold))
 
 
 def _row(result: BacktestResult, strategy: str, fold: int, seed: int | None) -> dict[str, Any]:
@@ -113,11 +130,12 @@ def _row(result: BacktestResult, strategy: str, fold: int, seed: int | None) -> 
         positions=exposure,
         costs=sum(run.costs for run in runs) / (len(runs) * result.initial_capital),
     )
+    flat = not np.any(returns.to_numpy())  # never traded: it earned exactly 0, not an undefined ratio
     return {
         "model": strategy,
         "fold": fold,
         "seed": seed,
-        "sharpe": summary["sharpe"],
+        "sharpe": 0.0 if flat else summary["sharpe"],
         "total_return": summary["total_return"],
         "max_drawdown": summary["max_drawdown"],
         "exposure": float(np.abs(exposure).mean()),
@@ -130,22 +148,46 @@ def _row(result: BacktestResult, strategy: str, fold: int, seed: int | None) -> 
 
 
 def evaluate(
-    config: HRMConfig, folds: list[int], seeds: list[int], models: list[str], workers: int = 1
+    config: HRMConfig,
+    folds: list[int],
+    seeds: list[int],
+    models: list[str],
+    workers: int = 1,
+    progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> pd.DataFrame:
-    """Every (model, fold, seed) cell and the rule baselines per fold, one row each, with the DSR
-    over all model trials. ``workers`` cells train at once, in separate processes."""
+    """Every (model, fold, seed) cell and the rule baselines per fold on the configured source (an
+    in-memory warehouse; the Dagster asset ``evaluation_cell`` does the same from the project's
+    warehouse), one row each, with the DSR over all model trials. ``workers`` cells train at once,
+    in separate processes; ``progress`` gets each finished row."""
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         raise ValueError(f"evaluate: unknown model {unknown[0]!r}; known: {', '.join(MODELS)}")
     cells = [(config, m, f, s) for f in folds for s in seeds for m in models]
+    rows = []
     if workers > 1:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         with ProcessPoolExecutor(workers) as pool:
-            rows = list(pool.map(run_cell, *zip(*cells, strict=True)))
+            for future in as_completed([pool.submit(_cell_in_memory, *cell) for cell in cells]):
+                rows.append(future.result())
+                if progress:
+                    progress(rows[-1])
     else:
-        rows = [run_cell(*cell) for cell in cells]
-    rows += [row for f in folds for row in rule_rows(config, f)]
+        for cell in cells:
+            rows.append(_cell_in_memory(*cell))
+            if progress:
+                progress(rows[-1])
+    rows += [row for f in folds for row in rule_rows(config, f, fold_data(config, f)[1])]
+    return with_dsr(rows)
+
+
+def with_dsr(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The rows in (model, fold, seed) order, each with its DSR against every model trial's Sharpe."""
     frame = pd.DataFrame(rows)
+    order = {name: i for i, name in enumerate(dict.fromkeys([*MODELS, *BASELINES, *frame["model"]]))}
+    frame = frame.sort_values(
+        ["model", "fold", "seed"], key=lambda c: c.map(order) if c.name == "model" else c
+    )
+    frame = frame.reset_index(drop=True)
     trials = [_per_period_sharpe(r) for r in frame.loc[frame["seed"].notna(), "returns"]]
     frame["dsr"] = [
         deflated_sharpe_ratio(np.asarray(r), trials) if len(trials) > 1 else np.nan for r in frame["returns"]
