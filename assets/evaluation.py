@@ -4,7 +4,6 @@ fold × seed, so the UI shows each cell and cells run as parallel runs); ``evalu
 gathers the cells of the current configuration into the JSON and HTML report. Thin: the work is
 ``hrm_core.sim.evaluation``."""
 
-
 import hashlib
 import json
 from pathlib import Path
