@@ -9,6 +9,7 @@ weights-only checkpoint beside it (tag ``checkpoint_uri``) is what backtests and
 """
 
 import base64
+import json
 import shutil
 
 import dagster as dg
@@ -20,8 +21,10 @@ from dagster_duckdb import DuckDBResource
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
+from assets.evaluation import config_key, evaluation_dir
 from assets.resources import HRMSettings, MlflowResource, hrm_home
 from assets.training import training_data
+from hrm_core.config import HRMConfig
 from hrm_core.data.market import load_market_data
 from hrm_core.model.serving import OUTPUT_COLUMNS, ServingTrader
 from hrm_core.model.trader import TraderBase
@@ -196,6 +199,18 @@ def backtest_report(
     )
 
 
+def latest_evaluation_difference(config: HRMConfig) -> dict[str, float] | None:
+    """The paired HRM − buy-and-hold Sharpe difference of the latest evaluation, when that
+    evaluation was of this configuration (None otherwise)."""
+    path = evaluation_dir() / "latest" / "evaluation.json"
+    if not path.exists():
+        return None
+    evaluation = json.loads(path.read_text())
+    if config_key(HRMConfig.model_validate(evaluation["config"])) != config_key(config):
+        return None
+    return evaluation["summary"]["paired_sharpe_difference"].get("hrm - buy_and_hold")
+
+
 def comparison_problem(
     con: duckdb.DuckDBPyConnection, incumbent: TraderBase, candidate: TraderBase, own_fold: int, fold: int
 ) -> str | None:
@@ -252,6 +267,7 @@ def promotion_decision(
         incumbent_name,
         config.promotion,
         sanity_problems(portfolio),
+        across_folds=latest_evaluation_difference(config),
     )
     client = tracking.client()
     version = candidate_model["version"]

@@ -208,10 +208,14 @@ class TrainingConfig(_Strict):
 class PromotionConfig(_Strict):
     """When a candidate replaces the production model (out-of-sample, same fold, net of costs):
     its Sharpe beats production's (buy-and-hold's when there is none), its max drawdown is at most
-    ``max_drawdown_margin`` deeper, and its PSR is at least ``min_psr``."""
+    ``max_drawdown_margin`` deeper, and its PSR is at least ``min_psr``. With ``evaluation:
+    all_folds`` the configuration must also beat buy-and-hold across the latest evaluation of the
+    same configuration (``hrm-trading evaluate``): the paired Sharpe difference's 95 % interval
+    above 0 over every fold and seed, not one fold."""
 
     min_psr: float = Field(0.5, ge=0.0, le=1.0)
     max_drawdown_margin: float = Field(0.05, ge=0.0)
+    evaluation: Literal["fold", "all_folds"] = "fold"
 
 
 class MonitoringConfig(_Strict):

@@ -244,3 +244,22 @@ def test_the_drift_sensor_requests_a_retrain_only_above_the_threshold(project: P
     assert len(requests) == int(launches)
     if launches:
         assert requests[0].tags["trigger"] == "drift"
+
+
+@pytest.mark.parametrize(
+    ("across", "promote", "failing"),
+    [
+        ({"mean": 0.3, "ci_low": 0.1, "ci_high": 0.5, "pairs": 12}, True, None),
+        ({"mean": 0.3, "ci_low": -0.1, "ci_high": 0.7, "pairs": 12}, False, "across the evaluation"),
+        (None, False, "no evaluation of this configuration"),
+    ],
+)
+def test_promotion_across_all_folds_needs_the_evaluation_to_beat_buy_and_hold(across, promote, failing):
+    policy = POLICY.model_copy(update={"evaluation": "all_folds"})
+    incumbent = {"sharpe": 0.5, "max_drawdown": -0.20, "psr": 0.7}
+    decision = decide_promotion(GOOD, incumbent, "buy_and_hold", policy, [], across_folds=across)
+    assert decision.promote is promote and len(decision.reasons) == 5
+    failures = [r for r in decision.reasons if r.startswith("FAIL")]
+    assert (failing is None and not failures) or (len(failures) == 1 and failing in failures[0])
+    one_fold = decide_promotion(GOOD, incumbent, "buy_and_hold", POLICY, [], across_folds=across)
+    assert one_fold.promote and len(one_fold.reasons) == 4  # the default judges the run's own fold

@@ -21,11 +21,14 @@ def decide_promotion(
     incumbent_name: str,
     policy: PromotionConfig,
     failed_checks: list[str],
+    across_folds: dict[str, float] | None = None,
 ) -> PromotionDecision:
     """Promote only when every rule holds: no failed blocking check, a Sharpe above the incumbent's
     (the production model, or buy-and-hold when there is none) on the same bars, a max drawdown no
-    deeper than the incumbent's by more than the margin, and PSR ≥ the minimum. Each rule adds a
-    reason, passed or not, so the decision explains itself."""
+    deeper than the incumbent's by more than the margin, and PSR ≥ the minimum; with
+    ``policy.evaluation == "all_folds"`` also ``across_folds`` (the evaluation's paired HRM −
+    buy-and-hold Sharpe difference: mean, ci_low, ci_high, pairs) with its interval above 0. Each
+    rule adds a reason, passed or not, so the decision explains itself."""
     rules = []
     rules.append(
         (
@@ -45,6 +48,18 @@ def decide_promotion(
     )
     psr = _number(candidate, "psr")
     rules.append((psr >= policy.min_psr, f"PSR {psr:.3f} (minimum {policy.min_psr})"))
+    if policy.evaluation == "all_folds":
+        if across_folds is None:
+            rules.append((False, "no evaluation of this configuration: run `hrm-trading evaluate`"))
+        else:
+            rules.append(
+                (
+                    across_folds["ci_low"] > 0,
+                    f"across the evaluation, Sharpe − buy-and-hold {across_folds['mean']:+.3f} "
+                    f"[{across_folds['ci_low']:+.3f}, {across_folds['ci_high']:+.3f}] "
+                    f"over {across_folds['pairs']} fold × seed pairs",
+                )
+            )
     reasons = [("pass: " if ok else "FAIL: ") + text for ok, text in rules]
     return PromotionDecision(promote=all(ok for ok, _ in rules), reasons=reasons)
 
