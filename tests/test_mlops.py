@@ -263,3 +263,21 @@ def test_promotion_across_all_folds_needs_the_evaluation_to_beat_buy_and_hold(ac
     assert (failing is None and not failures) or (len(failures) == 1 and failing in failures[0])
     one_fold = decide_promotion(GOOD, incumbent, "buy_and_hold", POLICY, [], across_folds=across)
     assert one_fold.promote and len(one_fold.reasons) == 4  # the default judges the run's own fold
+
+
+def test_a_production_model_is_not_compared_on_bars_it_trained_on():
+    import duckdb
+
+    from assets.registry import comparison_problem
+    from hrm_core.config import load_config
+    from hrm_core.training.api import prepare_warehouse
+    from hrm_core.training.trainer import build_model_for
+
+    config = load_config("configs/hrm_cpu_small.yaml")
+    con = duckdb.connect()
+    prepare_warehouse(config, con)
+    model = build_model_for(config, ("a",), ("b",))
+    assert comparison_problem(con, model, model, own_fold=0, fold=1) is None
+    assert "past the test start" in comparison_problem(con, model, model, own_fold=3, fold=0)
+    other = build_model_for(config, ("a",), ("c",))
+    assert "other features" in comparison_problem(con, other, model, own_fold=0, fold=1)

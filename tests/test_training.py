@@ -80,6 +80,28 @@ def test_a_killed_run_resumes_where_it_stopped(market, tmp_path):
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
 
 
+def test_without_validation_data_every_stage_runs_its_whole_budget(market):
+    no_validation = market.with_part(np.where(market.part == PARTS.index("validation"), -1, market.part))
+    history = Trainer(tiny_config(patience=1), no_validation, progress=False).fit().history
+    assert len(history) == 20  # 40 episodes / 4 chunks, two stages: early stopping is off
+    assert not any("val_loss" in h for h in history)
+
+
+def test_a_window_that_would_leave_its_symbol_is_refused():
+    from hrm_core.data.market import concat
+
+    two = concat(
+        [
+            dataclasses.replace(planted_regime_market(300, seed=s), symbols=[n])
+            for s, n in ((1, "A"), (2, "B"))
+        ]
+    )
+    strategic, tactical = two.windows(np.array([299, 599]), 50, 10)
+    assert strategic.shape == (2, 50, 4) and tactical.shape == (2, 10, 4)
+    with pytest.raises(HRMError, match=r"B bar .* 50-bar window would reach before the symbol's first bar"):
+        two.windows(np.array([320]), 50, 10)
+
+
 def test_a_pickled_checkpoint_is_refused(tmp_path):
     path = tmp_path / "pickled.pt"
     torch.save(torch.nn.Linear(2, 2), path)  # a whole pickled module, not a state dict

@@ -34,6 +34,7 @@ TABLE_COLUMNS = [
     "exposure",
     "turnover",
     "costs",
+    "brier",  # the models' p_up against the realised outcome (0.25: a coin; lower is better)
 ]
 FIGURES = {
     "equity": "equity_drawdown.png",
