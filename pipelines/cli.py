@@ -84,39 +84,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     prepare_home()
-    import dagster as dg
+    from pipelines.jobs import JOBS_BY_SIZE
 
-    from pipelines.definitions import build_definitions
-    from pipelines.jobs import (
-        JOBS_BY_SIZE,
-        discover_symbols,
-        partition_range_tags,
-        sync_symbol_partitions,
-    )
-    from pipelines.resources import resources_for_profile
-
-    settings = HRMSettings(
-        config_path=args.config or DEFAULT_CONFIG, source=args.source, path=args.path, symbols=args.symbols
-    )
-    config = settings.config()
-    resources = {**resources_for_profile(), "settings": settings}
-    defs = build_definitions(resources)
+    settings_args = {
+        "config_path": args.config or DEFAULT_CONFIG,
+        "source": args.source,
+        "path": args.path,
+        "symbols": args.symbols,
+    }
+    defs = _definitions(settings_args)
     defined = {job.name for job in defs.jobs}
     job_name = JOB_ALIASES[args.job] if args.job else next(j for j in JOBS_BY_SIZE if j in defined)
     if job_name not in defined:
         raise HRMError(f"job '{args.job}' is not defined yet (defined: {', '.join(sorted(defined))})")
-
-    s3_client = resources["s3"].get_client() if (config.data.path or "").startswith("s3://") else None
-    symbols = discover_symbols(config.data, s3_client)
-    instance = dg.DagsterInstance.get()
-    sync_symbol_partitions(instance, symbols)
-    print(
-        f"running {job_name} on {len(symbols)} symbols from '{config.data.source}' (HRM_HOME={hrm_home()})",
-        flush=True,
-    )
-    result = defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance, tags=partition_range_tags(symbols), raise_on_error=False
-    )
+    result = _execute_job(defs, settings_args, job_name)
     print(format_summary(result))
     if job_name == "full_job" and result.success:
         path = write_run_summary(result, hrm_home() / "reports" / "latest" / "summary.json")
@@ -160,6 +141,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from assets.evaluation import fold_partitions, seed_partitions
     from hrm_core.sim.evaluation import MODELS
+    from pipelines.jobs import sync_dynamic_partitions
 
     prepare_home()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -183,11 +165,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not seeds:
         raise HRMError("--seeds: give at least 1, e.g. --seeds 3")
     started = time.perf_counter()
-    if _run_data_job(settings_args) != 0:
+    defs = _definitions(settings_args)
+    data = _execute_job(defs, settings_args, "data_job")
+    if not data.success:
+        print(f"error: data_job failed: {failure_message(data)}", file=sys.stderr)
         return 1
     instance = _instance()
-    _set_partitions(instance, fold_partitions.name, [str(f) for f in folds])
-    _set_partitions(instance, seed_partitions.name, [str(s) for s in seeds])
+    sync_dynamic_partitions(instance, fold_partitions.name, [str(f) for f in folds])
+    sync_dynamic_partitions(instance, seed_partitions.name, [str(s) for s in seeds])
     cells = [(f, s) for f in folds for s in seeds]
     print(
         f"evaluating {', '.join(models)} on folds {folds} × seeds {seeds}: {len(cells)} cells, "
@@ -210,7 +195,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     if failed:
         print(f"error: cells {failed} failed; see their runs in the Dagster UI (make ui)", file=sys.stderr)
         return 1
-    defs = _definitions(settings_args)
     result = defs.resolve_job_def("evaluation_report_job").execute_in_process(
         instance=instance, raise_on_error=False
     )
@@ -251,14 +235,9 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
-def _set_partitions(instance, name: str, keys: list[str]) -> None:
-    if instance.get_dynamic_partitions(name) != keys:
-        for key in instance.get_dynamic_partitions(name):
-            instance.delete_dynamic_partition(name, key)
-        instance.add_dynamic_partitions(name, keys)
-
-
-def _run_data_job(settings_args: dict) -> int:
+def _execute_job(defs, settings_args: dict, job_name: str):
+    """Discover the source's symbols, make them the symbol partitions, and run ``job_name`` over all
+    of them in one run on the instance the UI reads; returns the run's result."""
     from pipelines.jobs import discover_symbols, partition_range_tags, sync_symbol_partitions
     from pipelines.resources import resources_for_profile
 
@@ -268,16 +247,13 @@ def _run_data_job(settings_args: dict) -> int:
     symbols = discover_symbols(config.data, s3_client)
     instance = _instance()
     sync_symbol_partitions(instance, symbols)
-    result = (
-        _definitions(settings_args)
-        .resolve_job_def("data_job")
-        .execute_in_process(instance=instance, tags=partition_range_tags(symbols), raise_on_error=False)
+    print(
+        f"running {job_name} on {len(symbols)} symbols from '{config.data.source}' (HRM_HOME={hrm_home()})",
+        flush=True,
     )
-    if not result.success:
-        print(f"error: data_job failed: {failure_message(result)}", file=sys.stderr)
-        return 1
-    print(f"data_job: {len(symbols)} symbols from '{config.data.source}' (HRM_HOME={hrm_home()})", flush=True)
-    return 0
+    return defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance, tags=partition_range_tags(symbols), raise_on_error=False
+    )
 
 
 def _run_cell(settings_args: dict, fold: int, seed: int) -> bool:

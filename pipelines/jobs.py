@@ -84,18 +84,23 @@ def discover_symbols(config: DataConfig, s3_client: Any = None) -> list[str]:
     return sorted(make_source(config, s3_client).load()["symbol"].unique().tolist())
 
 
-def sync_symbol_partitions(instance: dg.DagsterInstance, symbols: list[str]) -> list[str]:
-    """Make the ``symbols`` partitions exactly ``symbols`` (in that order); return them.
+def sync_dynamic_partitions(instance: dg.DagsterInstance, name: str, keys: list[str]) -> list[str]:
+    """Make the dynamic partitions ``name`` exactly ``keys`` (in that order); return them.
 
-    Stale symbols are removed so that a partition range never covers a symbol the source lacks;
-    their past materialisations stay in the event log.
+    Stale keys are removed so that a partition range never covers one the source lacks; their
+    past materialisations stay in the event log.
     """
-    current = instance.get_dynamic_partitions(symbols_partitions.name)
-    if current != symbols:
+    current = instance.get_dynamic_partitions(name)
+    if current != keys:
         for key in current:
-            instance.delete_dynamic_partition(symbols_partitions.name, key)
-        instance.add_dynamic_partitions(symbols_partitions.name, symbols)
-    return symbols
+            instance.delete_dynamic_partition(name, key)
+        instance.add_dynamic_partitions(name, keys)
+    return keys
+
+
+def sync_symbol_partitions(instance: dg.DagsterInstance, symbols: list[str]) -> list[str]:
+    """Make the ``symbols`` partitions exactly ``symbols``; return them."""
+    return sync_dynamic_partitions(instance, symbols_partitions.name, symbols)
 
 
 @dg.schedule(job=data_job, cron_schedule="0 6 * * *", default_status=dg.DefaultScheduleStatus.STOPPED)

@@ -5,6 +5,7 @@ from the HRM in exactly one place and are compared like for like."""
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +37,7 @@ class MarketInputs:
         return self.strategic.shape[0]
 
 
-class TraderBase(nn.Module):
+class TraderBase(nn.Module, ABC):
     """Embeddings, carry, summary and heads. ``feature_names`` (strategic, tactical) records what the
     model was trained on, so data with other features is refused."""
 
@@ -94,8 +95,8 @@ class TraderBase(nn.Module):
             z_L=self.L_init.expand(batch, self.low_level_lookback, -1).clone(),
         )
 
+    @abstractmethod
     def segment(
         self, carry: Carry, inputs: MarketInputs, update_H: bool = True
     ) -> tuple[Carry, TradingOutputs]:
-        """One refinement step from ``carry``: the detached carry and the decision."""
-        raise NotImplementedError
+        """One refinement step from ``carry``: the detached carry and the decision (each core's own)."""
