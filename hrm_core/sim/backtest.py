@@ -101,9 +101,16 @@ class BacktestResult:
 
 @torch.no_grad()
 def run_agent(
-    model: TraderBase, data: MarketData, config: HRMConfig, symbol: str, part: str, act: bool
+    model: TraderBase,
+    data: MarketData,
+    config: HRMConfig,
+    symbol: str,
+    part: str,
+    act: bool,
+    up: np.ndarray,
 ) -> SymbolRun:
-    """The model trading ``symbol`` through ``part`` in ``HRMTradingEnv`` (real fills and costs)."""
+    """The model trading ``symbol`` through ``part`` in ``HRMTradingEnv`` (real fills and costs);
+    ``up`` [N] is the realised outcome its p_up is scored against (``outcome_targets``)."""
     env = HRMTradingEnv(data, config, model, symbol=symbol, part=part, act=act)
     _, info = env.reset(seed=config.seed)
     equity, shares, used, regimes, p_up, trades = [info["equity"]], [info["shares"]], [], [], [], []
@@ -122,7 +129,6 @@ def run_agent(
     index = pd.DatetimeIndex(data.ts[env.rows])
     equity = pd.Series(equity, index=index)
     positions = pd.Series(shares, index=index)
-    up = outcome_targets(data, config.training.outcome_horizon, config.trading.periods_per_year).up
     realised = up[env.rows[:-1]]
     known = np.isfinite(realised)
     brier = float(np.mean((np.array(p_up)[known] - realised[known]) ** 2)) if known.any() else float("nan")
@@ -222,8 +228,9 @@ def backtest_models(
             f"the {part!r} part has no symbol with at least 2 decision bars",
             "use more data, fewer folds (splits.n_folds) or a larger splits.test_fraction",
         )
+    up = outcome_targets(data, config.training.outcome_horizon, config.trading.periods_per_year).up
     runs = {
-        name: {s: run_agent(m, data, config, s, part, act) for s in symbols} for name, m in models.items()
+        name: {s: run_agent(m, data, config, s, part, act, up) for s in symbols} for name, m in models.items()
     }
     for name in BASELINES if rules else ():
         runs[name] = {s: run_baseline(name, data, config, s, part) for s in symbols}
