@@ -4,10 +4,10 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
-from assets.resources import HRMSettings
+from assets.resources import DvcResource, HRMSettings
 from hrm_core.data.sources import make_source
-from hrm_core.data.versioning import snapshot_path, write_snapshot
-from hrm_core.data.warehouse import ensure_tables, replace_symbols, transaction
+from hrm_core.data.versioning import snapshot_path, snapshot_symbols, write_snapshot
+from hrm_core.data.warehouse import drop_other_symbols, ensure_tables, replace_symbols, transaction
 from hrm_core.errors import DataError
 
 symbols_partitions = dg.DynamicPartitionsDefinition(name="symbols")
@@ -23,12 +23,18 @@ WAREHOUSE_POOL = "warehouse"
     kinds={"duckdb", "parquet"},
 )
 def raw_ohlcv(
-    context: dg.AssetExecutionContext, settings: HRMSettings, warehouse: DuckDBResource, s3: S3Resource
+    context: dg.AssetExecutionContext,
+    settings: HRMSettings,
+    warehouse: DuckDBResource,
+    s3: S3Resource,
+    dvc: DvcResource,
 ) -> dg.MaterializeResult:
     """Raw bars per symbol: a snapshot in ``data/raw/<symbol>.parquet`` and the table ``raw.ohlcv``.
 
     Rows are stored as read (no repair); validation happens downstream. Re-ingesting the same data
-    replaces the symbol's rows, so it is idempotent.
+    replaces the symbol's rows, so it is idempotent. The warehouse and the snapshots hold exactly
+    the current partitions (the source's symbols): a symbol no longer among them is dropped, so
+    a run on new data never trains, tests or versions the data of an earlier source.
     """
     config = settings.config()
     s3_client = s3.get_client() if config.data.path and config.data.path.startswith("s3://") else None
@@ -42,12 +48,19 @@ def raw_ohlcv(
             missing[0],
         )
     selected = bars[bars["symbol"].isin(symbols)]
+    scope = context.instance.get_dynamic_partitions(symbols_partitions.name)
     for symbol, frame in selected.groupby("symbol"):
-        write_snapshot(frame, snapshot_path(settings.data_dir, str(symbol)))
+        write_snapshot(frame, snapshot_path(dvc.data_dir, str(symbol)))
     with warehouse.get_connection() as con:
         ensure_tables(con)
         with transaction(con):
             replace_symbols(con, "raw.ohlcv", selected, symbols)
+            dropped = drop_other_symbols(con, scope)
+    for symbol in snapshot_symbols(dvc.data_dir):
+        if symbol not in scope:
+            snapshot_path(dvc.data_dir, symbol).unlink()
+    if dropped:
+        context.log.info(f"dropped symbols that are not in this source: {', '.join(dropped)}")
     counts = selected.groupby("symbol").size()
     return dg.MaterializeResult(
         metadata={
@@ -55,5 +68,6 @@ def raw_ohlcv(
             "rows_per_symbol": dg.MetadataValue.json({str(k): int(v) for k, v in counts.items()}),
             "source": config.data.source,
             "files": dg.MetadataValue.json(sorted(selected["source_file"].unique().tolist())),
+            "dropped_symbols": dg.MetadataValue.json(dropped),
         }
     )

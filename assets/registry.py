@@ -23,15 +23,15 @@ from mlflow.types import Schema, TensorSpec
 
 from assets.evaluation import config_key, evaluation_dir
 from assets.resources import HRMSettings, MlflowResource, hrm_home
-from assets.training import training_data
+from assets.training import latest_metadata, lineage_hash, training_data
 from hrm_core.config import HRMConfig
-from hrm_core.data.market import load_market_data
+from hrm_core.data.market import MarketData, load_market_data
 from hrm_core.model.serving import OUTPUT_COLUMNS, ServingTrader
 from hrm_core.model.trader import TraderBase
 from hrm_core.sim.backtest import MODEL_BASELINES, backtest_models, baseline_config
 from hrm_core.sim.promotion import decide_promotion
 from hrm_core.sim.report import metrics_table, write_report
-from hrm_core.training.trainer import Trainer, load_trained_model
+from hrm_core.training.trainer import Trainer, load_trained_model, save_trained_model
 
 ALIAS_STAGING, ALIAS_PRODUCTION = "staging", "production"
 
@@ -63,20 +63,37 @@ def serving_requirements() -> list[str]:
     return [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
 
 
+LINEAGE_TAGS = ("data_version", "feature_hash", "config_hash", "git_commit", "lineage_key")
+"""What each model version records about how it was made (the UI shows them as tags)."""
+
+
 @dg.asset(group_name="registry", kinds={"mlflow"})
 def candidate_model(
-    context: dg.AssetExecutionContext, hrm_stage_3_full: dict, tracking: MlflowResource
+    context: dg.AssetExecutionContext, hrm_stage_3_full: dict, settings: HRMSettings, tracking: MlflowResource
 ) -> dg.Output:
-    """Register the final stage's model as a new version of ``hrm-trader`` with alias ``staging``."""
+    """Register the final stage's model as a new version of ``hrm-trader`` with alias ``staging``.
+
+    The version is created with all its tags in one call, so a kill cannot leave a version without
+    its ``checkpoint_uri`` or its lineage; a model whose lineage key is registered already is not
+    registered again (``--force`` does)."""
+    client = tracking.client()
+    key = hrm_stage_3_full["lineage_key"]
+    existing = [] if settings.force else _versions_with_lineage(tracking, key)
+    if existing:
+        version = existing[0]
+        context.log.info(f"version {version.version} has this lineage already; not registering again")
+        client.set_registered_model_alias(tracking.model_name, ALIAS_STAGING, version.version)
+        return _candidate_output(tracking, version.version, version.run_id, version.source, reused=True)
     model, config, saved = load_trained_model(hrm_stage_3_full["checkpoint"])
     hf = config.hierarchical_features
     serving = ServingTrader(model, config.model.halt_max_steps, act=True, band=config.trading.no_trade_band)
     signature, example = serving_signature(model, hf.high_level_lookback, hf.low_level_lookback)
-    client = tracking.client()
     tracking.experiment_id()  # the logged model goes to the active experiment
-    parent = hrm_stage_3_full["parent_run_id"]
+    parent = tracking.parent_run_id(context.run_id)
+    fold_dates = _fold_dates(context.instance, saved["fold"])
     with mlflow.start_run(run_id=parent):
         checkpoint = hrm_home() / "runs" / context.run_id / "model.pt"
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(hrm_stage_3_full["checkpoint"], checkpoint)
         mlflow.log_artifact(str(checkpoint), "checkpoint")
         checkpoint_uri = mlflow.get_artifact_uri("checkpoint/model.pt")
@@ -87,7 +104,6 @@ def candidate_model(
                 serialization_format="pt2",
                 signature=signature,
                 input_example=example,
-                registered_model_name=tracking.model_name,
                 pip_requirements=serving_requirements(),
                 metadata={
                     "feature_names": saved["feature_names"],
@@ -99,15 +115,48 @@ def candidate_model(
                     "fold": saved["fold"],
                 },
             )
-    version = str(info.registered_model_version)
-    client.set_model_version_tag(tracking.model_name, version, "checkpoint_uri", checkpoint_uri)
-    client.set_model_version_tag(tracking.model_name, version, "dagster.run_id", context.run_id)
-    client.set_registered_model_alias(tracking.model_name, ALIAS_STAGING, version)
+    tags = {
+        "checkpoint_uri": checkpoint_uri,
+        "dagster.run_id": context.run_id,
+        "mlflow.run_id": parent,
+        "stage_runs": hrm_stage_3_full["mlflow_run_id"],
+        "fold": str(saved["fold"]),
+        **{f"fold.{part}": " → ".join(dates) for part, dates in fold_dates.items()},
+        **{tag: str(hrm_stage_3_full[tag]) for tag in LINEAGE_TAGS},
+    }
+    registered = mlflow.register_model(info.model_uri, tracking.model_name, tags=tags)
+    client.set_registered_model_alias(tracking.model_name, ALIAS_STAGING, registered.version)
+    return _candidate_output(tracking, str(registered.version), parent, info.model_uri, reused=False)
+
+
+def _versions_with_lineage(tracking: MlflowResource, key: str) -> list:
+    """Registered versions whose lineage key is ``key`` (the newest first)."""
+    versions = tracking.client().search_model_versions(
+        f"name = '{tracking.model_name}' AND tags.lineage_key = '{key}'"
+    )
+    return sorted(versions, key=lambda v: int(v.version), reverse=True)
+
+
+def _fold_dates(instance: dg.DagsterInstance, fold: int) -> dict[str, list[str]]:
+    """The fold's train / validation / test dates from the latest ``walk_forward_splits``."""
+    folds = latest_metadata(instance, "walk_forward_splits", "fold_dates") or []
+    return folds[fold] if fold < len(folds) else {}
+
+
+def _candidate_output(
+    tracking: MlflowResource, version: str, run_id: str, model_uri: str, reused: bool
+) -> dg.Output:
+    """The candidate's value (what later assets read) and its metadata (what the UI shows: the
+    MLflow run and version as links)."""
+    mv = tracking.client().get_model_version(tracking.model_name, version)
+    checkpoint = mlflow.artifacts.download_artifacts(mv.tags["checkpoint_uri"])
+    lineage = {tag: mv.tags.get(tag, "") for tag in LINEAGE_TAGS}
     value = {
         "version": version,
-        "run_id": parent,
-        "checkpoint": hrm_stage_3_full["checkpoint"],
-        "model_uri": info.model_uri,
+        "run_id": run_id,
+        "checkpoint": checkpoint,
+        "model_uri": model_uri,
+        **lineage,
     }
     return dg.Output(
         value,
@@ -115,7 +164,10 @@ def candidate_model(
             "registered_model": tracking.model_name,
             "version": version,
             "aliases": ALIAS_STAGING,
-            "model_uri": info.model_uri,
+            "model_uri": model_uri,
+            "reused": reused,
+            "mlflow_run": dg.MetadataValue.url(tracking.run_url(run_id)),
+            **lineage,
         },
     )
 
@@ -140,9 +192,7 @@ def backtest_report(
     models = {"hrm": candidate}
     train_data = training_data(warehouse, config, fold)  # as the HRM trained: scenarios included
     for architecture in MODEL_BASELINES:
-        models[architecture] = (
-            Trainer(baseline_config(config, architecture), train_data, progress=False).fit().model
-        )
+        models[architecture] = _baseline(architecture, config, train_data, candidate_model, settings.force)
     result = backtest_models(models, data, config)
     production, production_note = tracking.version_with_alias(ALIAS_PRODUCTION), None
     if production is not None:
@@ -197,6 +247,23 @@ def backtest_report(
             "test_period": result.period(),
         },
     )
+
+
+def _baseline(
+    architecture: str, config: HRMConfig, data: MarketData, candidate: dict, force: bool
+) -> TraderBase:
+    """The ``architecture`` baseline trained on the candidate's data with its budget; kept under
+    its lineage (data, features, config, commit) so a rerun on the same inputs does not retrain it."""
+    lineage = {
+        tag: candidate.get(tag) for tag in ("data_version", "feature_hash", "config_hash", "git_commit")
+    }
+    path = hrm_home() / "checkpoints" / lineage_hash({**lineage, "baseline": architecture}) / "model.pt"
+    if path.exists() and not force:
+        return load_trained_model(path)[0]
+    baseline = baseline_config(config, architecture)
+    model = Trainer(baseline, data, progress=False).fit().model
+    save_trained_model(path, model, baseline, data, config.training.fold)
+    return model
 
 
 def latest_evaluation_difference(config: HRMConfig) -> dict[str, float] | None:

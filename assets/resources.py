@@ -9,10 +9,8 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from hrm_core.config import HRMConfig, load_config
+from hrm_core.config import DEFAULT_CONFIG, HRMConfig, load_config
 from hrm_core.data.versioning import DatasetVersion, version_data
-
-DEFAULT_CONFIG = "configs/hrm_cpu_small.yaml"
 
 
 def hrm_home() -> Path:
@@ -33,6 +31,8 @@ class HRMSettings(dg.ConfigurableResource):
     path: str | None = None
     symbols: list[str] | None = None
     models: list[str] | None = None  # overrides evaluation.models (``hrm-trading evaluate --models``)
+    force: bool = False  # retrain and register even when this data, config and seed were done before
+    progress: bool = False  # training progress bars on the terminal (the CLI turns them on)
 
     def config(self) -> HRMConfig:
         data = {
@@ -44,19 +44,20 @@ class HRMSettings(dg.ConfigurableResource):
         evaluation = {"models": self.models} if self.models else {}
         return load_config(config_path, data=data, evaluation=evaluation)
 
-    @property
-    def data_dir(self) -> Path:
-        return Path(self.project_dir) / "data"
-
 
 class DvcResource(dg.ConfigurableResource):
-    """Versions ``data/`` with DVC and pushes it to ``remote_url`` (a folder or an s3:// URI)."""
+    """The versioned raw snapshots: a DVC repository at ``repo_dir`` (``HRM_HOME`` locally) whose
+    ``data/`` is pushed to ``remote_url`` (a folder or an s3:// URI)."""
 
-    project_dir: str = "."
+    repo_dir: str
     remote_url: str
 
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.repo_dir) / "data"
+
     def version(self) -> DatasetVersion:
-        return version_data(Path(self.project_dir), self.remote_url)
+        return version_data(Path(self.repo_dir), self.remote_url)
 
 
 class MlflowResource(dg.ConfigurableResource):
@@ -102,6 +103,11 @@ class MlflowResource(dg.ConfigurableResource):
             run_name=f"dagster-{dagster_run_id[:8]}",
         )
         return run.info.run_id
+
+    def run_url(self, run_id: str) -> str:
+        """The run's page in the MLflow UI (``make ui`` serves the local store on port 5000)."""
+        base = self.tracking_uri if self.tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+        return f"{base.rstrip('/')}/#/experiments/{self.experiment_id()}/runs/{run_id}"
 
     def version_with_alias(self, alias: str) -> ModelVersion | None:
         """The registered version that holds ``alias``, or None."""

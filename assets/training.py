@@ -11,6 +11,8 @@ starts from scratch. The ops ask Kubernetes for a GPU; locally they run on the C
 
 import hashlib
 import json
+import os
+import shutil
 import subprocess
 import time
 from typing import Any
@@ -82,6 +84,29 @@ def start_from_production(
     return model, ewc, str(version.version)
 
 
+def stage_lineage(
+    config: HRMConfig, data_version: str, data: MarketData, index: int, start: str, commit: str
+) -> dict[str, str]:
+    """What a stage's model is a function of, and the key that names it: data version, feature
+    and config hashes, git commit, the stage and where it starts from. Same key, same model: a
+    rerun reuses the stage's checkpoint (or resumes it, if a kill interrupted it)."""
+    features = {"strategic": list(data.strategic_names), "tactical": list(data.tactical_names)}
+    lineage = {
+        "data_version": data_version,
+        "feature_hash": lineage_hash(features),
+        "config_hash": lineage_hash(config.model_dump(mode="json")),
+        "git_commit": commit,
+        "stage_index": str(index),
+        "start": start,
+    }
+    return {**lineage, "lineage_key": lineage_hash(lineage)}
+
+
+def lineage_hash(value: Any) -> str:
+    """A short, stable hash of a JSON-able value: the names of checkpoints and lineage keys."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def train_stage(
     context: dg.AssetExecutionContext,
     index: int,
@@ -90,7 +115,11 @@ def train_stage(
     warehouse: DuckDBResource,
     tracking: MlflowResource,
 ) -> dg.Output:
-    """Train curriculum stage ``index`` and record it in MLflow; returns where its model is."""
+    """Train curriculum stage ``index`` and record it in MLflow; returns where its model is.
+
+    The checkpoint folder is named by the stage's lineage key, not the Dagster run: a killed
+    stage resumes from its last checkpoint in the next run, and a stage that already finished
+    with the same data, config and start is reused (``--force`` retrains it)."""
     config = settings.config()
     curriculum = config.training.curriculum
     if len(curriculum) != 3:
@@ -106,12 +135,25 @@ def train_stage(
         model, _, _ = load_trained_model(previous["checkpoint"])
         if previous.get("ewc_version") != base_version:
             ewc, base_version = None, None
+    data_version = latest_metadata(context.instance, dataset_version.key.to_user_string(), "data_version")
+    start = (
+        previous["lineage_key"] if previous else f"production v{base_version}" if base_version else "scratch"
+    )
+    lineage = stage_lineage(
+        config, data_version or "unknown", data, index, start, git_commit(settings.project_dir)
+    )
+    stage_dir = hrm_home() / "checkpoints" / lineage["lineage_key"]
+    done = stage_dir / "stage.json"
+    if settings.force:
+        shutil.rmtree(stage_dir, ignore_errors=True)
+    elif done.exists():
+        value = json.loads(done.read_text())
+        context.log.info(f"reusing stage {stage.name} of MLflow run {value['mlflow_run_id']} (same lineage)")
+        return dg.Output(value, metadata=_stage_metadata(value, reused=True))
     stage_config = config.model_copy(
         update={"training": config.training.model_copy(update={"curriculum": [stage]})}
     )
     features = {"strategic": list(data.strategic_names), "tactical": list(data.tactical_names)}
-    feature_hash = hashlib.sha256(json.dumps(features).encode()).hexdigest()[:16]
-    run_dir = hrm_home() / "runs" / context.run_id
     parent = tracking.parent_run_id(context.run_id)
     tracking.client()
     started = time.perf_counter()
@@ -124,18 +166,11 @@ def train_stage(
                 "dagster.run_id": context.run_id,
                 "kind": "stage",
                 "stage": stage.name,
-                "data_version": latest_metadata(
-                    context.instance, dataset_version.key.to_user_string(), "data_version"
-                )
-                or "unknown",
-                "feature_hash": feature_hash,
-                "git_commit": git_commit(settings.project_dir),
+                **lineage,
                 "seed": config.seed,
                 "device": str(pick_device(config.training.device)),
                 "fold": fold,
-                "warm_start": "previous stage"
-                if previous
-                else (f"production v{base_version}" if base_version else "scratch"),
+                "warm_start": "previous stage" if previous else start,
                 "ewc_anchor": f"production v{base_version}" if ewc is not None else "none",
             }
         )
@@ -152,39 +187,51 @@ def train_stage(
             }
         )
         trainer = Trainer(
-            stage_config, data, checkpoint_dir=run_dir / stage.name, progress=False, model=model, ewc=ewc
+            stage_config,
+            data,
+            checkpoint_dir=stage_dir / "resume",
+            progress=settings.progress,
+            model=model,
+            ewc=ewc,
         )
         result = trainer.fit()
         for entry in result.history:
             mlflow.log_metrics(
                 {k: float(v) for k, v in entry.items() if k not in ("stage", "step")}, step=entry["step"]
             )
-        path = run_dir / f"{context.asset_key.to_user_string()}.pt"
+        path = stage_dir / "model.pt"
         save_trained_model(path, result.model, config, data, fold)
         mlflow.log_artifact(str(path), "checkpoint")
         stage_run_id = run.info.run_id
-    seconds = time.perf_counter() - started
     history = result.history
     val_losses = [h["val_loss"] for h in history if "val_loss" in h]
-    summary = {
+    value = {
         "stage": stage.name,
         "steps": len(history),
-        "seconds": round(seconds, 1),
+        "seconds": round(time.perf_counter() - started, 1),
         "final_loss": history[-1]["loss"] if history else None,
         "best_val_loss": min(val_losses) if val_losses else None,
         "mean_segments": history[-1]["segments"] if history else None,
-    }
-    value = {
         "checkpoint": str(path),
         "mlflow_run_id": stage_run_id,
         "parent_run_id": parent,
         "ewc_version": base_version if ewc is not None else None,
-        **summary,
+        **lineage,
     }
-    return dg.Output(
-        value,
-        metadata={**summary, "mlflow_run_id": stage_run_id, "checkpoint": dg.MetadataValue.path(str(path))},
-    )
+    tmp = done.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, done)  # written last: a stage is reusable only once it is complete
+    return dg.Output(value, metadata=_stage_metadata(value, reused=False))
+
+
+def _stage_metadata(value: dict, reused: bool) -> dict:
+    shown = ("stage", "steps", "seconds", "final_loss", "best_val_loss", "mean_segments", "mlflow_run_id")
+    return {
+        **{k: value[k] for k in shown},
+        **{k: value[k] for k in ("data_version", "feature_hash", "config_hash", "git_commit", "lineage_key")},
+        "reused": reused,
+        "checkpoint": dg.MetadataValue.path(value["checkpoint"]),
+    }
 
 
 @dg.asset(

@@ -1,20 +1,27 @@
-"""HRM Trading library: data, features, model, training and simulation. Never imports Dagster."""
+"""HRM Trading library: data, features, model, training and simulation. Never imports Dagster.
 
-from hrm_core.config import HRMConfig, load_config
-from hrm_core.errors import ConfigError, DataError, HRMError
-from hrm_core.sim.backtest import backtest
-from hrm_core.sim.execution import simulate_orders
-from hrm_core.sim.metrics import performance_summary
-from hrm_core.training.api import train
+The public names are imported on first use (PEP 562), so that importing a light module such as
+``hrm_core.errors`` does not pay for torch and the backtester (``hrm-trading --help`` stays fast).
+"""
 
-__all__ = [
-    "ConfigError",
-    "DataError",
-    "HRMConfig",
-    "HRMError",
-    "backtest",
-    "load_config",
-    "performance_summary",
-    "simulate_orders",
-    "train",
-]
+from importlib import import_module
+
+_PUBLIC = {
+    "ConfigError": "hrm_core.errors",
+    "DataError": "hrm_core.errors",
+    "HRMError": "hrm_core.errors",
+    "HRMConfig": "hrm_core.config",
+    "load_config": "hrm_core.config",
+    "backtest": "hrm_core.sim.backtest",
+    "simulate_orders": "hrm_core.sim.execution",
+    "performance_summary": "hrm_core.sim.metrics",
+    "train": "hrm_core.training.api",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> object:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'hrm_core' has no attribute {name!r}")
+    return getattr(import_module(_PUBLIC[name]), name)

@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hrm_core.errors import ConfigError
 
+DEFAULT_CONFIG = "configs/hrm_cpu_small.yaml"
+"""The preset a run uses when none is named: the CPU preset, sized for a laptop."""
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -180,6 +183,7 @@ class TrainingConfig(_Strict):
     eval_every: int = Field(25, ge=1)
     patience: int = Field(4, ge=1)
     checkpoint_every: int = Field(50, ge=1)
+    checkpoint_seconds: float = Field(60.0, gt=0)  # also checkpoint this often: slow stages resume too
     fold: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = True

@@ -1,7 +1,12 @@
 """``hrm-trading``: run the pipeline's jobs through Dagster from the command line.
 
 Runs go through the same Dagster instance the UI reads (``DAGSTER_HOME`` under ``HRM_HOME``), so
-every CLI run, its materialisations and its asset checks appear in ``make ui``.
+every CLI run, its materialisations and its asset checks appear in ``make ui``. One run at a time
+holds a home (a second one waits and says so); a run that fails or is killed leaves the warehouse
+and the raw data as they were before it (see ``pipelines.home``).
+
+Only the standard library is imported at the top: ``--help`` must answer at once, and torch,
+Dagster and MLflow are imported by the command that needs them.
 """
 
 from __future__ import annotations
@@ -10,49 +15,82 @@ import argparse
 import json
 import os
 import sys
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-import yaml
-
-from assets.resources import DEFAULT_CONFIG, HRMSettings, hrm_home
+from hrm_core.config import DEFAULT_CONFIG
 from hrm_core.errors import HRMError
 
 JOB_ALIASES = {"data": "data_job", "train": "train_job", "full": "full_job"}
 TRAINING_STAGES = ("hrm_stage_1_basic", "hrm_stage_2_advanced", "hrm_stage_3_full")
+SOURCES = ["sample", "csv", "parquet", "s3", "yfinance"]
+SERVICE_ERRORS = ("duckdb", "mlflow", "dvc", "sqlalchemy", "botocore")
+"""Packages whose exceptions reach the user as one line (what failed, what to do), not a traceback."""
+
+EXAMPLES = {
+    "run": """examples:
+  hrm-trading run                                    the whole graph on the sample data
+  hrm-trading run --source csv --path mydata/        your own CSV files (one or many symbols)
+  hrm-trading run --job data                         ingest → validation → features → splits only
+  hrm-trading run --force                            retrain even if this data and config were trained""",
+    "predict": """examples:
+  hrm-trading predict                                production model, every symbol's latest bar
+  hrm-trading predict --model-alias staging --json   the latest candidate, as JSON""",
+    "evaluate": """examples:
+  hrm-trading evaluate                               hrm, flat and gru on every fold, evaluation.seeds seeds
+  hrm-trading evaluate --folds 0,2 --seeds 2 --models hrm,hrm_blind""",
+    "status": """examples:
+  hrm-trading status                                 data version, symbols, runs, models, drift""",
+    "data": """examples:
+  hrm-trading data restore --model-version 3         the raw data version 3 was trained on
+  hrm-trading data restore --model-version 3 --to old/   into another folder""",
+}
 
 
-def prepare_home() -> Path:
-    """Create ``HRM_HOME`` and its Dagster instance folder with a pool limit of 1 for DuckDB."""
-    home = hrm_home()
-    dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(home / "dagster")))
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    (home / "reports").mkdir(parents=True, exist_ok=True)
-    instance_yaml = dagster_home / "dagster.yaml"
-    if not instance_yaml.exists():
-        instance_yaml.write_text(
-            yaml.safe_dump({"telemetry": {"enabled": False}, "concurrency": {"pools": {"default_limit": 1}}})
-        )
-    return home
+def _command(commands, name: str, help_text: str) -> argparse.ArgumentParser:
+    return commands.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=EXAMPLES[name],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _source_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", choices=SOURCES, help="where bars come from (default: the preset's)")
+    parser.add_argument("--path", help="file, folder or s3:// URI for csv/parquet/s3 sources")
+    parser.add_argument("--symbols", nargs="+", help="symbols to ingest (sample, yfinance)")
+    parser.add_argument("--config", default=None, help=f"YAML preset (default {DEFAULT_CONFIG})")
+    parser.add_argument("--verbose", action="store_true", help="print Dagster's event stream too")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hrm-trading", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command")
-    run = commands.add_parser("run", help="materialise a job (default: the largest one defined)")
-    run.add_argument("--job", choices=sorted(JOB_ALIASES), help="which job to run")
-    run.add_argument("--source", choices=["sample", "csv", "parquet", "s3", "yfinance"])
-    run.add_argument("--path", help="file, folder or s3:// URI for csv/parquet/s3 sources")
-    run.add_argument("--symbols", nargs="+", help="symbols to ingest (sample, yfinance)")
-    run.add_argument("--config", default=None, help=f"YAML preset (default {DEFAULT_CONFIG})")
-    predict = commands.add_parser(
-        "predict", help="the registered model's decision for each symbol's latest bar"
+    parser = argparse.ArgumentParser(
+        prog="hrm-trading",
+        description=__doc__.splitlines()[0],
+        epilog="state lives in $HRM_HOME (default .hrm); torch threads: $HRM_THREADS (default: the "
+        "cores shared among running hrm-trading processes)",
     )
+    commands = parser.add_subparsers(dest="command")
+    run = _command(commands, "run", "materialise a job (default: the largest one defined)")
+    run.add_argument("--job", choices=sorted(JOB_ALIASES), help="which job to run")
+    run.add_argument(
+        "--force", action="store_true", help="retrain and register even if nothing changed since a run"
+    )
+    _source_options(run)
+    predict = _command(commands, "predict", "the registered model's decision for each symbol's latest bar")
     predict.add_argument("--symbol", action="append", help="only this symbol (repeatable)")
     predict.add_argument("--model-alias", default="production", help="registry alias (default production)")
     predict.add_argument("--config", default=None, help=f"YAML preset (default {DEFAULT_CONFIG})")
     predict.add_argument("--json", action="store_true", help="print JSON for machines")
-    evaluate = commands.add_parser(
-        "evaluate", help="train every model on every fold with several seeds; test each on its fold's block"
+    evaluate = _command(
+        commands,
+        "evaluate",
+        "train every model on every fold with several seeds; test each on its fold's block",
     )
     evaluate.add_argument("--folds", default="all", help="'all' or fold numbers, e.g. 0,2 (default all)")
     evaluate.add_argument("--seeds", type=int, default=None, help="seeds per fold (default evaluation.seeds)")
@@ -62,16 +100,28 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated: hrm, flat, gru, hrm_no_act, hrm_last_cycle, hrm_blind (default hrm,flat,gru)",
     )
     evaluate.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="cells trained at once")
-    evaluate.add_argument("--source", choices=["sample", "csv", "parquet", "s3", "yfinance"])
-    evaluate.add_argument("--path", help="file, folder or s3:// URI for csv/parquet/s3 sources")
-    evaluate.add_argument("--symbols", nargs="+", help="symbols to ingest (sample, yfinance)")
-    evaluate.add_argument("--config", default=None, help=f"YAML preset (default {DEFAULT_CONFIG})")
+    _source_options(evaluate)
+    _command(commands, "status", "what HRM_HOME holds: data version, symbols, runs, models and drift")
+    data = _command(commands, "data", "the versioned raw data")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    restore = data_commands.add_parser("restore", help="bring back the raw data a model version trained on")
+    restore.add_argument("--model-version", required=True, help="registered version of hrm-trader")
+    restore.add_argument(
+        "--to", default=None, help="empty folder to restore into (default HRM_HOME/restored/vN)"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    commands = {"run": _run, "predict": _predict, "evaluate": _evaluate}
+    warnings.filterwarnings("ignore", message=".*is currently in beta")  # Dagster's, on every import
+    commands = {
+        "run": _run,
+        "predict": _predict,
+        "evaluate": _evaluate,
+        "status": _status,
+        "data": _data,
+    }
     if args.command not in commands:
         _parser().print_help()
         return 2
@@ -80,10 +130,34 @@ def main(argv: list[str] | None = None) -> int:
     except HRMError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        if type(error).__module__.split(".")[0] not in SERVICE_ERRORS:
+            raise
+        print(f"error: {service_message(error)}", file=sys.stderr)
+        return 1
+
+
+def service_message(error: Exception) -> str:
+    """One readable line for an error from DuckDB, MLflow, DVC or S3, with what to do."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if "lock" in text.lower():
+        return f"{text} — another process holds the warehouse; wait for it to finish and try again"
+    return f"{type(error).__module__.split('.')[0]}: {text}"
+
+
+def _home_and_threads(verbose: bool = False) -> Path:
+    from pipelines.home import prepare_home
+    from pipelines.threads import size_threads
+
+    home = prepare_home()
+    threads = size_threads()
+    if verbose:
+        print(f"torch threads: {threads}", file=sys.stderr)
+    return home
 
 
 def _run(args: argparse.Namespace) -> int:
-    prepare_home()
+    home = _home_and_threads(args.verbose)
     from pipelines.jobs import JOBS_BY_SIZE
 
     settings_args = {
@@ -91,30 +165,59 @@ def _run(args: argparse.Namespace) -> int:
         "source": args.source,
         "path": args.path,
         "symbols": args.symbols,
+        "force": args.force,
+        "progress": True,
     }
-    defs = _definitions(settings_args)
+    config = _settings(settings_args).config()  # a bad config fails here, before any work
+    defs = _definitions(settings_args, args.verbose)
     defined = {job.name for job in defs.jobs}
     job_name = JOB_ALIASES[args.job] if args.job else next(j for j in JOBS_BY_SIZE if j in defined)
     if job_name not in defined:
         raise HRMError(f"job '{args.job}' is not defined yet (defined: {', '.join(sorted(defined))})")
-    result = _execute_job(defs, settings_args, job_name)
+    with _guarded(home, "run", defs) as transaction:
+        result = _execute_job(defs, settings_args, job_name, config)
+        if result.success:
+            transaction.commit()
+        else:
+            from pipelines.home import fail_mlflow_runs
+
+            fail_mlflow_runs(defs.resources["tracking"], result.run_id)
     print(format_summary(result))
     if job_name == "full_job" and result.success:
-        path = write_run_summary(result, hrm_home() / "reports" / "latest" / "summary.json")
+        path = write_run_summary(result, home / "reports" / "latest" / "summary.json")
         print(f"run summary: {path}")
         print("open the UIs: `make ui` (Dagster on http://127.0.0.1:3000, MLflow on http://127.0.0.1:5000)")
     if not result.success:
         print(f"error: {job_name} failed: {failure_message(result)}", file=sys.stderr)
+        print("the warehouse and the raw data are as they were before this run", file=sys.stderr)
         return 1
     return 0
 
 
+@contextmanager
+def _guarded(home: Path, command: str, defs) -> Iterator:
+    """Hold the home's run lock, clean up after dead runs, and make the block one transaction
+    (yields it: ``commit()`` keeps the block's writes)."""
+    from pipelines.home import RunTransaction, exclusive_home, recover_dead_runs
+
+    with exclusive_home(home, command):
+        dead = recover_dead_runs(_instance(), defs.resources["tracking"])
+        if dead:
+            print(
+                f"marked {len(dead)} run(s) whose process died as failed: {', '.join(dead)}", file=sys.stderr
+            )
+        with RunTransaction(home) as transaction:
+            if transaction.restored_killed_run:
+                print("restored the warehouse and raw data to before a killed run", file=sys.stderr)
+            yield transaction
+
+
 def _predict(args: argparse.Namespace) -> int:
-    prepare_home()
+    _home_and_threads()
     from pipelines.resources import resources_for_profile
     from pipelines.serving import predict
 
-    settings = HRMSettings(config_path=args.config or DEFAULT_CONFIG)
+    settings = _settings({"config_path": args.config or DEFAULT_CONFIG})
     resources = resources_for_profile()
     rows = predict(resources["tracking"], resources["warehouse"], settings, args.model_alias, args.symbol)
     if args.json:
@@ -135,19 +238,22 @@ def _predict(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     """Through the code location: the data job, then one ``evaluation_cell_job`` run per fold ×
     seed partition (``--workers`` at once, each in its own process), then the report."""
-    import time
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
+    home = _home_and_threads(args.verbose)
     from assets.evaluation import fold_partitions, seed_partitions
     from hrm_core.sim.evaluation import MODELS
     from pipelines.jobs import sync_dynamic_partitions
 
-    prepare_home()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         raise HRMError(f"--models: unknown model {unknown[0]!r}; known: {', '.join(MODELS)}")
+    if args.workers < 1:
+        raise HRMError(
+            f"--workers: {args.workers} is not a number of processes; give at least 1, e.g. --workers 2"
+        )
     settings_args = {
         "config_path": args.config or DEFAULT_CONFIG,
         "source": args.source,
@@ -155,7 +261,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         "symbols": args.symbols,
         "models": models,
     }
-    config = HRMSettings(**settings_args).config()
+    config = _settings(settings_args).config()
     n_folds = config.splits.n_folds
     folds = list(range(n_folds)) if args.folds == "all" else _integers(args.folds, "--folds")
     bad = [f for f in folds if not 0 <= f < n_folds]
@@ -165,45 +271,72 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not seeds:
         raise HRMError("--seeds: give at least 1, e.g. --seeds 3")
     started = time.perf_counter()
-    defs = _definitions(settings_args)
-    data = _execute_job(defs, settings_args, "data_job")
-    if not data.success:
-        print(f"error: data_job failed: {failure_message(data)}", file=sys.stderr)
-        return 1
-    instance = _instance()
-    sync_dynamic_partitions(instance, fold_partitions.name, [str(f) for f in folds])
-    sync_dynamic_partitions(instance, seed_partitions.name, [str(s) for s in seeds])
-    cells = [(f, s) for f in folds for s in seeds]
-    print(
-        f"evaluating {', '.join(models)} on folds {folds} × seeds {seeds}: {len(cells)} cells, "
-        f"{len(cells) * len(models)} trainings, {args.workers} cells at once",
-        flush=True,
-    )
-    failed = []
-    if args.workers <= 1:
-        outcomes = ((cell, _run_cell(settings_args, *cell)) for cell in cells)
-    else:
-        pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"))
-        futures = {pool.submit(_run_cell, settings_args, *cell): cell for cell in cells}
-        outcomes = ((futures[future], future.result()) for future in as_completed(futures))
-    for done, ((fold, seed), ok) in enumerate(outcomes, 1):
-        print(f"[{done}/{len(cells)}] fold {fold} seed {seed}: {'done' if ok else 'FAILED'}", flush=True)
-        if not ok:
-            failed.append((fold, seed))
-    if args.workers > 1:
-        pool.shutdown()
-    if failed:
-        print(f"error: cells {failed} failed; see their runs in the Dagster UI (make ui)", file=sys.stderr)
-        return 1
-    result = defs.resolve_job_def("evaluation_report_job").execute_in_process(
-        instance=instance, raise_on_error=False
-    )
+    defs = _definitions(settings_args, args.verbose)
+    with _guarded(home, "evaluate", defs) as transaction:
+        data = _execute_job(defs, settings_args, "data_job", config)
+        if not data.success:
+            print(f"error: data_job failed: {failure_message(data)}", file=sys.stderr)
+            return 1
+        transaction.commit()  # the cells only read the warehouse
+        instance = _instance()
+        sync_dynamic_partitions(instance, fold_partitions.name, [str(f) for f in folds])
+        sync_dynamic_partitions(instance, seed_partitions.name, [str(s) for s in seeds])
+        cells = [(f, s) for f in folds for s in seeds]
+        print(
+            f"evaluating {', '.join(models)} on folds {folds} × seeds {seeds}: {len(cells)} cells, "
+            f"{len(cells) * len(models)} trainings, {args.workers} cells at once",
+            flush=True,
+        )
+        failed = []
+        threads = max(1, (os.cpu_count() or 1) // args.workers)
+        if args.workers <= 1:
+            outcomes = ((cell, _run_cell(settings_args, *cell, threads)) for cell in cells)
+        else:
+            pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"))
+            futures = {pool.submit(_run_cell, settings_args, *cell, threads): cell for cell in cells}
+            outcomes = ((futures[future], future.result()) for future in as_completed(futures))
+        for done, ((fold, seed), ok) in enumerate(outcomes, 1):
+            print(f"[{done}/{len(cells)}] fold {fold} seed {seed}: {'done' if ok else 'FAILED'}", flush=True)
+            if not ok:
+                failed.append((fold, seed))
+        if args.workers > 1:
+            pool.shutdown()
+        if failed:
+            print(
+                f"error: cells {failed} failed; see their runs in the Dagster UI (make ui)", file=sys.stderr
+            )
+            return 1
+        result = defs.resolve_job_def("evaluation_report_job").execute_in_process(
+            instance=instance, raise_on_error=False, tags=_run_tags(), run_config=CLI_RUN_CONFIG
+        )
     if not result.success:
         print(f"error: evaluation_report failed: {failure_message(result)}", file=sys.stderr)
         return 1
-    report = json.loads((hrm_home() / "reports" / "evaluation" / "latest" / "evaluation.json").read_text())
+    report = json.loads((home / "reports" / "evaluation" / "latest" / "evaluation.json").read_text())
     print(format_evaluation(report["summary"], time.perf_counter() - started))
-    print(f"report: {hrm_home() / 'reports' / 'evaluation' / 'latest' / 'evaluation.html'}")
+    print(f"report: {home / 'reports' / 'evaluation' / 'latest' / 'evaluation.html'}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from pipelines.home import prepare_home
+    from pipelines.resources import resources_for_profile
+    from pipelines.status import home_status
+
+    print(home_status(prepare_home(), resources_for_profile()))
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from pipelines.home import prepare_home
+    from pipelines.resources import resources_for_profile
+    from pipelines.status import restore_model_data
+
+    home = prepare_home()
+    target = Path(args.to) if args.to else home / "restored" / f"v{args.model_version}"
+    path = restore_model_data(resources_for_profile(), args.model_version, target)
+    print(f"restored the raw data of hrm-trader version {args.model_version} into {path}")
+    print(f"train on it again: hrm-trading run --source parquet --path {path / 'raw'}")
     return 0
 
 
@@ -222,11 +355,22 @@ def format_evaluation(summary: dict, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def _definitions(settings_args: dict):
+def _settings(settings_args: dict):
+    from assets.resources import HRMSettings
+
+    return HRMSettings(**settings_args)
+
+
+def _definitions(settings_args: dict, verbose: bool = False):
+    from assets.resources import hrm_home
     from pipelines.definitions import build_definitions
+    from pipelines.progress import cli_logger, log_file
     from pipelines.resources import resources_for_profile
 
-    return build_definitions({**resources_for_profile(), "settings": HRMSettings(**settings_args)})
+    return build_definitions(
+        {**resources_for_profile(), "settings": _settings(settings_args)},
+        loggers={"console": cli_logger(log_file(hrm_home()), verbose)},
+    )
 
 
 def _instance():
@@ -235,35 +379,52 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
-def _execute_job(defs, settings_args: dict, job_name: str):
+CLI_RUN_CONFIG = {"loggers": {"console": {}}}
+"""Dagster uses a job's loggers only when the run config names them; this names the CLI's."""
+
+
+def _run_tags() -> dict[str, str]:
+    from pipelines.home import run_tags
+
+    return run_tags()
+
+
+def _execute_job(defs, settings_args: dict, job_name: str, config):
     """Discover the source's symbols, make them the symbol partitions, and run ``job_name`` over all
     of them in one run on the instance the UI reads; returns the run's result."""
+    from assets.resources import hrm_home
     from pipelines.jobs import discover_symbols, partition_range_tags, sync_symbol_partitions
     from pipelines.resources import resources_for_profile
 
-    config = HRMSettings(**settings_args).config()
     resources = resources_for_profile()
     s3_client = resources["s3"].get_client() if (config.data.path or "").startswith("s3://") else None
     symbols = discover_symbols(config.data, s3_client)
     instance = _instance()
     sync_symbol_partitions(instance, symbols)
     print(
-        f"running {job_name} on {len(symbols)} symbols from '{config.data.source}' (HRM_HOME={hrm_home()})",
+        f"running {job_name} on {len(symbols)} symbol(s) from '{config.data.source}': "
+        f"{', '.join(symbols[:8])}{' …' if len(symbols) > 8 else ''} (HRM_HOME={hrm_home()})",
         flush=True,
     )
     return defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance, tags=partition_range_tags(symbols), raise_on_error=False
+        instance=instance,
+        tags={**partition_range_tags(symbols), **_run_tags()},
+        run_config=CLI_RUN_CONFIG,
+        raise_on_error=False,
     )
 
 
-def _run_cell(settings_args: dict, fold: int, seed: int) -> bool:
+def _run_cell(settings_args: dict, fold: int, seed: int, threads: int) -> bool:
     """One ``evaluation_cell_job`` run (in a worker process) for the fold × seed partition."""
     import dagster as dg
+    import torch
 
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(threads)
     key = dg.MultiPartitionKey({"fold": str(fold), "seed": str(seed)})
     job = _definitions(settings_args).resolve_job_def("evaluation_cell_job")
-    return job.execute_in_process(instance=_instance(), partition_key=key, raise_on_error=False).success
+    return job.execute_in_process(
+        instance=_instance(), partition_key=key, raise_on_error=False, tags=_run_tags(), run_config=CLI_RUN_CONFIG
+    ).success
 
 
 def _integers(text: str, option: str) -> list[int]:
@@ -372,9 +533,17 @@ def format_summary(result) -> str:
         )
     if "feature_drift_report" in meta:
         d = meta["feature_drift_report"]
+        verdict = "passed" if d["drifted_share"] <= d["threshold"] else "FAILED"
         lines.append(
-            f"feature drift: {d['drifted_share']:.0%} of {d['features']} features ({d['reference']})"
+            f"feature drift check {verdict}: {d['drifted_share']:.0%} of {d['features']} features drifted "
+            f"(limit {d['threshold']:.0%}; reference {d['reference']})"
         )
+        if verdict == "FAILED":
+            lines.append(
+                "  the recent bars' features no longer look like the data the model was trained on; its "
+                "decisions there are less trustworthy. Retrain on recent data (`hrm-trading run`), or turn "
+                "on drift_retrain_sensor in the UI to retrain when this happens"
+            )
         lines.append(f"drift report: {d['report']}")
     if "backtest_report" in meta:
         lines.append(f"backtest report: {meta['backtest_report']['report']}")

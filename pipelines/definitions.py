@@ -24,8 +24,11 @@ from pipelines.jobs import (
 from pipelines.resources import resources_for_profile
 
 
-def build_definitions(resources: dict | None = None) -> dg.Definitions:
-    """Definitions with the resources of the current profile, or the ``resources`` given (tests)."""
+def build_definitions(
+    resources: dict | None = None, loggers: dict[str, dg.LoggerDefinition] | None = None
+) -> dg.Definitions:
+    """Definitions with the resources of the current profile, or the ``resources`` given (tests);
+    ``loggers`` replace Dagster's console logger (the CLI's progress lines and log file)."""
     return dg.Definitions(
         assets=[*DATA_ASSETS, *TRAINING_ASSETS, *MONITORING_ASSETS, *EVALUATION_ASSETS],
         asset_checks=[
@@ -40,6 +43,7 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
         schedules=[daily_ingest_schedule, weekly_retrain_schedule],
         sensors=[drift_retrain_sensor],
         resources=resources if resources is not None else resources_for_profile(),
+        loggers=loggers,
     )
 
 

@@ -15,6 +15,7 @@ from dagster_duckdb import DuckDBResource
 
 from assets.resources import DvcResource, HRMSettings, MlflowResource, hrm_home
 from hrm_core.errors import ConfigError
+from pipelines.storage import RunJsonIOManager
 
 
 def local_resources(home: Path | None = None, project_dir: str = ".") -> dict:
@@ -25,12 +26,13 @@ def local_resources(home: Path | None = None, project_dir: str = ".") -> dict:
     return {
         "settings": HRMSettings(project_dir=project_dir),
         "warehouse": DuckDBResource(database=str(home / "warehouse.duckdb")),
-        "dvc": DvcResource(project_dir=project_dir, remote_url=str(home / "dvc-remote")),
+        "dvc": DvcResource(repo_dir=str(home), remote_url=str(home / "dvc-remote")),
         "s3": S3Resource(endpoint_url=os.environ.get("HRM_S3_ENDPOINT_URL")),
         "tracking": MlflowResource(
             tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
             artifact_location=(home / "mlartifacts").as_uri(),
         ),
+        "io_manager": RunJsonIOManager(base_dir=str(home / "outputs")),
     }
 
 
@@ -60,9 +62,10 @@ def production_resources() -> dict:
             project_dir=project_dir, config_path=os.environ.get("HRM_CONFIG", "configs/hrm_gpu.yaml")
         ),
         "warehouse": DuckDBResource(database=required_env("HRM_WAREHOUSE_PATH")),
-        "dvc": DvcResource(project_dir=project_dir, remote_url=required_env("HRM_DVC_REMOTE")),
+        "dvc": DvcResource(repo_dir=str(hrm_home()), remote_url=required_env("HRM_DVC_REMOTE")),
         "s3": S3Resource(region_name=os.environ.get("AWS_REGION")),
         "tracking": MlflowResource(tracking_uri=required_env("MLFLOW_TRACKING_URI")),
+        "io_manager": RunJsonIOManager(base_dir=str(hrm_home() / "outputs")),
     }
 
 

@@ -6,6 +6,7 @@ with the statistics stored in the model's metadata, the sizing cap of the model'
 that bar, and no position held, which is the state a fresh deployment decides from.
 """
 
+import os
 from pathlib import Path
 
 import mlflow
@@ -20,6 +21,38 @@ from hrm_core.errors import HRMError
 from hrm_core.model.exposure import exposure_cap
 from hrm_core.vocabulary import ACTIONS
 
+PICKLE_RULE = "served models are torch.export programs (model.pt2) and never pickles"
+
+
+def load_served_program(uri: str, flavors: dict) -> torch.nn.Module:
+    """The registered ``torch.export`` program, refusing anything that would unpickle or import
+    code shipped with the model (a planted pickle would otherwise run its payload here)."""
+    flavor = flavors.get("pytorch") or {}
+    if not str(flavor.get("model_data", "")).endswith(".pt2") or flavor.get("code"):
+        raise HRMError(
+            f"{uri}: refused to load (rule: {PICKLE_RULE}); this version holds {flavor.get('model_data')!r}"
+            + (f" and code {flavor['code']!r}" if flavor.get("code") else "")
+        )
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+    return mlflow.pytorch.load_model(uri, map_location="cpu")
+
+
+def no_version_message(tracking: MlflowResource, alias: str) -> str:
+    """Why no version holds ``alias``, and what to use instead."""
+    base = f"models:/{tracking.model_name}@{alias}: no model version has the alias '{alias}'"
+    versions = tracking.client().search_model_versions(f"name = '{tracking.model_name}'")
+    if not versions:
+        return f"{base}; no model is registered yet: run `make run` (full_job) first"
+    latest = max(versions, key=lambda v: int(v.version))
+    decision = latest.tags.get("promotion.decision")
+    if decision == "rejected":
+        reasons = latest.tags.get("promotion.reasons", "")
+        return (
+            f"{base}: the latest candidate, version {latest.version}, was rejected by the promotion "
+            f"policy ({reasons}); to see its decisions anyway: --model-alias staging"
+        )
+    return f"{base}; the latest registered version is {latest.version}: try --model-alias staging"
+
 
 def predict(
     tracking: MlflowResource,
@@ -33,9 +66,10 @@ def predict(
     uri = f"models:/{tracking.model_name}@{alias}"
     tracking.client()
     if tracking.version_with_alias(alias) is None:
-        raise HRMError(f"{uri}: no model version has the alias '{alias}'; run `make run` (full_job) first")
-    meta = mlflow.models.get_model_info(uri).metadata
-    model = mlflow.pytorch.load_model(uri, map_location="cpu")
+        raise HRMError(no_version_message(tracking, alias))
+    info = mlflow.models.get_model_info(uri)
+    meta = info.metadata
+    model = load_served_program(uri, info.flavors)
     config = settings.config()
     if not Path(warehouse.database).exists():
         raise HRMError(f"{warehouse.database}: no warehouse; run `make run` (full_job) first")

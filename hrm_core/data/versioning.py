@@ -1,9 +1,9 @@
-"""Raw snapshots under ``data/raw`` and their DVC versioning.
+"""Raw snapshots under ``<repo>/data/raw`` and their DVC versioning.
 
-``data/`` at the project root is tracked by ``data.dvc``. Versioning runs ``dvc add`` (which
-re-hashes the folder, so a ``data.dvc`` naming a cache entry this machine lacks is harmless) and
-pushes to the configured remote. The remote is written to ``.dvc/config.local`` so that a local
-path never ends up in the tracked ``.dvc/config``.
+The DVC repository is a folder of the state (``HRM_HOME`` locally), never the checkout: runs with
+different homes or sources must not share snapshots, and a run must not change tracked files.
+Versioning runs ``dvc add data`` and pushes to the configured remote; the md5 of ``data/`` is the
+dataset version a model records, and :func:`restore_data` brings that exact folder back.
 """
 
 from __future__ import annotations
@@ -29,8 +29,18 @@ class DatasetVersion:
 
 
 def snapshot_path(data_dir: Path, symbol: str) -> Path:
-    """Where the raw snapshot of ``symbol`` lives."""
-    return data_dir / "raw" / f"{symbol}.parquet"
+    """Where the raw snapshot of ``symbol`` lives (symbols are checked by the readers' naming
+    rule; this refuses, again, any name that would leave the folder)."""
+    folder = data_dir / "raw"
+    path = folder / f"{symbol}.parquet"
+    if path.parent != folder or symbol in ("", ".", ".."):
+        raise HRMError(f"symbol {symbol!r}: a snapshot name must not leave {folder}")
+    return path
+
+
+def snapshot_symbols(data_dir: Path) -> list[str]:
+    """The symbols that have a raw snapshot."""
+    return sorted(p.stem for p in (data_dir / "raw").glob("*.parquet"))
 
 
 def write_snapshot(frame: pd.DataFrame, path: Path) -> None:
@@ -54,19 +64,42 @@ def _dvc(project_dir: Path, *args: str) -> str:
     return proc.stdout
 
 
-def version_data(project_dir: Path, remote_url: str, data_dir: str = "data") -> DatasetVersion:
-    """``dvc add`` the data folder and push it to ``remote_url``; return the new version."""
-    project_dir = Path(project_dir)
-    if not (project_dir / data_dir).is_dir():
-        raise HRMError(f"{project_dir / data_dir}: nothing to version (no raw snapshots yet)")
-    if not (project_dir / ".dvc").is_dir():
-        _dvc(project_dir, "init", *(() if (project_dir / ".git").exists() else ("--no-scm",)))
+def _init_repo(repo_dir: Path, remote_url: str) -> None:
+    """A DVC repository without git in ``repo_dir``, whose default remote is ``remote_url``."""
+    repo_dir.mkdir(parents=True, exist_ok=True)
+    if not (repo_dir / ".dvc").is_dir():
+        _dvc(repo_dir, "init", "--no-scm")
     if not remote_url.startswith(("s3://", "gs://", "azure://", "http")):
         Path(remote_url).mkdir(parents=True, exist_ok=True)
-    _dvc(project_dir, "remote", "add", "--local", "--force", "--default", "hrm", remote_url)
-    _dvc(project_dir, "add", "--quiet", data_dir)
-    _dvc(project_dir, "push", "--quiet", "--remote", "hrm", f"{data_dir}.dvc")
-    out = yaml.safe_load((project_dir / f"{data_dir}.dvc").read_text())["outs"][0]
+    _dvc(repo_dir, "remote", "add", "--local", "--force", "--default", "hrm", remote_url)
+
+
+def version_data(repo_dir: Path, remote_url: str) -> DatasetVersion:
+    """``dvc add`` the repository's ``data`` folder and push it to ``remote_url``; return the new
+    version."""
+    repo_dir = Path(repo_dir)
+    if not (repo_dir / "data").is_dir():
+        raise HRMError(f"{repo_dir / 'data'}: nothing to version (no raw snapshots yet)")
+    _init_repo(repo_dir, remote_url)
+    _dvc(repo_dir, "add", "--quiet", "data")
+    _dvc(repo_dir, "push", "--quiet", "--remote", "hrm", "data.dvc")
+    out = yaml.safe_load((repo_dir / "data.dvc").read_text())["outs"][0]
     return DatasetVersion(
         md5=out["md5"], files=int(out.get("nfiles", 0)), size=int(out.get("size", 0)), remote=remote_url
     )
+
+
+def restore_data(md5: str, remote_url: str, target: Path) -> Path:
+    """Bring the dataset version ``md5`` back from ``remote_url`` into ``target/data``; return it.
+
+    ``target`` becomes a small DVC repository of its own whose ``data.dvc`` names that version, so
+    the restored folder is exactly what was versioned, byte for byte.
+    """
+    target = Path(target)
+    if (target / "data").exists():
+        raise HRMError(f"{target / 'data'} exists; restore into an empty folder, e.g. --to restored-data")
+    _init_repo(target, remote_url)
+    pointer = {"outs": [{"md5": md5, "path": "data", "hash": "md5"}]}
+    (target / "data.dvc").write_text(yaml.safe_dump(pointer))
+    _dvc(target, "pull", "--quiet", "--remote", "hrm", "data.dvc")
+    return target / "data"

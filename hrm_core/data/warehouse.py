@@ -71,6 +71,20 @@ def replace_symbols(
         con.unregister("staged_rows")
 
 
+def drop_other_symbols(con: duckdb.DuckDBPyConnection, symbols: list[str]) -> list[str]:
+    """Delete every symbol but ``symbols`` from the OHLCV tables (inside the caller's transaction);
+    return the dropped symbols. Features, labels and splits are rebuilt from ``clean.ohlcv``."""
+    dropped = sorted(
+        row[0]
+        for row in con.execute(
+            "SELECT DISTINCT symbol FROM raw.ohlcv WHERE symbol NOT IN (SELECT unnest(?))", [symbols]
+        ).fetchall()
+    )
+    for table in TABLE_DDL:
+        con.execute(f"DELETE FROM {table} WHERE symbol NOT IN (SELECT unnest(?))", [symbols])
+    return dropped
+
+
 def read_bars(con: duckdb.DuckDBPyConnection, table: str, symbols: list[str]) -> pd.DataFrame:
     """Bars of ``symbols`` from ``table`` as a frame with UTC-aware timestamps."""
     lineage = ", source_file, source_row" if table == "raw.ohlcv" else ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,7 @@ class Trainer:
         self.autocast = self.device.type == "cuda" and self.training.bf16
         self.best_state: dict[str, torch.Tensor] | None = None
         self._resume_optimizer: dict | None = None
+        self._saved_at = time.monotonic()
 
     def fit(self, stop_after_steps: int | None = None) -> TrainResult:
         """Run (or resume) the curriculum. ``stop_after_steps`` ends early after that many optimiser
@@ -180,7 +182,8 @@ class Trainer:
                     else:
                         state.bad_evals += 1
                 state.history.append({"stage": stage.name, "step": state.step, **logged})
-                if self.checkpoint_path and state.step % self.training.checkpoint_every == 0:
+                due = time.monotonic() - self._saved_at >= self.training.checkpoint_seconds
+                if self.checkpoint_path and (state.step % self.training.checkpoint_every == 0 or due):
                     self._save(state, optimizer)
                 if stop_after_steps is not None and steps_this_call >= stop_after_steps:
                     bar.close()
@@ -260,6 +263,7 @@ class Trainer:
     def _save(self, state: _State, optimizer: torch.optim.Optimizer | None) -> None:
         if not self.checkpoint_path:
             return
+        self._saved_at = time.monotonic()
         save_checkpoint(
             self.checkpoint_path,
             {

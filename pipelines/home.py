@@ -1,0 +1,187 @@
+"""The state folder's guard: one CLI run at a time per ``HRM_HOME``, dead runs cleaned up, and a
+run's writes to the warehouse and the raw snapshots undone when it fails or is killed.
+
+Why a lock and a snapshot rather than finer transactions: every step already writes in one DuckDB
+transaction, but a run is many steps (ingest, validation, features, ...) and a failure in a later
+one must not leave the earlier ones applied. The warehouse and the snapshots are small next to the
+time a run takes, so a copy taken under the lock is the simplest thing that makes a whole run
+atomic, survives ``kill -9`` (the next run finds the copy and puts it back) and needs no service.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+
+from assets.resources import hrm_home
+
+LOCK_FILE = "run.lock"
+BEFORE_RUN = ".before-run"
+GUARDED = ("warehouse.duckdb", "warehouse.duckdb.wal", "data", "data.dvc")
+"""What a run may change and a failed run must give back: the warehouse and the raw snapshots with
+their DVC pointer. The DVC cache and remote are content-addressed, so extra entries are harmless;
+checkpoints are kept on purpose, so that a rerun resumes."""
+PID_TAG, HOST_TAG = "hrm/pid", "hrm/host"
+
+
+def prepare_home() -> Path:
+    """Create ``HRM_HOME`` and its Dagster instance folder with a pool limit of 1 for DuckDB."""
+    home = hrm_home()
+    dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(home / "dagster")))
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    (home / "reports").mkdir(parents=True, exist_ok=True)
+    instance_yaml = dagster_home / "dagster.yaml"
+    if not instance_yaml.exists():
+        tmp = instance_yaml.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(
+            yaml.safe_dump({"telemetry": {"enabled": False}, "concurrency": {"pools": {"default_limit": 1}}})
+        )
+        os.replace(tmp, instance_yaml)
+    return home
+
+
+def run_tags() -> dict[str, str]:
+    """Tags that let a later run tell whether the process behind a STARTED run is still alive."""
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def exclusive_home(home: Path, command: str) -> Iterator[None]:
+    """Hold ``HRM_HOME``'s run lock for the block; wait, and say so, while another run holds it.
+
+    The lock is an ``flock``: the kernel releases it when its holder dies, even by ``kill -9``,
+    so a dead run can never block the next one.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / LOCK_FILE, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            print(f"waiting: {home} is in use by {holder}; this run starts when it ends", file=sys.stderr)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()} (`hrm-trading {command}`, since {time.strftime('%H:%M:%S')})")
+        lock.flush()
+        try:
+            yield
+        finally:
+            lock.seek(0)
+            lock.truncate()
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class RunTransaction:
+    """Copy the guarded state on entry; put it back unless ``commit()`` was called.
+
+    Call only while holding :func:`exclusive_home`. A copy left by a killed run is restored on
+    entry, before the new copy is taken, so a killed run ends exactly like a failed one.
+    """
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.backup = home / BEFORE_RUN
+        self.restored_killed_run = False
+        self._committed = False
+
+    def __enter__(self) -> RunTransaction:
+        shutil.rmtree(self.home / f"{BEFORE_RUN}.tmp", ignore_errors=True)  # killed while copying
+        if self.backup.exists():
+            self.rollback()
+            self.restored_killed_run = True
+        tmp = self.home / f"{BEFORE_RUN}.tmp"
+        tmp.mkdir()
+        present = []
+        for name in GUARDED:
+            live = self.home / name
+            if live.is_dir():
+                shutil.copytree(live, tmp / name)
+            elif live.exists():
+                shutil.copy2(live, tmp / name)
+            else:
+                continue
+            present.append(name)
+        (tmp / "manifest.json").write_text(json.dumps({"present": present}))
+        os.replace(tmp, self.backup)
+        return self
+
+    def commit(self) -> None:
+        self._committed = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._committed:
+            shutil.rmtree(self.backup)
+        else:
+            self.rollback()
+
+    def rollback(self) -> None:
+        """Put every guarded path back as it was; safe to repeat if it is itself interrupted."""
+        present = set(json.loads((self.backup / "manifest.json").read_text())["present"])
+        for name in GUARDED:
+            saved, live = self.backup / name, self.home / name
+            if name in present and not saved.exists():
+                continue  # moved back by an interrupted rollback
+            if live.is_dir():
+                shutil.rmtree(live)
+            elif live.exists():
+                live.unlink()
+            if name in present:
+                os.replace(saved, live)
+        shutil.rmtree(self.backup)
+
+
+def recover_dead_runs(instance, tracking) -> list[str]:
+    """Mark the CLI runs whose process died as failed, free their concurrency slots and fail their
+    MLflow runs; returns their run ids. Runs of live processes (and UI runs) are left alone."""
+    import dagster as dg
+
+    unfinished = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED]
+    dead = []
+    for run in instance.get_runs(dg.RunsFilter(statuses=unfinished, tags={HOST_TAG: socket.gethostname()})):
+        pid = int(run.tags.get(PID_TAG, "0"))
+        if pid and _alive(pid):
+            continue
+        instance.report_run_failed(run, message=f"the process running it (pid {pid}) died; marked failed")
+        dead.append(run.run_id)
+    for run_id in instance.event_log_storage.get_concurrency_run_ids():
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+    for run_id in dead:
+        fail_mlflow_runs(tracking, run_id)
+    return dead
+
+
+def fail_mlflow_runs(tracking, dagster_run_id: str) -> None:
+    """Mark the MLflow runs of a failed or dead Dagster run that are still RUNNING as FAILED."""
+    client = tracking.client()
+    experiment = client.get_experiment_by_name(tracking.experiment)
+    if experiment is None:
+        return
+    for run in client.search_runs(
+        [experiment.experiment_id],
+        f"tags.`dagster.run_id` = '{dagster_run_id}' AND attributes.status = 'RUNNING'",
+    ):
+        client.set_terminated(run.info.run_id, "FAILED")

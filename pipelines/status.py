@@ -1,0 +1,100 @@
+"""``hrm-trading status`` and ``hrm-trading data restore``: what a home holds, and the exact raw
+data any registered model version was trained on."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import yaml
+from mlflow.exceptions import MlflowException
+
+from hrm_core.data.versioning import restore_data, snapshot_symbols
+from hrm_core.errors import HRMError
+
+
+def home_status(home: Path, resources: dict) -> str:
+    """Data version and symbols, warehouse rows, the latest run, registered versions with their
+    aliases and lineage, and the last drift check."""
+    lines = [f"HRM_HOME {home}"]
+    pointer = home / "data.dvc"
+    if pointer.exists():
+        out = yaml.safe_load(pointer.read_text())["outs"][0]
+        symbols = snapshot_symbols(home / "data")
+        lines.append(f"data version (DVC md5) {out['md5']}: {len(symbols)} symbol(s) {', '.join(symbols)}")
+    else:
+        lines.append("data: none versioned yet (run `hrm-trading run`)")
+    lines.append(_warehouse_line(Path(resources["warehouse"].database)))
+    instance = dg.DagsterInstance.get()
+    runs = instance.get_runs(limit=1)
+    if runs:
+        run = runs[0]
+        stats = instance.get_run_stats(run.run_id)
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(stats.start_time)) if stats.start_time else "?"
+        lines.append(f"latest run {run.run_id[:8]}: {run.job_name} {run.status.value} (started {started})")
+    lines += _registry_lines(resources["tracking"])
+    event = instance.get_latest_materialization_event(dg.AssetKey("feature_drift_report"))
+    if event is not None and event.asset_materialization is not None:
+        meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+        lines.append(
+            f"last drift check: {meta.get('drifted_share', 0):.0%} of {meta.get('features')} features drifted"
+            f" ({meta.get('reference')}); report {meta.get('report')}"
+        )
+    return "\n".join(lines)
+
+
+def _warehouse_line(path: Path) -> str:
+    if not path.exists():
+        return "warehouse: none yet"
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.IOException:
+        return f"warehouse {path}: in use by a running run"
+    try:
+        rows = con.execute("SELECT symbol, count(*) FROM clean.ohlcv GROUP BY symbol ORDER BY symbol").fetchall()
+    except duckdb.CatalogException:
+        rows = []
+    finally:
+        con.close()
+    return f"warehouse {path}: clean bars " + (", ".join(f"{s} {n}" for s, n in rows) or "none")
+
+
+def _registry_lines(tracking) -> list[str]:
+    client = tracking.client()
+    try:
+        model = client.get_registered_model(tracking.model_name)
+    except MlflowException:
+        return ["registry: no model registered yet"]
+    aliases = {}
+    for alias, version in (model.aliases or {}).items():
+        aliases.setdefault(str(version), []).append(alias)
+    versions = sorted(
+        client.search_model_versions(f"name = '{tracking.model_name}'"), key=lambda v: int(v.version)
+    )
+    lines = [f"registry {tracking.model_name}: {len(versions)} version(s)"]
+    for v in versions[-5:]:
+        lines.append(
+            f"  v{v.version} {'[' + ', '.join(aliases.get(str(v.version), [])) + ']':<22} "
+            f"{v.tags.get('promotion.decision', 'undecided'):<9} data {v.tags.get('data_version', '?')[:12]} "
+            f"config {v.tags.get('config_hash', '?')} commit {v.tags.get('git_commit', '?')[:8]}"
+        )
+    return lines
+
+
+def restore_model_data(resources: dict, version: str, target: Path) -> Path:
+    """Restore the raw data of ``hrm-trader`` version ``version`` from the DVC remote into
+    ``target/data``; returns that folder."""
+    tracking = resources["tracking"]
+    try:
+        mv = tracking.client().get_model_version(tracking.model_name, str(version))
+    except MlflowException as error:
+        raise HRMError(f"--model-version {version}: no such version of {tracking.model_name}") from error
+    md5 = mv.tags.get("data_version")
+    if not md5 or md5 == "unknown":
+        raise HRMError(
+            f"{tracking.model_name} version {version} records no data version (tag data_version); "
+            "only versions registered by this release can be restored"
+        )
+    return restore_data(md5, resources["dvc"].remote_url, target)
