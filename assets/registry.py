@@ -239,7 +239,9 @@ def backtest_report(
     return dg.Output(
         value,
         metadata={
-            "out_of_sample": dg.MetadataValue.md(table.to_markdown(floatfmt=".4f")),
+            "out_of_sample": dg.MetadataValue.md(
+                table.to_markdown(colalign=["left"] + ["right"] * table.shape[1])
+            ),
             "equity_curve": dg.MetadataValue.md(f"![equity](data:image/png;base64,{equity_png})"),
             "report": dg.MetadataValue.path(str(paths["html"])),
             "summary_json": dg.MetadataValue.path(str(paths["summary"])),

@@ -31,6 +31,7 @@ from hrm_core.errors import ConfigError
 from hrm_core.model.serving import ServingTrader
 from hrm_core.model.trader import TraderBase
 from hrm_core.training.api import with_scenarios
+from hrm_core.training.checkpoint import load_checkpoint
 from hrm_core.training.ewc import EWC, ewc_from
 from hrm_core.training.trainer import Trainer, load_trained_model, pick_device, save_trained_model
 
@@ -68,11 +69,20 @@ def latest_metadata(instance: dg.DagsterInstance, asset: str, key: str) -> Any:
 
 
 def start_from_production(
-    tracking: MlflowResource, warehouse: DuckDBResource, config: HRMConfig, data: MarketData
+    tracking: MlflowResource,
+    warehouse: DuckDBResource,
+    config: HRMConfig,
+    data: MarketData,
+    data_version: str,
 ) -> tuple[TraderBase | None, EWC | None, str | None]:
-    """The production model and its EWC term when it can be retrained on ``data``."""
+    """The production model and its EWC term when it can be retrained on ``data``; nothing when it
+    was trained on this very data with this very config (there is nothing new to learn, and the
+    run then reproduces, and reuses, production's own lineage)."""
     version = tracking.version_with_alias("production")
     if version is None:
+        return None, None, None
+    same = (version.tags.get("data_version"), version.tags.get("config_hash"))
+    if same == (data_version, lineage_hash(config.model_dump(mode="json"))):
         return None, None, None
     path = mlflow.artifacts.download_artifacts(version.tags["checkpoint_uri"])
     model, old_config, saved = load_trained_model(path)
@@ -130,12 +140,12 @@ def train_stage(
     stage = curriculum[index]
     fold = config.training.fold
     data = training_data(warehouse, config, fold)
-    model, ewc, base_version = start_from_production(tracking, warehouse, config, data)
+    data_version = latest_metadata(context.instance, dataset_version.key.to_user_string(), "data_version")
+    model, ewc, base_version = start_from_production(tracking, warehouse, config, data, data_version)
     if previous is not None:  # warm start from the previous stage; EWC stays anchored at production
         model, _, _ = load_trained_model(previous["checkpoint"])
         if previous.get("ewc_version") != base_version:
             ewc, base_version = None, None
-    data_version = latest_metadata(context.instance, dataset_version.key.to_user_string(), "data_version")
     start = (
         previous["lineage_key"] if previous else f"production v{base_version}" if base_version else "scratch"
     )
@@ -150,6 +160,10 @@ def train_stage(
         value = json.loads(done.read_text())
         context.log.info(f"reusing stage {stage.name} of MLflow run {value['mlflow_run_id']} (same lineage)")
         return dg.Output(value, metadata=_stage_metadata(value, reused=True))
+    resume = stage_dir / "resume" / "last.pt"
+    if resume.exists():
+        step = load_checkpoint(resume)["step"]
+        context.log.info(f"resuming stage {stage.name} from its checkpoint at step {step} (a killed run)")
     stage_config = config.model_copy(
         update={"training": config.training.model_copy(update={"curriculum": [stage]})}
     )

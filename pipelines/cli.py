@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -115,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     warnings.filterwarnings("ignore", message=".*is currently in beta")  # Dagster's, on every import
+    if not getattr(args, "verbose", False):  # MLflow's database set-up chatter goes to the log only
+        for name in ("mlflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     commands = {
         "run": _run,
         "predict": _predict,
@@ -166,9 +170,12 @@ def _run(args: argparse.Namespace) -> int:
         "path": args.path,
         "symbols": args.symbols,
         "force": args.force,
-        "progress": True,
+        "progress": sys.stderr.isatty(),  # bars on a terminal; step lines only in logs and pipes
     }
     config = _settings(settings_args).config()  # a bad config fails here, before any work
+    from hrm_core.training.trainer import pick_device
+
+    pick_device(config.training.device)  # so does a device this machine lacks
     defs = _definitions(settings_args, args.verbose)
     defined = {job.name for job in defs.jobs}
     job_name = JOB_ALIASES[args.job] if args.job else next(j for j in JOBS_BY_SIZE if j in defined)
@@ -423,7 +430,11 @@ def _run_cell(settings_args: dict, fold: int, seed: int, threads: int) -> bool:
     key = dg.MultiPartitionKey({"fold": str(fold), "seed": str(seed)})
     job = _definitions(settings_args).resolve_job_def("evaluation_cell_job")
     return job.execute_in_process(
-        instance=_instance(), partition_key=key, raise_on_error=False, tags=_run_tags(), run_config=CLI_RUN_CONFIG
+        instance=_instance(),
+        partition_key=key,
+        raise_on_error=False,
+        tags=_run_tags(),
+        run_config=CLI_RUN_CONFIG,
     ).success
 
 

@@ -28,9 +28,10 @@ class ProgressHandler(logging.Handler):
         meta = getattr(record, "dagster_meta", None) or {}
         event = meta.get("dagster_event")
         step = meta.get("step_key") or ""
-        if event is None:
-            if record.levelno >= logging.WARNING:
-                self._print(f"  warning ({step or 'run'}): {meta.get('orig_message', record.getMessage())}")
+        if event is None:  # the assets' own messages (context.log): dropped symbols, reuse, resume
+            if record.levelno >= logging.INFO:
+                level = "warning" if record.levelno >= logging.WARNING else "note"
+                self._print(f"  {level} ({step or 'run'}): {meta.get('orig_message', record.getMessage())}")
             return
         kind = event.event_type_value
         if kind == "STEP_START":

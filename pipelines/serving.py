@@ -12,6 +12,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import torch
+import yaml
 from dagster_duckdb import DuckDBResource
 
 from assets.resources import HRMSettings, MlflowResource
@@ -24,17 +25,18 @@ from hrm_core.vocabulary import ACTIONS
 PICKLE_RULE = "served models are torch.export programs (model.pt2) and never pickles"
 
 
-def load_served_program(uri: str, flavors: dict) -> torch.nn.Module:
+def load_served_program(uri: str) -> torch.nn.Module:
     """The registered ``torch.export`` program, refusing anything that would unpickle or import
-    code shipped with the model (a planted pickle would otherwise run its payload here)."""
-    flavor = flavors.get("pytorch") or {}
-    if not str(flavor.get("model_data", "")).endswith(".pt2") or flavor.get("code"):
-        raise HRMError(
-            f"{uri}: refused to load (rule: {PICKLE_RULE}); this version holds {flavor.get('model_data')!r}"
-            + (f" and code {flavor['code']!r}" if flavor.get("code") else "")
-        )
+    code shipped with the model (a planted pickle would otherwise run its payload here). The
+    files are checked before any of them is deserialised."""
+    local = Path(mlflow.artifacts.download_artifacts(uri))
+    flavor = yaml.safe_load((local / "MLmodel").read_text()).get("flavors", {}).get("pytorch") or {}
+    data = local / str(flavor.get("model_data", ""))
+    if flavor.get("code") or not (data / "model.pt2").is_file() or (data / "model.pth").exists():
+        held = sorted(p.name for p in data.iterdir()) if data.is_dir() else [data.name]
+        raise HRMError(f"{uri}: refused to load (rule: {PICKLE_RULE}); this version holds {held}")
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
-    return mlflow.pytorch.load_model(uri, map_location="cpu")
+    return mlflow.pytorch.load_model(str(local), map_location="cpu")
 
 
 def no_version_message(tracking: MlflowResource, alias: str) -> str:
@@ -67,9 +69,8 @@ def predict(
     tracking.client()
     if tracking.version_with_alias(alias) is None:
         raise HRMError(no_version_message(tracking, alias))
-    info = mlflow.models.get_model_info(uri)
-    meta = info.metadata
-    model = load_served_program(uri, info.flavors)
+    meta = mlflow.models.get_model_info(uri).metadata
+    model = load_served_program(uri)
     config = settings.config()
     if not Path(warehouse.database).exists():
         raise HRMError(f"{warehouse.database}: no warehouse; run `make run` (full_job) first")

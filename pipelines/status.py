@@ -32,7 +32,9 @@ def home_status(home: Path, resources: dict) -> str:
     if runs:
         run = runs[0]
         stats = instance.get_run_stats(run.run_id)
-        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(stats.start_time)) if stats.start_time else "?"
+        started = (
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(stats.start_time)) if stats.start_time else "?"
+        )
         lines.append(f"latest run {run.run_id[:8]}: {run.job_name} {run.status.value} (started {started})")
     lines += _registry_lines(resources["tracking"])
     event = instance.get_latest_materialization_event(dg.AssetKey("feature_drift_report"))
@@ -53,7 +55,9 @@ def _warehouse_line(path: Path) -> str:
     except duckdb.IOException:
         return f"warehouse {path}: in use by a running run"
     try:
-        rows = con.execute("SELECT symbol, count(*) FROM clean.ohlcv GROUP BY symbol ORDER BY symbol").fetchall()
+        rows = con.execute(
+            "SELECT symbol, count(*) FROM clean.ohlcv GROUP BY symbol ORDER BY symbol"
+        ).fetchall()
     except duckdb.CatalogException:
         rows = []
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import duckdb
@@ -16,6 +17,9 @@ from hrm_core.data.warehouse import ensure_tables, replace_symbols, transaction
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+# Hypothesis writes its example database and caches to .hypothesis/ in the working directory,
+# which is the checkout under `make test`: point it at a temporary folder instead
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", tempfile.mkdtemp(prefix="hrm-hypothesis-"))
 
 
 @pytest.fixture(scope="session")

@@ -97,6 +97,11 @@ def test_the_full_graph_registers_versions_and_moves_aliases(project: Path, caps
         ]
         md5 = version_event.step_materialization_data.materialization.metadata["data_version"].value
         assert {r.data.tags["data_version"] for r in stage_runs} == {md5}
+        lineage = client.get_model_version("hrm-trader", "1").tags
+        assert lineage["data_version"] == md5 and lineage["fold"] == "0"
+        assert {"feature_hash", "config_hash", "git_commit", "lineage_key", "fold.train", "fold.test"} <= set(
+            lineage
+        )
         assert "test_total_return" in client.get_run(parent).data.metrics
 
         report = json.loads((Path(out["backtest_report"]["report_dir"]) / "summary.json").read_text())
@@ -112,13 +117,16 @@ def test_the_full_graph_registers_versions_and_moves_aliases(project: Path, caps
         client.set_registered_model_alias("hrm-trader", "production", "1")
     production = tracking.version_with_alias("production")
     capsys.readouterr()
+    # another config on the same data: retraining starts from production (the same data and config
+    # would only reproduce it, and are not retrained: see test_reliability)
+    config_path = tiny_config(project, training={**TINY["training"], "learning_rate": 5e-4})
     assert main(["run", "--config", config_path]) == 0  # the second run as a user makes it: the CLI
     printed = capsys.readouterr().out
     assert "registered hrm-trader version 2 (alias staging)" in printed
     # fold 0's model is backtested on every later test fold: 2011 to the last decision bar of 2018
     assert re.search(r"out of sample 2011-01-03 → 2018-12-\d\d, net of costs", printed)
     assert "| buy_and_hold" in printed
-    assert "feature drift: " in printed and "hrm_stage_3_full: " in printed
+    assert "feature drift check " in printed and "hrm_stage_3_full: " in printed
     assert "promotion: " in printed and "against production; production is version 1: " in printed
     facts = json.loads((project.parent / "hrm_home" / "reports" / "latest" / "summary.json").read_text())
     assert facts["registered_model"]["version"] == "2" and set(facts["stages"]) == {

@@ -77,9 +77,10 @@ def test_data_job_materialises_every_asset_on_the_sample_data(project: Path, tmp
     counts = warehouse_counts(home)
     assert counts["raw.ohlcv"] == counts["clean.ohlcv"] + counts["quarantine.ohlcv"] == 2 * 5031
     assert counts["features.hierarchical"] == counts["labels.forward"] == 2 * 5031
-    assert (project / "data" / "raw" / "SP500.parquet").exists()
-    assert "md5:" in (project / "data.dvc").read_text()
+    assert (home / "data" / "raw" / "SP500.parquet").exists()
+    assert "md5:" in (home / "data.dvc").read_text()
     assert any((home / "dvc-remote").rglob("*"))
+    assert not (project / "data").exists() and not (project / "data.dvc").exists()
 
 
 def test_cli_runs_on_csv_files_and_prints_the_summary(project: Path, csv_folder: Path, capsys):
@@ -125,19 +126,39 @@ def test_failed_check_leaves_the_warehouse_as_it_was(project: Path, csv_folder: 
     assert main(["run", "--job", "data", "--source", "csv", "--path", str(csv_folder)]) == 1
     err = capsys.readouterr().err
     assert "quarantine_share_within_threshold" in err and "ohlc_not_null" in err
-    after = warehouse_counts(home)
-    assert {k: v for k, v in after.items() if k != "raw.ohlcv"} == {
-        k: v for k, v in before.items() if k != "raw.ohlcv"
-    }
+    assert "as they were before this run" in err
+    assert warehouse_counts(home) == before  # the whole run is undone, raw.ohlcv included
+    assert not (home / ".before-run").exists()
 
 
 def test_dvc_versioning_survives_a_data_dvc_naming_a_missing_cache_entry(project: Path, csv_folder: Path):
-    (project / "data.dvc").write_text(
+    home = project.parent / "hrm_home"
+    home.mkdir()
+    (home / "data.dvc").write_text(
         "outs:\n- md5: 0123456789abcdef0123456789abcdef.dir\n"
         "  size: 1\n  nfiles: 1\n  hash: md5\n  path: data\n"
     )
     assert main(["run", "--job", "data", "--source", "csv", "--path", str(csv_folder)]) == 0
-    assert "0123456789abcdef" not in (project / "data.dvc").read_text()
+    assert "0123456789abcdef" not in (home / "data.dvc").read_text()
+
+
+def test_a_run_on_another_source_works_on_exactly_its_symbols(project: Path, csv_folder: Path, capsys):
+    home = project.parent / "hrm_home"
+    assert main(["run", "--job", "data", "--source", "csv", "--path", str(csv_folder)]) == 0
+    one = csv_folder.parent / "one"
+    one.mkdir()
+    (csv_folder / "S0000.csv").rename(one / "MINE.csv")
+    capsys.readouterr()
+    assert main(["run", "--job", "data", "--source", "csv", "--path", str(one)]) == 0
+    out = capsys.readouterr().out
+    assert "on 1 symbol(s) from 'csv': MINE" in out
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    tables = ("raw.ohlcv", "clean.ohlcv", "quarantine.ohlcv", "features.hierarchical", "splits.rows")
+    symbols = {t: {r[0] for r in con.execute(f"SELECT DISTINCT symbol FROM {t}").fetchall()} for t in tables}
+    con.close()
+    assert symbols == {t: ({"MINE"} if t != "quarantine.ohlcv" else set()) for t in tables}
+    assert sorted(p.name for p in (home / "data" / "raw").iterdir()) == ["MINE.parquet"]
+    assert dg.DagsterInstance.get().get_dynamic_partitions("symbols") == ["MINE"]
 
 
 def free_port() -> int:

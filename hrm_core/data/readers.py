@@ -27,6 +27,11 @@ from hrm_core.data.schema import (
 from hrm_core.errors import DataError
 
 EPOCH_MS_THRESHOLD = 1e11
+SYMBOL_PATTERN = r"[A-Za-z0-9^][A-Za-z0-9._=^-]{0,31}"
+"""Tickers as exchanges and vendors write them (BRK.B, ^GSPC, EURUSD=X, BTC-USD). Nothing else: a
+symbol becomes a file name and a Dagster partition, so a slash, quote or space is refused."""
+YEAR_2200_SECONDS = 7.26e9
+"""Epochs past about 2200 are not dates; they become missing stamps, which validation quarantines."""
 """Epoch values above this are milliseconds: 1e11 seconds would be the year 5138."""
 
 
@@ -103,6 +108,14 @@ def normalise_frame(frame: pd.DataFrame, name: str, default_symbol: str) -> pd.D
     out["source_file"] = name
     out["source_row"] = np.arange(1, len(frame) + 1, dtype="int64")
     out["symbol"] = out["symbol"].astype(str)
+    bad_symbol = ~out["symbol"].str.fullmatch(SYMBOL_PATTERN)
+    if bad_symbol.any():
+        raise DataError(
+            name,
+            f"symbol names must match {SYMBOL_PATTERN} (letters, digits, . _ - ^ =; they name files "
+            "and partitions)",
+            _example(out["symbol"], bad_symbol),
+        )
     return out[[*OHLCV_COLUMNS, "source_file", "source_row"]].reset_index(drop=True)
 
 
@@ -125,8 +138,10 @@ def _parse_epoch(values: pd.Series, name: str, column: str) -> pd.Series:
     numbers = _parse_numbers(values, name, column)
     if numbers.isna().all():
         raise DataError(name, f"column '{column}' has no epoch values", _example(values, numbers.isna()))
-    unit = "ms" if numbers.abs().max() > EPOCH_MS_THRESHOLD else "s"
-    return pd.to_datetime(numbers, unit=unit, utc=True)
+    unit = "ms" if numbers.abs().median() > EPOCH_MS_THRESHOLD else "s"  # one wild value cannot flip it
+    seconds = numbers / (1000.0 if unit == "ms" else 1.0)
+    representable = seconds.abs() < YEAR_2200_SECONDS  # beyond: missing, quarantined by the ts rule
+    return pd.to_datetime(numbers.where(representable), unit=unit, utc=True)
 
 
 def _parse_timestamps(values: pd.Series, name: str, column: str) -> pd.Series:
@@ -148,7 +163,8 @@ def _parse_timestamps(values: pd.Series, name: str, column: str) -> pd.Series:
         parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
     except (ValueError, TypeError):
         parsed = pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
-    bad = parsed.isna() & present
+    beyond_pandas = text.str.match(r"^\s*\d{4,}-\d\d-\d\d").fillna(False)  # e.g. year 2600: quarantined
+    bad = parsed.isna() & present & ~beyond_pandas
     if bad.any():
         raise DataError(
             name, f"column '{column}' has unparseable timestamps (use ISO 8601)", _example(values, bad)

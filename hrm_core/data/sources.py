@@ -47,6 +47,12 @@ class SampleSource:
         return pd.concat(frames, ignore_index=True)
 
 
+_LAST_FILES_LOAD: dict[str, Any] = {}
+"""The last file load of this process and the versions of its files: a run discovers the symbols
+and then ingests the same files, and a 3 M-row CSV took minutes to parse twice. Callers must not
+mutate the frame ``FileSource.load`` returns."""
+
+
 @dataclass(frozen=True)
 class FileSource:
     """A CSV/parquet file or a folder of them, on local disk or under an ``s3://`` URI.
@@ -71,8 +77,11 @@ class FileSource:
                 f"no data files found (expected {' or '.join(suffixes)})",
                 f"found: {files.list()[:5] or 'nothing'}",
             )
-        frames = [read_ohlcv_bytes(files.read(name), name) for name in names]
-        return pd.concat(frames, ignore_index=True)
+        fingerprint = (self.kind, tuple(files.version(name) for name in names))
+        if _LAST_FILES_LOAD.get("fingerprint") != fingerprint:
+            frames = [read_ohlcv_bytes(files.read(name), name) for name in names]
+            _LAST_FILES_LOAD.update(fingerprint=fingerprint, bars=pd.concat(frames, ignore_index=True))
+        return _LAST_FILES_LOAD["bars"]
 
 
 @dataclass(frozen=True)
@@ -128,6 +137,10 @@ class _LocalFiles:
     def read(self, name: str) -> bytes:
         return Path(name).read_bytes()
 
+    def version(self, name: str) -> tuple:
+        stat = Path(name).stat()
+        return name, stat.st_size, stat.st_mtime_ns
+
 
 class _S3Files:
     def __init__(self, uri: str, client: Any) -> None:
@@ -149,3 +162,8 @@ class _S3Files:
     def read(self, name: str) -> bytes:
         key = name.removeprefix(f"s3://{self.bucket}/")
         return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def version(self, name: str) -> tuple:
+        key = name.removeprefix(f"s3://{self.bucket}/")
+        head = self.client.head_object(Bucket=self.bucket, Key=key)
+        return name, head["ContentLength"], head["ETag"]

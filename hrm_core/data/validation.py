@@ -27,12 +27,27 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 
 ge = gx.expectations
 
+MAX_PRICE = 1e9
+"""No traded price is a billion per unit; a larger one is a unit or parsing error (or inf)."""
+MAX_VOLUME = 1e15
+TS_RANGE = (pd.Timestamp("1900-01-01", tz="UTC"), pd.Timestamp("2200-12-31 23:59:59", tz="UTC"))
+"""Bars outside these dates are typos or sentinels; the readers turn stamps they cannot represent
+(year 2600, an epoch of 1e20) into missing ones, which this rule quarantines with the others."""
+
 ROW_RULES: dict[str, list] = {
-    "ts_not_null": [ge.ExpectColumnValuesToNotBeNull(column="ts")],
+    "ts_present_in_1900_2200": [
+        ge.ExpectColumnValuesToNotBeNull(column="ts"),
+        ge.ExpectColumnValuesToBeBetween(column="ts", min_value=TS_RANGE[0], max_value=TS_RANGE[1]),
+    ],
     "ohlc_not_null": [ge.ExpectColumnValuesToNotBeNull(column=c) for c in PRICE_COLUMNS],
     "prices_positive": [
         ge.ExpectColumnValuesToBeBetween(column=c, min_value=0, strict_min=True) for c in PRICE_COLUMNS
     ],
+    "values_finite_and_sane": [
+        *(ge.ExpectColumnValuesToBeBetween(column=c, max_value=MAX_PRICE) for c in PRICE_COLUMNS),
+        ge.ExpectColumnValuesToBeBetween(column="volume", max_value=MAX_VOLUME),
+    ],
+    "volume_not_null": [ge.ExpectColumnValuesToNotBeNull(column="volume")],
     "high_ge_open_close": [
         ge.ExpectColumnPairValuesAToBeGreaterThanB(
             column_A="high", column_B=c, or_equal=True, ignore_row_if="either_value_is_missing"
@@ -172,6 +187,13 @@ def _warnings(frame: pd.DataFrame, config: ValidationConfig) -> dict[str, int]:
     return {"bar_gaps": counts[0], "return_outliers": counts[1]}
 
 
+def _printable(value: object) -> object:
+    """Non-finite floats as text, so that examples stay valid JSON in Dagster's metadata."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)
+    return value
+
+
 def validate_ohlcv(bars: pd.DataFrame, config: ValidationConfig) -> ValidationReport:
     """Split raw bars into clean and quarantined rows, symbol by symbol."""
     check_schema(bars, "raw.ohlcv")
@@ -186,7 +208,10 @@ def validate_ohlcv(bars: pd.DataFrame, config: ValidationConfig) -> ValidationRe
         quarantined = frame.loc[broken].assign(rules=rules)
         clean = frame.loc[~broken, list(OHLCV_COLUMNS)]
         assert len(clean) + len(quarantined) == len(frame), "validation lost rows"
-        examples = quarantined.head(5).assign(ts=lambda f: f["ts"].astype(str)).to_dict("records")
+        examples = [
+            {k: _printable(v) for k, v in row.items()}
+            for row in quarantined.head(5).assign(ts=lambda f: f["ts"].astype(str)).to_dict("records")
+        ]
         reports[str(symbol)] = SymbolReport(
             symbol=str(symbol),
             rows_in=len(frame),

@@ -30,6 +30,10 @@ class Fold:
     test: tuple[pd.Timestamp, pd.Timestamp]
 
 
+MIN_BLOCK_BARS = 30
+"""No train, validation or test block shorter than this: a Sharpe ratio over fewer bars is noise."""
+
+
 def plan_folds(timeline: pd.DatetimeIndex, config: SplitConfig, embargo: int) -> list[Fold]:
     """Cut the timeline into walk-forward folds (dates only; rows are assigned later)."""
     total = len(timeline)
@@ -43,10 +47,12 @@ def plan_folds(timeline: pd.DatetimeIndex, config: SplitConfig, embargo: int) ->
         val_end = test_start - embargo - 1
         val_start = val_end - val_len + 1
         train_end = val_start - embargo - 1
-        if test_len < 1 or val_len < 1 or train_end < 1:
+        if test_len < MIN_BLOCK_BARS or val_len < MIN_BLOCK_BARS or train_end < MIN_BLOCK_BARS:
             raise HRMError(
                 f"walk-forward splits: {total} bars cannot hold {config.n_folds} folds with an embargo of "
-                f"{embargo} bars (test {test_len}, validation {val_len} bars); use fewer folds or more data"
+                f"{embargo} bars (test {test_len}, validation {val_len}, train {max(train_end, 0)} bars; "
+                f"rule: every block has at least {MIN_BLOCK_BARS} bars); use fewer folds (splits.n_folds) "
+                "or more data"
             )
         folds.append(
             Fold(

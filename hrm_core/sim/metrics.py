@@ -138,3 +138,19 @@ def deflated_sharpe_ratio(r: np.ndarray, trials_sharpe: Sequence[float]) -> floa
         (1 - EULER_GAMMA) * stats.norm.ppf(1 - 1 / n) + EULER_GAMMA * stats.norm.ppf(1 - 1 / (n * math.e))
     )
     return probabilistic_sharpe_ratio(r, expected_max)
+
+
+PERCENT_METRICS = ("total_return", "cagr", "max_drawdown", "trade_win_rate", "exposure", "costs")
+INTEGER_METRICS = ("n_trades",)
+
+
+def format_metric(name: str, value: float | None) -> str:
+    """One metric as people read it: percentages as percentages, counts as integers, ratios with
+    two or three decimals, and every undefined value (NaN, ±inf, missing) as ``n/a``."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if name in PERCENT_METRICS:
+        return f"{value:.1%}"
+    if name in INTEGER_METRICS:
+        return f"{value:.0f}"
+    return f"{value:.3f}" if name in ("turnover", "brier") else f"{value:.2f}"

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from hrm_core.config import PromotionConfig
+from hrm_core.sim.metrics import format_metric
 
 
 @dataclass
@@ -37,17 +38,19 @@ def decide_promotion(
         )
     )
     sharpe, rival = _number(candidate, "sharpe"), _number(incumbent, "sharpe")
-    rules.append((sharpe > rival, f"Sharpe {sharpe:.3f} vs {incumbent_name} {rival:.3f}"))
+    shown = format_metric("sharpe", sharpe), format_metric("sharpe", rival)
+    rules.append((sharpe > rival, f"Sharpe {shown[0]} vs {incumbent_name} {shown[1]}"))
     drawdown, rival_drawdown = _number(candidate, "max_drawdown"), _number(incumbent, "max_drawdown")
     rules.append(
         (
             drawdown >= rival_drawdown - policy.max_drawdown_margin,
-            f"max drawdown {drawdown:.3f} vs {incumbent_name} {rival_drawdown:.3f} "
+            f"max drawdown {format_metric('max_drawdown', drawdown)} vs {incumbent_name} "
+            f"{format_metric('max_drawdown', rival_drawdown)} "
             f"(margin {policy.max_drawdown_margin})",
         )
     )
     psr = _number(candidate, "psr")
-    rules.append((psr >= policy.min_psr, f"PSR {psr:.3f} (minimum {policy.min_psr})"))
+    rules.append((psr >= policy.min_psr, f"PSR {format_metric('psr', psr)} (minimum {policy.min_psr})"))
     if policy.evaluation == "all_folds":
         if across_folds is None:
             rules.append((False, "no evaluation of this configuration: run `hrm-trading evaluate`"))

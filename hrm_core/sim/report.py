@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from hrm_core.sim.metrics import drawdown_series, performance_summary
+from hrm_core.sim.metrics import drawdown_series, format_metric, performance_summary
 
 if TYPE_CHECKING:
     from hrm_core.sim.backtest import BacktestResult
@@ -64,8 +64,9 @@ def write_report(
 
 
 def metrics_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """The report's columns of ``BacktestResult.summary()``, strategies as rows."""
-    return summary[[c for c in TABLE_COLUMNS if c in summary.columns]]
+    """The report's columns of ``BacktestResult.summary()``, strategies as rows, as formatted text."""
+    columns = [c for c in TABLE_COLUMNS if c in summary.columns]
+    return pd.DataFrame({c: [format_metric(c, v) for v in summary[c]] for c in columns}, index=summary.index)
 
 
 def _equity_figure(result: BacktestResult) -> Figure:
@@ -154,7 +155,7 @@ def _summary_json(result: BacktestResult, summary: pd.DataFrame) -> dict[str, An
 
 
 def _html(title: str, result: BacktestResult, summary: pd.DataFrame, paths: dict[str, Path]) -> str:
-    table = metrics_table(summary).to_html(float_format=lambda v: f"{v:.4f}", na_rep="–", border=0)
+    table = metrics_table(summary).to_html(border=0)
     images = "\n".join(
         f'<h2>{html.escape(name.replace("_", " "))}</h2><img alt="{name}" src="data:image/png;base64,'
         f'{base64.b64encode(paths[name].read_bytes()).decode()}">'

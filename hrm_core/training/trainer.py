@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from hrm_core.config import HRMConfig, StageConfig
 from hrm_core.data.market import MarketData
-from hrm_core.errors import HRMError
+from hrm_core.errors import ConfigError, HRMError
 from hrm_core.model.act import run_segments
 from hrm_core.model.flat import FlatTrader
 from hrm_core.model.gru import GRUTrader
@@ -37,7 +37,13 @@ VALIDATION_CHUNKS = 32
 
 
 def pick_device(preference: str) -> torch.device:
-    """CUDA when present (or asked for), else CPU."""
+    """CUDA when present (or asked for), else CPU. Asking for CUDA where there is none is an error
+    that says so, not a failure deep inside torch."""
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "training.device is 'cuda' but torch sees no CUDA device on this machine; "
+            "use device: auto (CUDA when present, else CPU) or device: cpu"
+        )
     if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")
