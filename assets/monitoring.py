@@ -63,7 +63,10 @@ def drifted_share(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[float
 
 @dg.asset(deps=[walk_forward_splits, promotion_decision], group_name="monitoring", kinds={"evidently"})
 def feature_drift_report(
-    settings: HRMSettings, warehouse: DuckDBResource, tracking: MlflowResource
+    context: dg.AssetExecutionContext,
+    settings: HRMSettings,
+    warehouse: DuckDBResource,
+    tracking: MlflowResource,
 ) -> dg.MaterializeResult:
     """Recent features against the production model's training reference, with Evidently."""
     config = settings.config()
@@ -88,7 +91,9 @@ def feature_drift_report(
     snapshot.save_html(str(path))
     tracking.client()
     mlflow.set_experiment(experiment_id=tracking.experiment_id())
-    with mlflow.start_run(run_name="feature-drift", tags={"kind": "monitoring"}):
+    with mlflow.start_run(
+        run_name="feature-drift", tags={"kind": "monitoring", "dagster.run_id": context.run_id}
+    ):
         mlflow.log_metric(DRIFT_SHARE, share)
         mlflow.log_artifact(str(path), "drift")
     return dg.MaterializeResult(

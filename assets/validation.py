@@ -1,10 +1,12 @@
 """``clean_ohlcv``: Great Expectations rules split raw bars into clean and quarantined rows."""
 
+from pathlib import Path
+
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets.ingest import WAREHOUSE_POOL, raw_ohlcv, symbols_partitions
-from assets.resources import HRMSettings
+from assets.resources import HRMSettings, hrm_home
 from hrm_core.data.validation import ValidationReport, validate_ohlcv
 from hrm_core.data.warehouse import ensure_tables, read_bars, replace_symbols, transaction
 from hrm_core.errors import DataError
@@ -67,11 +69,16 @@ def clean_ohlcv(
             with transaction(con):
                 replace_symbols(con, "clean.ohlcv", report.clean, symbols)
                 replace_symbols(con, "quarantine.ohlcv", report.quarantine, symbols)
+    kept = None
+    if failing:  # the warehouse stays as it was; the rows that caused it are not lost
+        kept = hrm_home() / "reports" / "quarantine" / f"{context.run_id}.parquet"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        report.quarantine.to_parquet(kept, index=False)
     return dg.MaterializeResult(
         metadata=_metadata(report, written=not failing),
         check_results=[
             dg.AssetCheckResult(check_name=SCHEMA_CHECK, passed=True),
-            _quarantine_check(report, config.validation.max_quarantine_share),
+            _quarantine_check(report, config.validation.max_quarantine_share, kept),
         ],
     )
 
@@ -110,13 +117,14 @@ def _metadata(report: ValidationReport, written: bool) -> dict:
     }
 
 
-def _quarantine_check(report: ValidationReport, max_share: float) -> dg.AssetCheckResult:
+def _quarantine_check(report: ValidationReport, max_share: float, kept: Path | None) -> dg.AssetCheckResult:
     failing = report.failing_symbols(max_share)
     return dg.AssetCheckResult(
         check_name=QUARANTINE_CHECK,
         passed=not failing,
         metadata={
             "max_quarantine_share": max_share,
+            **({"quarantined_rows_file": str(kept)} if kept else {}),
             "failing_symbols": dg.MetadataValue.json(
                 {r.symbol: {"share": round(r.quarantine_share, 6), "rules": r.rule_counts} for r in failing}
             ),

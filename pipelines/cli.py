@@ -205,17 +205,12 @@ def _run(args: argparse.Namespace) -> int:
 def _guarded(home: Path, command: str, defs) -> Iterator:
     """Hold the home's run lock, clean up after dead runs, and make the block one transaction
     (yields it: ``commit()`` keeps the block's writes)."""
-    from pipelines.home import RunTransaction, exclusive_home, recover_dead_runs
+    from pipelines.home import RunTransaction, exclusive_home, recover_home
 
     with exclusive_home(home, command):
-        dead = recover_dead_runs(_instance(), defs.resources["tracking"])
-        if dead:
-            print(
-                f"marked {len(dead)} run(s) whose process died as failed: {', '.join(dead)}", file=sys.stderr
-            )
+        for note in recover_home(home, _instance(), defs.resources["tracking"]):
+            print(note, file=sys.stderr)
         with RunTransaction(home) as transaction:
-            if transaction.restored_killed_run:
-                print("restored the warehouse and raw data to before a killed run", file=sys.stderr)
             yield transaction
 
 
@@ -326,11 +321,19 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from pipelines.home import prepare_home
+    from pipelines.home import exclusive_home, prepare_home, recover_home
     from pipelines.resources import resources_for_profile
     from pipelines.status import home_status
 
-    print(home_status(prepare_home(), resources_for_profile()))
+    home, resources = prepare_home(), resources_for_profile()
+    with exclusive_home(home, "status", wait=False) as free:
+        if free:  # never show a killed run's half-written state
+            for note in recover_home(home, _instance(), resources["tracking"]):
+                print(note)
+        print(
+            home_status(home, resources, _instance())
+            + ("" if free else "\n(a run is in progress on this home)")
+        )
     return 0
 
 
@@ -380,10 +383,19 @@ def _definitions(settings_args: dict, verbose: bool = False):
     )
 
 
+_INSTANCES: dict[str, object] = {}
+
+
 def _instance():
+    """One instance per ``DAGSTER_HOME`` for the whole process: Dagster's definitions-loading
+    context keeps only a weak reference to the instance it first saw, and a second, short-lived
+    instance left it dangling ("Attempted to resolve undefined DagsterInstance weakref")."""
     import dagster as dg
 
-    return dg.DagsterInstance.get()
+    home = os.environ.get("DAGSTER_HOME", "")
+    if home not in _INSTANCES:
+        _INSTANCES[home] = dg.DagsterInstance.get()
+    return _INSTANCES[home]
 
 
 CLI_RUN_CONFIG = {"loggers": {"console": {}}}

@@ -66,8 +66,9 @@ def _alive(pid: int) -> bool:
 
 
 @contextmanager
-def exclusive_home(home: Path, command: str) -> Iterator[None]:
-    """Hold ``HRM_HOME``'s run lock for the block; wait, and say so, while another run holds it.
+def exclusive_home(home: Path, command: str, wait: bool = True) -> Iterator[bool]:
+    """Hold ``HRM_HOME``'s run lock for the block (yields True); wait, and say so, while another
+    run holds it, or with ``wait=False`` yield False at once and hold nothing.
 
     The lock is an ``flock``: the kernel releases it when its holder dies, even by ``kill -9``,
     so a dead run can never block the next one.
@@ -79,6 +80,9 @@ def exclusive_home(home: Path, command: str) -> Iterator[None]:
         except BlockingIOError:
             lock.seek(0)
             holder = lock.read().strip() or "another process"
+            if not wait:
+                yield False
+                return
             print(f"waiting: {home} is in use by {holder}; this run starts when it ends", file=sys.stderr)
             fcntl.flock(lock, fcntl.LOCK_EX)
         lock.seek(0)
@@ -86,7 +90,7 @@ def exclusive_home(home: Path, command: str) -> Iterator[None]:
         lock.write(f"pid {os.getpid()} (`hrm-trading {command}`, since {time.strftime('%H:%M:%S')})")
         lock.flush()
         try:
-            yield
+            yield True
         finally:
             lock.seek(0)
             lock.truncate()
@@ -107,10 +111,7 @@ class RunTransaction:
         self._committed = False
 
     def __enter__(self) -> RunTransaction:
-        shutil.rmtree(self.home / f"{BEFORE_RUN}.tmp", ignore_errors=True)  # killed while copying
-        if self.backup.exists():
-            self.rollback()
-            self.restored_killed_run = True
+        self.restored_killed_run = self.restore_killed_run()
         tmp = self.home / f"{BEFORE_RUN}.tmp"
         tmp.mkdir()
         present = []
@@ -126,6 +127,14 @@ class RunTransaction:
         (tmp / "manifest.json").write_text(json.dumps({"present": present}))
         os.replace(tmp, self.backup)
         return self
+
+    def restore_killed_run(self) -> bool:
+        """Put back the copy a killed run left; True when there was one."""
+        shutil.rmtree(self.home / f"{BEFORE_RUN}.tmp", ignore_errors=True)  # killed while copying
+        if not self.backup.exists():
+            return False
+        self.rollback()
+        return True
 
     def commit(self) -> None:
         self._committed = True
@@ -150,6 +159,18 @@ class RunTransaction:
             if name in present:
                 os.replace(saved, live)
         shutil.rmtree(self.backup)
+
+
+def recover_home(home: Path, instance, tracking) -> list[str]:
+    """What a command that finds the home free does first: restore a killed run's copy and clean
+    up after dead runs. Call while holding the lock; returns what was done, for the user."""
+    done = []
+    if RunTransaction(home).restore_killed_run():
+        done.append("restored the warehouse and raw data to before a killed run")
+    dead = recover_dead_runs(instance, tracking)
+    if dead:
+        done.append(f"marked {len(dead)} run(s) whose process died as failed: {', '.join(dead)}")
+    return done
 
 
 def recover_dead_runs(instance, tracking) -> list[str]:

@@ -7,8 +7,10 @@ that bar, and no position held, which is the state a fresh deployment decides fr
 """
 
 import os
+import sys
 from pathlib import Path
 
+import duckdb
 import mlflow
 import numpy as np
 import torch
@@ -56,6 +58,18 @@ def no_version_message(tracking: MlflowResource, alias: str) -> str:
     return f"{base}; the latest registered version is {latest.version}: try --model-alias staging"
 
 
+def _reading(warehouse: DuckDBResource):
+    """The warehouse connection, after saying so when a run is writing it (DuckDB has one writer
+    process; the resource retries for about 100 s, then the CLI prints the lock error in one line)."""
+    try:
+        duckdb.connect(warehouse.database, read_only=True).close()
+    except duckdb.IOException:
+        print(
+            "waiting: a run is writing the warehouse; predict reads it when that write ends", file=sys.stderr
+        )
+    return warehouse.get_connection()
+
+
 def predict(
     tracking: MlflowResource,
     warehouse: DuckDBResource,
@@ -75,7 +89,7 @@ def predict(
     if not Path(warehouse.database).exists():
         raise HRMError(f"{warehouse.database}: no warehouse; run `make run` (full_job) first")
     normalization = {name: tuple(stats) for name, stats in meta["normalization"].items()}
-    with warehouse.get_connection() as con:
+    with _reading(warehouse) as con:
         data = read_market_data(con, config, normalization, "NULL")
     trained_on = (tuple(meta["feature_names"][0]), tuple(meta["feature_names"][1]))
     if trained_on != (data.strategic_names, data.tactical_names):

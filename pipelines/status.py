@@ -15,7 +15,7 @@ from hrm_core.data.versioning import restore_data, snapshot_symbols
 from hrm_core.errors import HRMError
 
 
-def home_status(home: Path, resources: dict) -> str:
+def home_status(home: Path, resources: dict, instance: dg.DagsterInstance) -> str:
     """Data version and symbols, warehouse rows, the latest run, registered versions with their
     aliases and lineage, and the last drift check."""
     lines = [f"HRM_HOME {home}"]
@@ -27,7 +27,6 @@ def home_status(home: Path, resources: dict) -> str:
     else:
         lines.append("data: none versioned yet (run `hrm-trading run`)")
     lines.append(_warehouse_line(Path(resources["warehouse"].database)))
-    instance = dg.DagsterInstance.get()
     runs = instance.get_runs(limit=1)
     if runs:
         run = runs[0]

@@ -2,6 +2,7 @@
 and ``hrm-trading evaluate`` running fold × seed partitions through the Dagster code location."""
 
 import json
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -62,7 +63,7 @@ def test_evaluate_runs_fold_by_seed_cells_through_dagster_and_writes_the_report(
     (project / "configs" / "quick.yaml").write_text(yaml.safe_dump(preset))
     argv = ["evaluate", "--folds", "1", "--seeds", "2", "--models", "hrm,flat", "--workers", "1"]
     assert main([*argv, "--config", "configs/quick.yaml"]) == 0
-    home = Path(dg.DagsterInstance.get().root_directory).parent
+    home = Path(os.environ["HRM_HOME"])
     report = json.loads((home / "reports" / "evaluation" / "latest" / "evaluation.json").read_text())
     cells = {(r["model"], r["fold"], r["seed"]) for r in report["rows"]}
     assert cells >= {
@@ -78,8 +79,8 @@ def test_evaluate_runs_fold_by_seed_cells_through_dagster_and_writes_the_report(
     )
     assert report["summary"]["paired_sharpe_difference"]["hrm - flat"]["pairs"] == 2
     assert (home / "reports" / "evaluation" / "latest" / "evaluation.html").stat().st_size > 1000
-    instance = dg.DagsterInstance.get()
-    materialised = instance.get_materialized_partitions(dg.AssetKey("evaluation_cell"))
+    with dg.DagsterInstance.get() as instance:
+        materialised = instance.get_materialized_partitions(dg.AssetKey("evaluation_cell"))
     assert {str(k) for k in materialised} == {"1|42", "1|43"}
     out = capsys.readouterr().out
     assert "[2/2] fold 1 seed" in out and "hrm - flat" in out

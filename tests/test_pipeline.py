@@ -1,5 +1,6 @@
 """The data plane through Dagster and the CLI, in a temporary HRM_HOME and project copy."""
 
+import re
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import boto3
 import dagster as dg
 import duckdb
+import pandas as pd
 import pytest
 
 from assets.resources import HRMSettings
@@ -127,6 +129,8 @@ def test_failed_check_leaves_the_warehouse_as_it_was(project: Path, csv_folder: 
     err = capsys.readouterr().err
     assert "quarantine_share_within_threshold" in err and "ohlc_not_null" in err
     assert "as they were before this run" in err
+    kept = pd.read_parquet(re.search(r"'quarantined_rows_file': '([^']+)'", err).group(1))
+    assert len(kept) == 59 and set(kept["symbol"]) == {"S0001"}
     assert warehouse_counts(home) == before  # the whole run is undone, raw.ohlcv included
     assert not (home / ".before-run").exists()
 
@@ -158,7 +162,8 @@ def test_a_run_on_another_source_works_on_exactly_its_symbols(project: Path, csv
     con.close()
     assert symbols == {t: ({"MINE"} if t != "quarantine.ohlcv" else set()) for t in tables}
     assert sorted(p.name for p in (home / "data" / "raw").iterdir()) == ["MINE.parquet"]
-    assert dg.DagsterInstance.get().get_dynamic_partitions("symbols") == ["MINE"]
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_dynamic_partitions("symbols") == ["MINE"]
 
 
 def free_port() -> int:

@@ -23,7 +23,7 @@ import torch
 
 from hrm_core.data.warehouse import TABLE_DDL
 from pipelines.cli import main
-from pipelines.home import BEFORE_RUN, RunTransaction, exclusive_home, recover_dead_runs
+from pipelines.home import BEFORE_RUN
 from pipelines.resources import local_resources
 from tests.test_mlops import TINY, tiny_config
 
@@ -86,7 +86,7 @@ def home(project: Path) -> Path:
 
 
 @pytest.mark.parametrize("step", ["raw_ohlcv", "hierarchical_features", "walk_forward_splits"])
-def test_a_run_killed_in_a_warehouse_step_leaves_nothing_behind(project: Path, home: Path, step: str):
+def test_a_run_killed_in_a_warehouse_step_leaves_nothing_behind(project: Path, home: Path, step: str, capsys):
     config = tiny_config(project)
     assert main(["run", "--job", "data", "--config", config]) == 0
     before = snapshot(home)
@@ -96,14 +96,15 @@ def test_a_run_killed_in_a_warehouse_step_leaves_nothing_behind(project: Path, h
     wait_for(step_started(home, step), run, f"step {step}")
     kill(run)
 
-    instance = dg.DagsterInstance.get()
-    dead = recover_dead_runs(instance, local_resources()["tracking"])
-    assert len(dead) == 1 and instance.get_run_by_id(dead[0]).status == dg.DagsterRunStatus.FAILURE
-    assert instance.event_log_storage.get_concurrency_run_ids() == set()  # the pool slot is free again
-    with exclusive_home(home, "test"), RunTransaction(home) as transaction:
-        assert transaction.restored_killed_run
-        assert snapshot(home) == before  # no staging table, no half-written table, same data version
-        transaction.commit()
+    assert (home / BEFORE_RUN).exists()
+    assert main(["status"]) == 0  # the next command that finds the home free cleans up
+    out = capsys.readouterr().out
+    assert "restored the warehouse and raw data to before a killed run" in out
+    with dg.DagsterInstance.get() as instance:
+        (dead,) = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+        assert f"marked 1 run(s) whose process died as failed: {dead.run_id}" in out
+        assert instance.event_log_storage.get_concurrency_run_ids() == set()  # the pool slot is free again
+    assert snapshot(home) == before  # no staging table, no half-written table, same data version
     assert not (home / BEFORE_RUN).exists()
     assert main(["run", "--job", "data", "--config", config]) == 0  # the next run is not blocked
 
@@ -170,6 +171,21 @@ def test_a_killed_training_stage_resumes_and_a_kill_during_registration_leaves_n
     assert "reusing stage full" in out and "not registering again" in out
     assert len(client.search_model_versions("name = 'hrm-trader'")) == len(versions)
 
+    assert main(["status"]) == 0
+    status = capsys.readouterr().out
+    assert "data version (DVC md5)" in status and f"registry hrm-trader: {len(versions)} version(s)" in status
+    newest = max(int(v.version) for v in versions)
+    assert main(["data", "restore", "--model-version", str(newest)]) == 0
+    restored = home / "restored" / f"v{newest}" / "data" / "raw"
+    assert {p.name: p.read_bytes() for p in restored.iterdir()} == {
+        p.name: p.read_bytes() for p in (home / "data" / "raw").iterdir()
+    }
+    if tracking.version_with_alias("production") is None:  # the policy rejected the candidate
+        capsys.readouterr()
+        assert main(["predict"]) == 2
+        err = capsys.readouterr().err
+        assert f"version {newest}, was rejected" in err and "--model-alias staging" in err
+
 
 def test_a_planted_pickle_model_is_refused_and_never_unpickled(project: Path, home: Path, capsys):
     tracking = local_resources()["tracking"]
@@ -182,3 +198,75 @@ def test_a_planted_pickle_model_is_refused_and_never_unpickled(project: Path, ho
     assert main(["predict"]) == 2
     err = capsys.readouterr().err
     assert "refused to load" in err and "never pickles" in err
+
+
+def test_each_run_reads_its_own_values_and_a_rerun_of_one_asset_reads_the_latest(tmp_path: Path):
+    from pipelines.storage import RunJsonIOManager
+
+    @dg.asset
+    def upstream(context) -> dict:  # unannotated: this module's annotations are strings
+        return {"value": context.run.tags["value"]}
+
+    @dg.asset
+    def downstream(upstream: dict) -> dict:
+        return upstream
+
+    io_manager = RunJsonIOManager(base_dir=str(tmp_path / "outputs"))
+    with dg.instance_for_test() as instance:
+        runs = [
+            dg.materialize(
+                [upstream, downstream],
+                resources={"io_manager": io_manager},
+                instance=instance,
+                tags={"value": v},
+            )
+            for v in ("a", "b")
+        ]
+        assert [r.output_for_node("downstream") for r in runs] == [{"value": "a"}, {"value": "b"}]
+        files = sorted(
+            p.relative_to(tmp_path / "outputs").as_posix() for p in (tmp_path / "outputs").rglob("*")
+        )
+        assert files == sorted(
+            [f"{r.run_id}" for r in runs]
+            + [f"{r.run_id}/{a}.json" for r in runs for a in ("upstream", "downstream")]
+        )
+        again = dg.materialize(
+            [upstream, downstream],
+            selection=[downstream],
+            resources={"io_manager": io_manager},
+            instance=instance,
+        )
+        assert again.output_for_node("downstream") == {"value": "b"}
+
+
+def test_a_dataset_version_is_restored_byte_for_byte_after_newer_data(tmp_path: Path):
+    from hrm_core.data.versioning import restore_data, version_data
+
+    repo, remote = tmp_path / "home", tmp_path / "remote"
+    (repo / "data" / "raw").mkdir(parents=True)
+    (repo / "data" / "raw" / "A.parquet").write_bytes(b"version one")
+    first = version_data(repo, str(remote))
+    (repo / "data" / "raw" / "A.parquet").write_bytes(b"version two, newer")
+    (repo / "data" / "raw" / "B.parquet").write_bytes(b"another symbol")
+    assert version_data(repo, str(remote)).md5 != first.md5
+    restored = restore_data(first.md5, str(remote), tmp_path / "restored")
+    assert sorted(p.name for p in (restored / "raw").iterdir()) == ["A.parquet"]
+    assert (restored / "raw" / "A.parquet").read_bytes() == b"version one"
+
+
+def test_processes_share_the_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from pipelines.threads import share_of_cores
+
+    monkeypatch.setattr("tempfile.gettempdir", lambda: str(tmp_path))
+    others = [subprocess.Popen(["sleep", "30"]) for _ in range(2)]
+    try:
+        registry = tmp_path / f"hrm-trading-{os.getuid()}"
+        registry.mkdir(parents=True, exist_ok=True)
+        for other in others:
+            (registry / str(other.pid)).touch()
+        (registry / "999999999").touch()  # a dead process's file is cleaned up, not counted
+        assert share_of_cores(cores=6) == 2
+        assert not (registry / "999999999").exists()
+    finally:
+        for other in others:
+            other.kill()
