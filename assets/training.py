@@ -159,7 +159,7 @@ def train_stage(
     elif done.exists():
         value = json.loads(done.read_text())
         context.log.info(f"reusing stage {stage.name} of MLflow run {value['mlflow_run_id']} (same lineage)")
-        return dg.Output(value, metadata=_stage_metadata(value, reused=True))
+        return dg.Output(value, metadata=_stage_metadata(value, reused=True, tracking=tracking))
     resume = stage_dir / "resume" / "last.pt"
     if resume.exists():
         step = load_checkpoint(resume)["step"]
@@ -235,14 +235,16 @@ def train_stage(
     tmp = done.with_suffix(".tmp")
     tmp.write_text(json.dumps(value))
     os.replace(tmp, done)  # written last: a stage is reusable only once it is complete
-    return dg.Output(value, metadata=_stage_metadata(value, reused=False))
+    return dg.Output(value, metadata=_stage_metadata(value, reused=False, tracking=tracking))
 
 
-def _stage_metadata(value: dict, reused: bool) -> dict:
+def _stage_metadata(value: dict, reused: bool, tracking: MlflowResource) -> dict:
+    """What the UI shows for a stage: its numbers, its lineage and a link to its MLflow run."""
     shown = ("stage", "steps", "seconds", "final_loss", "best_val_loss", "mean_segments", "mlflow_run_id")
     return {
         **{k: value[k] for k in shown},
         **{k: value[k] for k in ("data_version", "feature_hash", "config_hash", "git_commit", "lineage_key")},
+        "mlflow_run": dg.MetadataValue.url(tracking.run_url(value["mlflow_run_id"])),
         "reused": reused,
         "checkpoint": dg.MetadataValue.path(value["checkpoint"]),
     }

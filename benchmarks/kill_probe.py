@@ -24,25 +24,14 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS = (
-    "raw_ohlcv",
-    "clean_ohlcv",
-    "dataset_version",
-    "hierarchical_features",
-    "training_labels",
-    "walk_forward_splits",
-    "hrm_stage_1_basic",
-    "hrm_stage_2_advanced",
-    "hrm_stage_3_full",
-    "candidate_model",
-    "backtest_report",
-    "promotion_decision",
-    "feature_drift_report",
-)
+sys.path.insert(0, str(REPO))
+from pipelines.jobs import DATA_ASSETS, MONITORING_ASSETS, TRAINING_ASSETS  # noqa: E402
+
+STEPS = tuple(a.key.to_user_string() for a in (*DATA_ASSETS, *TRAINING_ASSETS, *MONITORING_ASSETS))
+"""Every step of ``full_job`` (its assets; the checks run inside them), in order."""
 
 
 def tiny_config(folder: Path) -> Path:
-    sys.path.insert(0, str(REPO))
     from tests.test_mlops import TINY
 
     preset = yaml.safe_load((REPO / "configs" / "hrm_cpu_small.yaml").read_text())

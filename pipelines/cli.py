@@ -536,6 +536,11 @@ def format_summary(result) -> str:
             lines.append(
                 f"{name}: {m['steps']} steps in {m['seconds']} s, loss {m['final_loss']:.4f}, "
                 f"best validation loss {best}, mean ACT segments {m['mean_segments']:.2f}"
+                + (
+                    " (reused: trained before with the same data, config and commit)"
+                    if m.get("reused")
+                    else ""
+                )
             )
     if "backtest_report" in meta:
         lines += [

@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from assets.resources import hrm_home
+from pipelines.threads import pid_alive
 
 LOCK_FILE = "run.lock"
 BEFORE_RUN = ".before-run"
@@ -53,16 +54,6 @@ def prepare_home() -> Path:
 def run_tags() -> dict[str, str]:
     """Tags that let a later run tell whether the process behind a STARTED run is still alive."""
     return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextmanager
@@ -182,7 +173,7 @@ def recover_dead_runs(instance, tracking) -> list[str]:
     dead = []
     for run in instance.get_runs(dg.RunsFilter(statuses=unfinished, tags={HOST_TAG: socket.gethostname()})):
         pid = int(run.tags.get(PID_TAG, "0"))
-        if pid and _alive(pid):
+        if pid and pid_alive(pid):
             continue
         instance.report_run_failed(run, message=f"the process running it (pid {pid}) died; marked failed")
         dead.append(run.run_id)

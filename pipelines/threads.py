@@ -20,7 +20,8 @@ def _registry() -> Path:
     return folder
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this machine (signal 0 probes, sends nothing)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -39,7 +40,7 @@ def share_of_cores(cores: int | None = None) -> int:
     atexit.register(me.unlink, missing_ok=True)
     live = 0
     for entry in folder.iterdir():
-        if entry.name.isdigit() and _alive(int(entry.name)):
+        if entry.name.isdigit() and pid_alive(int(entry.name)):
             live += 1
         else:
             entry.unlink(missing_ok=True)
