@@ -181,8 +181,8 @@ def _run(args: argparse.Namespace) -> int:
     job_name = JOB_ALIASES[args.job] if args.job else next(j for j in JOBS_BY_SIZE if j in defined)
     if job_name not in defined:
         raise HRMError(f"job '{args.job}' is not defined yet (defined: {', '.join(sorted(defined))})")
-    with _guarded(home, "run", defs) as transaction:
-        result = _execute_job(defs, settings_args, job_name, config)
+    with _open_instance() as instance, _guarded(home, "run", defs, instance) as transaction:
+        result = _execute_job(defs, settings_args, job_name, config, instance)
         if result.success:
             transaction.commit()
         else:
@@ -202,13 +202,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _guarded(home: Path, command: str, defs) -> Iterator:
+def _guarded(home: Path, command: str, defs, instance) -> Iterator:
     """Hold the home's run lock, clean up after dead runs, and make the block one transaction
     (yields it: ``commit()`` keeps the block's writes)."""
     from pipelines.home import RunTransaction, exclusive_home, recover_home
 
     with exclusive_home(home, command):
-        for note in recover_home(home, _instance(), defs.resources["tracking"]):
+        for note in recover_home(home, instance, defs.resources["tracking"]):
             print(note, file=sys.stderr)
         with RunTransaction(home) as transaction:
             yield transaction
@@ -274,13 +274,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise HRMError("--seeds: give at least 1, e.g. --seeds 3")
     started = time.perf_counter()
     defs = _definitions(settings_args, args.verbose)
-    with _guarded(home, "evaluate", defs) as transaction:
-        data = _execute_job(defs, settings_args, "data_job", config)
+    with _open_instance() as instance, _guarded(home, "evaluate", defs, instance) as transaction:
+        data = _execute_job(defs, settings_args, "data_job", config, instance)
         if not data.success:
             print(f"error: data_job failed: {failure_message(data)}", file=sys.stderr)
             return 1
         transaction.commit()  # the cells only read the warehouse
-        instance = _instance()
         sync_dynamic_partitions(instance, fold_partitions.name, [str(f) for f in folds])
         sync_dynamic_partitions(instance, seed_partitions.name, [str(s) for s in seeds])
         cells = [(f, s) for f in folds for s in seeds]
@@ -326,13 +325,12 @@ def _status(args: argparse.Namespace) -> int:
     from pipelines.status import home_status
 
     home, resources = prepare_home(), resources_for_profile()
-    with exclusive_home(home, "status", wait=False) as free:
+    with _open_instance() as instance, exclusive_home(home, "status", wait=False) as free:
         if free:  # never show a killed run's half-written state
-            for note in recover_home(home, _instance(), resources["tracking"]):
+            for note in recover_home(home, instance, resources["tracking"]):
                 print(note)
         print(
-            home_status(home, resources, _instance())
-            + ("" if free else "\n(a run is in progress on this home)")
+            home_status(home, resources, instance) + ("" if free else "\n(a run is in progress on this home)")
         )
     return 0
 
@@ -383,19 +381,14 @@ def _definitions(settings_args: dict, verbose: bool = False):
     )
 
 
-_INSTANCES: dict[str, object] = {}
-
-
-def _instance():
-    """One instance per ``DAGSTER_HOME`` for the whole process: Dagster's definitions-loading
-    context keeps only a weak reference to the instance it first saw, and a second, short-lived
-    instance left it dangling ("Attempted to resolve undefined DagsterInstance weakref")."""
+def _open_instance():
+    """The instance the UI reads, for use as a context manager around everything a command does
+    with it: Dagster binds its definitions-state storage to an instance only while the instance is
+    entered, and an unentered or discarded one left that binding dangling ("Attempted to resolve
+    undefined DagsterInstance weakref")."""
     import dagster as dg
 
-    home = os.environ.get("DAGSTER_HOME", "")
-    if home not in _INSTANCES:
-        _INSTANCES[home] = dg.DagsterInstance.get()
-    return _INSTANCES[home]
+    return dg.DagsterInstance.get()
 
 
 CLI_RUN_CONFIG = {"loggers": {"console": {}}}
@@ -408,7 +401,7 @@ def _run_tags() -> dict[str, str]:
     return run_tags()
 
 
-def _execute_job(defs, settings_args: dict, job_name: str, config):
+def _execute_job(defs, settings_args: dict, job_name: str, config, instance):
     """Discover the source's symbols, make them the symbol partitions, and run ``job_name`` over all
     of them in one run on the instance the UI reads; returns the run's result."""
     from assets.resources import hrm_home
@@ -418,7 +411,6 @@ def _execute_job(defs, settings_args: dict, job_name: str, config):
     resources = resources_for_profile()
     s3_client = resources["s3"].get_client() if (config.data.path or "").startswith("s3://") else None
     symbols = discover_symbols(config.data, s3_client)
-    instance = _instance()
     sync_symbol_partitions(instance, symbols)
     print(
         f"running {job_name} on {len(symbols)} symbol(s) from '{config.data.source}': "
@@ -440,14 +432,15 @@ def _run_cell(settings_args: dict, fold: int, seed: int, threads: int) -> bool:
 
     torch.set_num_threads(threads)
     key = dg.MultiPartitionKey({"fold": str(fold), "seed": str(seed)})
-    job = _definitions(settings_args).resolve_job_def("evaluation_cell_job")
-    return job.execute_in_process(
-        instance=_instance(),
-        partition_key=key,
-        raise_on_error=False,
-        tags=_run_tags(),
-        run_config=CLI_RUN_CONFIG,
-    ).success
+    with _open_instance() as instance:
+        job = _definitions(settings_args).resolve_job_def("evaluation_cell_job")
+        return job.execute_in_process(
+            instance=instance,
+            partition_key=key,
+            raise_on_error=False,
+            tags=_run_tags(),
+            run_config=CLI_RUN_CONFIG,
+        ).success
 
 
 def _integers(text: str, option: str) -> list[int]:
