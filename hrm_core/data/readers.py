@@ -127,7 +127,9 @@ def _example(values: pd.Series, mask: pd.Series) -> str:
 def _parse_numbers(values: pd.Series, name: str, column: str) -> pd.Series:
     if pd.api.types.is_numeric_dtype(values):
         return values.astype("float64")
-    parsed = pd.to_numeric(values.astype("string").str.strip(), errors="coerce")
+    parsed = pd.to_numeric(values, errors="coerce")  # fast path: plain numbers, as most files have
+    if (parsed.isna() & values.notna()).any():  # padded or quoted cells: strip, then parse again
+        parsed = pd.to_numeric(values.astype("string").str.strip(), errors="coerce")
     bad = parsed.isna() & values.notna()
     if bad.any():
         raise DataError(name, f"column '{column}' must be numeric", _example(values, bad))
