@@ -240,7 +240,7 @@ def backtest_report(
         value,
         metadata={
             "out_of_sample": dg.MetadataValue.md(
-                table.to_markdown(colalign=["left"] + ["right"] * table.shape[1])
+                table.to_markdown(colalign=["left"] + ["right"] * table.shape[1], disable_numparse=True)
             ),
             "equity_curve": dg.MetadataValue.md(f"![equity](data:image/png;base64,{equity_png})"),
             "report": dg.MetadataValue.path(str(paths["html"])),

@@ -116,9 +116,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     warnings.filterwarnings("ignore", message=".*is currently in beta")  # Dagster's, on every import
-    if not getattr(args, "verbose", False):  # MLflow's database set-up chatter goes to the log only
-        for name in ("mlflow", "alembic"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    if not getattr(args, "verbose", False):  # MLflow's database set-up chatter stays off the terminal
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     commands = {
         "run": _run,
         "predict": _predict,
@@ -542,7 +542,8 @@ def format_summary(result) -> str:
         ]
     if "candidate_model" in meta:
         c = meta["candidate_model"]
-        lines.append(f"registered {c['registered_model']} version {c['version']} (alias {c['aliases']})")
+        verb = "already registered (same lineage):" if c.get("reused") else "registered"
+        lines.append(f"{verb} {c['registered_model']} version {c['version']} (alias {c['aliases']})")
     if "promotion_decision" in meta:
         p = meta["promotion_decision"]
         production = p["production_version"]
