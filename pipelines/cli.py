@@ -117,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     warnings.filterwarnings("ignore", message=".*is currently in beta")  # Dagster's, on every import
     if not getattr(args, "verbose", False):  # MLflow's database set-up chatter stays off the terminal
-        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is first imported
+        for name in ("mlflow", "alembic"):  # and for a process that imported it already
+            logging.getLogger(name).setLevel(logging.WARNING)
     commands = {
         "run": _run,
         "predict": _predict,
