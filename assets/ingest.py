@@ -29,7 +29,7 @@ def raw_ohlcv(
     s3: S3Resource,
     dvc: DvcResource,
 ) -> dg.MaterializeResult:
-    """Raw bars per symbol: a snapshot in ``data/raw/<symbol>.parquet`` and the table ``raw.ohlcv``.
+    """Raw bars per symbol: a snapshot in ``HRM_HOME/data/raw/<symbol>.parquet`` and ``raw.ohlcv``.
 
     Rows are stored as read (no repair); validation happens downstream. Re-ingesting the same data
     replaces the symbol's rows, so it is idempotent. The warehouse and the snapshots hold exactly
