@@ -83,7 +83,14 @@ def candidate_model(
         version = existing[0]
         context.log.info(f"version {version.version} has this lineage already; not registering again")
         client.set_registered_model_alias(tracking.model_name, ALIAS_STAGING, version.version)
-        return _candidate_output(tracking, version.version, version.run_id, version.source, reused=True)
+        return _candidate_output(
+            tracking,
+            version.version,
+            version.run_id,
+            version.source,
+            hrm_stage_3_full["checkpoint"],
+            reused=True,
+        )
     model, config, saved = load_trained_model(hrm_stage_3_full["checkpoint"])
     hf = config.hierarchical_features
     serving = ServingTrader(model, config.model.halt_max_steps, act=True, band=config.trading.no_trade_band)
@@ -126,7 +133,14 @@ def candidate_model(
     }
     registered = mlflow.register_model(info.model_uri, tracking.model_name, tags=tags)
     client.set_registered_model_alias(tracking.model_name, ALIAS_STAGING, registered.version)
-    return _candidate_output(tracking, str(registered.version), parent, info.model_uri, reused=False)
+    return _candidate_output(
+        tracking,
+        str(registered.version),
+        parent,
+        info.model_uri,
+        hrm_stage_3_full["checkpoint"],
+        reused=False,
+    )
 
 
 def _versions_with_lineage(tracking: MlflowResource, key: str) -> list:
@@ -144,12 +158,12 @@ def _fold_dates(instance: dg.DagsterInstance, fold: int) -> dict[str, list[str]]
 
 
 def _candidate_output(
-    tracking: MlflowResource, version: str, run_id: str, model_uri: str, reused: bool
+    tracking: MlflowResource, version: str, run_id: str, model_uri: str, checkpoint: str, reused: bool
 ) -> dg.Output:
     """The candidate's value (what later assets read) and its metadata (what the UI shows: the
-    MLflow run and version as links)."""
+    MLflow run and version as links). ``checkpoint`` is the final stage's local file: a version
+    found by its lineage key holds that very model, so nothing is downloaded."""
     mv = tracking.client().get_model_version(tracking.model_name, version)
-    checkpoint = mlflow.artifacts.download_artifacts(mv.tags["checkpoint_uri"])
     lineage = {tag: mv.tags.get(tag, "") for tag in LINEAGE_TAGS}
     value = {
         "version": version,

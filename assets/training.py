@@ -95,12 +95,11 @@ def start_from_production(
 
 
 def stage_lineage(
-    config: HRMConfig, data_version: str, data: MarketData, index: int, start: str, commit: str
+    config: HRMConfig, data_version: str, features: dict, index: int, start: str, commit: str
 ) -> dict[str, str]:
     """What a stage's model is a function of, and the key that names it: data version, feature
     and config hashes, git commit, the stage and where it starts from. Same key, same model: a
     rerun reuses the stage's checkpoint (or resumes it, if a kill interrupted it)."""
-    features = {"strategic": list(data.strategic_names), "tactical": list(data.tactical_names)}
     lineage = {
         "data_version": data_version,
         "feature_hash": lineage_hash(features),
@@ -149,8 +148,9 @@ def train_stage(
     start = (
         previous["lineage_key"] if previous else f"production v{base_version}" if base_version else "scratch"
     )
+    features = {"strategic": list(data.strategic_names), "tactical": list(data.tactical_names)}
     lineage = stage_lineage(
-        config, data_version or "unknown", data, index, start, git_commit(settings.project_dir)
+        config, data_version or "unknown", features, index, start, git_commit(settings.project_dir)
     )
     stage_dir = hrm_home() / "checkpoints" / lineage["lineage_key"]
     done = stage_dir / "stage.json"
@@ -167,7 +167,6 @@ def train_stage(
     stage_config = config.model_copy(
         update={"training": config.training.model_copy(update={"curriculum": [stage]})}
     )
-    features = {"strategic": list(data.strategic_names), "tactical": list(data.tactical_names)}
     parent = tracking.parent_run_id(context.run_id)
     tracking.client()
     started = time.perf_counter()
