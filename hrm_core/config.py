@@ -100,9 +100,10 @@ class ModelConfig(_Strict):
     memory approximation), ``last_cycle`` (backpropagate through the last full H cycle) or
     ``full`` (through every cycle; for ablations and the memory comparison). ``architecture``
     swaps the H/L core for a baseline of about equal size trained the same way: ``flat`` (one
-    transformer pass) or ``gru`` (one recurrence)."""
+    transformer pass) or ``gru`` (one recurrence); ``hmtr`` / ``hmtr_gru`` is the H-MTR, a master
+    over one worker head per task on the HRM (or GRU) backbone (``rl/hmtr.py``)."""
 
-    architecture: Literal["hrm", "flat", "gru"] = "hrm"
+    architecture: Literal["hrm", "flat", "gru", "hmtr", "hmtr_gru"] = "hrm"
     H_cycles: int = Field(2, ge=1)
     L_cycles: int = Field(2, ge=1)
     H_layers: int = Field(2, ge=1)
@@ -243,6 +244,56 @@ class EvaluationConfig(_Strict):
     seeds: int = Field(3, ge=1)
 
 
+class RLConfig(_Strict):
+    """Reinforcement-learning fine-tuning (``hrm_core/rl/``) on the vector env. An *update* collects
+    ``n_envs`` × ``rollout_bars`` decisions, then runs ``epochs`` passes of ``minibatches`` over
+    them. The policy is a Gaussian over the model's signal (target exposure / cap), its mean the
+    model's own signal, so the deterministic policy served and backtested is what RL trained.
+    ``start``: from the supervised curriculum's model or from fresh weights. ``reward``: ``pnl``
+    (net simple return), ``differential_sharpe`` (Moody & Saffell) or ``hierarchical`` (the seed's:
+    tactical entry/exit quality each bar, strategic risk-adjusted return less drawdown every
+    ``strategic_interval`` bars). GRPO groups ``group_size`` rollouts from one start bar;
+    ``kl_coef`` weighs the KL to the reference (the starting) policy. H-MTR pre-trains each
+    worker for ``worker_updates`` on its task, with EWC (``ewc_strength``) across task phases."""
+
+    enabled: bool = False  # the pipeline's optional rl_finetune asset
+    algorithm: Literal["ppo", "grpo", "hybrid_grpo", "hmtr"] = "ppo"
+    start: Literal["supervised", "scratch"] = "supervised"
+    reward: Literal["pnl", "differential_sharpe", "hierarchical"] = "pnl"
+    updates: int = Field(30, ge=1)
+    n_envs: int = Field(32, ge=2)
+    rollout_bars: int = Field(64, ge=2)
+    epochs: int = Field(4, ge=1)
+    minibatches: int = Field(4, ge=1)
+    learning_rate: float = Field(3e-4, gt=0)
+    anneal_lr: bool = True
+    gamma: float = Field(0.99, gt=0, le=1)
+    gae_lambda: float = Field(0.95, ge=0, le=1)
+    clip: float = Field(0.2, gt=0)
+    value_coef: float = Field(0.5, ge=0)
+    entropy_coef: float = Field(0.0, ge=0)
+    kl_coef: float = Field(0.05, ge=0)
+    max_grad_norm: float = Field(0.5, gt=0)
+    init_std: float = Field(0.3, gt=0)
+    group_size: int = Field(8, ge=2)
+    reward_scale: float = Field(100.0, gt=0)  # returns are ~1e-2: scaled so values and advantages are O(1)
+    strategic_interval: int = Field(10, ge=1)
+    drawdown_penalty: float = Field(1.0, ge=0)
+    differential_sharpe_eta: float = Field(0.01, gt=0, lt=1)
+    worker_updates: int = Field(15, ge=1)
+    ewc_strength: float = Field(50.0, ge=0)
+    checkpoint_every: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _groups_fill_envs(self) -> RLConfig:
+        if self.n_envs % self.group_size:
+            raise ValueError(
+                f"rl.n_envs ({self.n_envs}) must be a multiple of rl.group_size ({self.group_size}), "
+                "e.g. n_envs 32 with group_size 8: GRPO runs n_envs / group_size groups"
+            )
+        return self
+
+
 class HRMConfig(_Strict):
     """The whole project configuration."""
 
@@ -258,6 +309,7 @@ class HRMConfig(_Strict):
     promotion: PromotionConfig = PromotionConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    rl: RLConfig = RLConfig()
 
     @model_validator(mode="after")
     def _embargo_covers_labels(self) -> HRMConfig:

@@ -73,6 +73,7 @@ class VectorTradingEnv:
         part: str = "train",
         episode_bars: int = 256,
         seed: int = 0,
+        allowed_starts: np.ndarray | None = None,
     ) -> None:
         self.data, self.config, self.n_envs, self.episode_bars = data, config, n_envs, episode_bars
         hf = config.hierarchical_features
@@ -87,6 +88,10 @@ class VectorTradingEnv:
             if decision[k + 1] == decision[k] + 1:
                 run_end[k] = run_end[k + 1]
         self.starts = decision[decision < run_end]
+        if allowed_starts is not None:  # e.g. only bars tagged with one task
+            self.starts = np.intersect1d(self.starts, allowed_starts)
+            if not len(self.starts):
+                raise ValueError(f"VectorTradingEnv: no allowed start row lies in part {part!r}")
         self.run_end = dict(zip(decision.tolist(), run_end.tolist(), strict=True))
         self.params = account_params(config.trading)
         self.rng = np.random.default_rng(seed)
@@ -97,6 +102,19 @@ class VectorTradingEnv:
         self.states = np.zeros((n_envs, STATE_SIZE))
         self.rows = np.zeros(n_envs, dtype=np.int64)
         self.last_rows = np.zeros(n_envs, dtype=np.int64)
+
+    def state_dict(self) -> dict:
+        """Accounts, rows and the start generator: what an exact resume restores."""
+        return {
+            "states": self.states.copy(),
+            "rows": self.rows.copy(),
+            "last_rows": self.last_rows.copy(),
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.states[:], self.rows[:], self.last_rows[:] = state["states"], state["rows"], state["last_rows"]
+        self.rng.bit_generator.state = state["rng"]
 
     def reset(self, start_rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Start every episode (at random decision rows, or at ``start_rows``)."""

@@ -35,12 +35,14 @@ def planted_regime_market(
     fractions: tuple[float, float] = (0.6, 0.15),
     gap: int = 5,
     drift: float = 0.0,
+    regime: float | None = None,
 ) -> MarketData:
     """One symbol of ``n_bars`` bars: the first ``fractions[0]`` train, the next ``fractions[1]``
-    validation, the rest test, with ``gap`` unused bars between parts."""
+    validation, the rest test, with ``gap`` unused bars between parts. ``regime`` +1 or −1 holds
+    one regime throughout (a pure momentum or pure reversal market)."""
     rng = np.random.default_rng(seed)
     switches = rng.random(n_bars) < 1.0 / mean_regime_bars
-    regime = np.where(np.cumsum(switches) % 2 == 0, 1.0, -1.0)
+    regime = np.where(np.cumsum(switches) % 2 == 0, 1.0, -1.0) if regime is None else np.full(n_bars, regime)
     signal = rng.standard_normal(n_bars)
     returns = np.zeros(n_bars)  # returns[t]: open[t] -> open[t+1]
     returns[1:] = drift + sigma * (rho * regime[:-1] * signal[:-1] + rng.standard_normal(n_bars - 1))

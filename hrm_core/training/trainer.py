@@ -24,9 +24,7 @@ from hrm_core.config import HRMConfig, StageConfig
 from hrm_core.data.market import MarketData
 from hrm_core.errors import ConfigError, HRMError
 from hrm_core.model.act import run_segments
-from hrm_core.model.flat import FlatTrader
-from hrm_core.model.gru import GRUTrader
-from hrm_core.model.hrm import HRMTrader
+from hrm_core.model.build import build_model_for
 from hrm_core.model.trader import TraderBase
 from hrm_core.training.checkpoint import load_checkpoint, save_checkpoint
 from hrm_core.training.data import Chunks, WindowSampler
@@ -52,23 +50,6 @@ def pick_device(preference: str) -> torch.device:
 def build_model(config: HRMConfig, data: MarketData) -> TraderBase:
     """The configured architecture (``model.architecture``) sized for ``data``'s features."""
     return build_model_for(config, data.strategic_names, data.tactical_names)
-
-
-def build_model_for(
-    config: HRMConfig, strategic_names: tuple[str, ...], tactical_names: tuple[str, ...]
-) -> TraderBase:
-    """The configured architecture reading the named features (in that order)."""
-    hf = config.hierarchical_features
-    kind = {"hrm": HRMTrader, "flat": FlatTrader, "gru": GRUTrader}[config.model.architecture]
-    model = kind(
-        config.model,
-        n_strategic=len(strategic_names),
-        n_tactical=len(tactical_names),
-        high_level_lookback=hf.high_level_lookback,
-        low_level_lookback=hf.low_level_lookback,
-    )
-    model.feature_names = (tuple(strategic_names), tuple(tactical_names))
-    return model
 
 
 def save_trained_model(
