@@ -260,12 +260,12 @@ class RLConfig(_Strict):
     algorithm: Literal["ppo", "grpo", "hybrid_grpo", "hmtr"] = "ppo"
     start: Literal["supervised", "scratch"] = "supervised"
     reward: Literal["pnl", "differential_sharpe", "hierarchical"] = "pnl"
-    updates: int = Field(30, ge=1)
+    updates: int = Field(100, ge=1)
     n_envs: int = Field(32, ge=2)
     rollout_bars: int = Field(64, ge=2)
     epochs: int = Field(4, ge=1)
     minibatches: int = Field(4, ge=1)
-    learning_rate: float = Field(3e-4, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
     anneal_lr: bool = True
     gamma: float = Field(0.99, gt=0, le=1)
     gae_lambda: float = Field(0.95, ge=0, le=1)
@@ -280,7 +280,7 @@ class RLConfig(_Strict):
     strategic_interval: int = Field(10, ge=1)
     drawdown_penalty: float = Field(1.0, ge=0)
     differential_sharpe_eta: float = Field(0.01, gt=0, lt=1)
-    worker_updates: int = Field(15, ge=1)
+    worker_updates: int = Field(40, ge=1)
     ewc_strength: float = Field(50.0, ge=0)
     checkpoint_every: int = Field(5, ge=1)
 

@@ -278,8 +278,8 @@ def test_a_production_model_is_not_compared_on_bars_it_trained_on():
 
     from assets.registry import comparison_problem
     from hrm_core.config import load_config
+    from hrm_core.model.build import build_model_for
     from hrm_core.training.api import prepare_warehouse
-    from hrm_core.training.trainer import build_model_for
 
     config = load_config("configs/hrm_cpu_small.yaml")
     con = duckdb.connect()
