@@ -69,15 +69,16 @@ LINEAGE_TAGS = ("data_version", "feature_hash", "config_hash", "git_commit", "li
 
 @dg.asset(group_name="registry", kinds={"mlflow"})
 def candidate_model(
-    context: dg.AssetExecutionContext, hrm_stage_3_full: dict, settings: HRMSettings, tracking: MlflowResource
+    context: dg.AssetExecutionContext, rl_finetune: dict, settings: HRMSettings, tracking: MlflowResource
 ) -> dg.Output:
-    """Register the final stage's model as a new version of ``hrm-trader`` with alias ``staging``.
+    """Register the final model (the curriculum's, or RL's after it: ``rl_finetune``) as a new
+    version of ``hrm-trader`` with alias ``staging``.
 
     The version is created with all its tags in one call, so a kill cannot leave a version without
     its ``checkpoint_uri`` or its lineage; a model whose lineage key is registered already is not
     registered again (``--force`` does)."""
     client = tracking.client()
-    key = hrm_stage_3_full["lineage_key"]
+    key = rl_finetune["lineage_key"]
     existing = [] if settings.force else _versions_with_lineage(tracking, key)
     if existing:
         version = existing[0]
@@ -88,10 +89,10 @@ def candidate_model(
             version.version,
             version.run_id,
             version.source,
-            hrm_stage_3_full["checkpoint"],
+            rl_finetune["checkpoint"],
             reused=True,
         )
-    model, config, saved = load_trained_model(hrm_stage_3_full["checkpoint"])
+    model, config, saved = load_trained_model(rl_finetune["checkpoint"])
     hf = config.hierarchical_features
     serving = ServingTrader(model, config.model.halt_max_steps, act=True, band=config.trading.no_trade_band)
     signature, example = serving_signature(model, hf.high_level_lookback, hf.low_level_lookback)
@@ -101,7 +102,7 @@ def candidate_model(
     with mlflow.start_run(run_id=parent):
         checkpoint = hrm_home() / "runs" / context.run_id / "model.pt"
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(hrm_stage_3_full["checkpoint"], checkpoint)
+        shutil.copy(rl_finetune["checkpoint"], checkpoint)
         mlflow.log_artifact(str(checkpoint), "checkpoint")
         checkpoint_uri = mlflow.get_artifact_uri("checkpoint/model.pt")
         with torch.no_grad():  # traced for inference: no grad-mode switches in the exported graph
@@ -126,10 +127,10 @@ def candidate_model(
         "checkpoint_uri": checkpoint_uri,
         "dagster.run_id": context.run_id,
         "mlflow.run_id": parent,
-        "stage_runs": hrm_stage_3_full["mlflow_run_id"],
+        "stage_runs": rl_finetune["mlflow_run_id"],
         "fold": str(saved["fold"]),
         **{f"fold.{part}": " → ".join(dates) for part, dates in fold_dates.items()},
-        **{tag: str(hrm_stage_3_full[tag]) for tag in LINEAGE_TAGS},
+        **{tag: str(rl_finetune[tag]) for tag in LINEAGE_TAGS},
     }
     registered = mlflow.register_model(info.model_uri, tracking.model_name, tags=tags)
     client.set_registered_model_alias(tracking.model_name, ALIAS_STAGING, registered.version)
@@ -138,7 +139,7 @@ def candidate_model(
         str(registered.version),
         parent,
         info.model_uri,
-        hrm_stage_3_full["checkpoint"],
+        rl_finetune["checkpoint"],
         reused=False,
     )
 

@@ -159,7 +159,7 @@ def train_stage(
     elif done.exists():
         value = json.loads(done.read_text())
         context.log.info(f"reusing stage {stage.name} of MLflow run {value['mlflow_run_id']} (same lineage)")
-        return dg.Output(value, metadata=_stage_metadata(value, reused=True, tracking=tracking))
+        return dg.Output(value, metadata=stage_metadata(value, reused=True, tracking=tracking))
     resume = stage_dir / "resume" / "last.pt"
     if resume.exists():
         step = load_checkpoint(resume)["step"]
@@ -234,10 +234,10 @@ def train_stage(
     tmp = done.with_suffix(".tmp")
     tmp.write_text(json.dumps(value))
     os.replace(tmp, done)  # written last: a stage is reusable only once it is complete
-    return dg.Output(value, metadata=_stage_metadata(value, reused=False, tracking=tracking))
+    return dg.Output(value, metadata=stage_metadata(value, reused=False, tracking=tracking))
 
 
-def _stage_metadata(value: dict, reused: bool, tracking: MlflowResource) -> dict:
+def stage_metadata(value: dict, reused: bool, tracking: MlflowResource) -> dict:
     """What the UI shows for a stage: its numbers, its lineage and a link to its MLflow run."""
     shown = ("stage", "steps", "seconds", "final_loss", "best_val_loss", "mean_segments", "mlflow_run_id")
     return {

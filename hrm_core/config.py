@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hrm_core.errors import ConfigError
+from hrm_core.vocabulary import RL_ALGORITHMS
 
 DEFAULT_CONFIG = "configs/hrm_cpu_small.yaml"
 """The preset a run uses when none is named: the CPU preset, sized for a laptop."""
@@ -236,7 +237,9 @@ class EvaluationConfig(_Strict):
     """``hrm-trading evaluate``: which models every (fold, seed) cell trains, how many seeds per
     fold, and whether promotion needs the candidate to win across that evaluation."""
 
-    models: list[Literal["hrm", "flat", "gru", "hrm_no_act", "hrm_last_cycle", "hrm_blind"]] = [
+    models: list[
+        Literal[("hrm", "flat", "gru", "hrm_no_act", "hrm_last_cycle", "hrm_blind", *RL_ALGORITHMS)]
+    ] = [
         "hrm",
         "flat",
         "gru",
@@ -257,7 +260,7 @@ class RLConfig(_Strict):
     worker for ``worker_updates`` on its task, with EWC (``ewc_strength``) across task phases."""
 
     enabled: bool = False  # the pipeline's optional rl_finetune asset
-    algorithm: Literal["ppo", "grpo", "hybrid_grpo", "hmtr"] = "ppo"
+    algorithm: Literal[RL_ALGORITHMS] = "ppo"
     start: Literal["supervised", "scratch"] = "supervised"
     reward: Literal["pnl", "differential_sharpe", "hierarchical"] = "pnl"
     updates: int = Field(100, ge=1)

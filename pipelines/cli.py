@@ -24,9 +24,10 @@ from pathlib import Path
 
 from hrm_core.config import DEFAULT_CONFIG
 from hrm_core.errors import HRMError
+from hrm_core.vocabulary import RL_ALGORITHMS
 
 JOB_ALIASES = {"data": "data_job", "train": "train_job", "full": "full_job"}
-TRAINING_STAGES = ("hrm_stage_1_basic", "hrm_stage_2_advanced", "hrm_stage_3_full")
+TRAINING_STAGES = ("hrm_stage_1_basic", "hrm_stage_2_advanced", "hrm_stage_3_full", "rl_finetune")
 SOURCES = ["sample", "csv", "parquet", "s3", "yfinance"]
 SERVICE_ERRORS = ("duckdb", "mlflow", "dvc", "sqlalchemy", "botocore")
 """Packages whose exceptions reach the user as one line (what failed, what to do), not a traceback."""
@@ -42,7 +43,12 @@ EXAMPLES = {
   hrm-trading predict --model-alias staging --json   the latest candidate, as JSON""",
     "evaluate": """examples:
   hrm-trading evaluate                               hrm, flat and gru on every fold, evaluation.seeds seeds
-  hrm-trading evaluate --folds 0,2 --seeds 2 --models hrm,hrm_blind""",
+  hrm-trading evaluate --folds 0,2 --seeds 2 --models hrm,hrm_blind
+  hrm-trading evaluate --models hrm,ppo,grpo,hybrid_grpo,hmtr,flat,gru   the seed's level table""",
+    "train": """examples:
+  hrm-trading train                                  the supervised curriculum on the sample data
+  hrm-trading train --algo ppo                       then PPO fine-tuning on the simulator
+  hrm-trading train --algo hmtr --config my.yaml     the H-MTR master-worker agent""",
     "status": """examples:
   hrm-trading status                                 data version, symbols, runs, models, drift""",
     "data": """examples:
@@ -98,10 +104,21 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--models",
         default="hrm,flat,gru",
-        help="comma-separated: hrm, flat, gru, hrm_no_act, hrm_last_cycle, hrm_blind (default hrm,flat,gru)",
+        help="comma-separated: hrm, flat, gru, hrm_no_act, hrm_last_cycle, hrm_blind, and RL after the "
+        "curriculum: ppo, grpo, hybrid_grpo, hmtr (default hrm,flat,gru)",
     )
     evaluate.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="cells trained at once")
     _source_options(evaluate)
+    train = _command(
+        commands, "train", "train one model on one fold without the graph; backtest it against baselines"
+    )
+    train.add_argument(
+        "--algo",
+        choices=["supervised", *RL_ALGORITHMS],
+        default="supervised",
+        help="the curriculum alone, or RL after it (default supervised)",
+    )
+    _source_options(train)
     _command(commands, "status", "what HRM_HOME holds: data version, symbols, runs, models and drift")
     data = _command(commands, "data", "the versioned raw data")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -124,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": _run,
         "predict": _predict,
         "evaluate": _evaluate,
+        "train": _train,
         "status": _status,
         "data": _data,
     }
@@ -320,6 +338,40 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    """The configured source in an in-memory warehouse, the curriculum on ``training.fold`` and,
+    with ``--algo``, RL after it; the model is saved under HRM_HOME/models/ and backtested on the
+    fold's test bars (to the end of the data) beside the rule baselines, net of costs."""
+    home = _home_and_threads(args.verbose)
+    from hrm_core.sim.backtest import backtest_models
+    from hrm_core.sim.report import metrics_table
+    from hrm_core.training.api import prepare_market_data
+    from hrm_core.training.trainer import Trainer, save_trained_model
+
+    settings_args = {
+        "config_path": args.config or DEFAULT_CONFIG,
+        "source": args.source,
+        "path": args.path,
+        "symbols": args.symbols,
+    }
+    config = _settings(settings_args).config()
+    started = time.perf_counter()
+    data = prepare_market_data(config)
+    print(f"training {args.algo} on fold {config.training.fold} of {', '.join(data.symbols)}", flush=True)
+    model = Trainer(config, data).fit().model
+    if args.algo != "supervised":
+        from hrm_core.rl.api import finetune
+
+        model, _ = finetune(model, data, config, args.algo)
+    path = home / "models" / args.algo / "model.pt"
+    save_trained_model(path, model, config, data, config.training.fold)
+    result = backtest_models({args.algo: model}, data, config)
+    print(f"out of sample {result.period()}, net of costs (equal-weight portfolio):")
+    print(metrics_table(result.summary()).to_string())
+    print(f"model: {path} ({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     from pipelines.home import exclusive_home, prepare_home, recover_home
     from pipelines.resources import resources_for_profile
@@ -485,7 +537,7 @@ def write_run_summary(result, path: Path) -> Path:
     facts = {
         "data_version": meta.get("dataset_version", {}).get("data_version"),
         "rows": meta.get("clean_ohlcv", {}).get("counts"),
-        "stages": {name: meta[name] for name in TRAINING_STAGES if name in meta},
+        "stages": {name: meta[name] for name in TRAINING_STAGES if "steps" in meta.get(name, {})},
         "registered_model": meta.get("candidate_model"),
         "promotion": meta.get("promotion_decision"),
         "backtest": json.loads(Path(backtest["summary_json"]).read_text()) if backtest else None,
@@ -524,7 +576,7 @@ def format_summary(result) -> str:
             f"test {fold['test'][0][:10]}→{fold['test'][1][:10]}"
         )
     for name in TRAINING_STAGES:
-        if name in meta:
+        if "steps" in meta.get(name, {}):  # rl_finetune with RL off trained nothing
             m = meta[name]
             best = "none" if m["best_val_loss"] is None else f"{m['best_val_loss']:.4f}"
             lines.append(

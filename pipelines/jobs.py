@@ -12,6 +12,7 @@ from assets.labels import training_labels
 from assets.monitoring import DRIFT_SHARE, feature_drift_report
 from assets.registry import backtest_report, candidate_model, promotion_decision
 from assets.resources import HRMSettings
+from assets.rl import rl_finetune
 from assets.splits import walk_forward_splits
 from assets.training import hrm_stage_1_basic, hrm_stage_2_advanced, hrm_stage_3_full
 from assets.validation import clean_ohlcv
@@ -32,6 +33,7 @@ TRAINING_ASSETS = [
     hrm_stage_1_basic,
     hrm_stage_2_advanced,
     hrm_stage_3_full,
+    rl_finetune,
     candidate_model,
     backtest_report,
     promotion_decision,

@@ -119,7 +119,13 @@ def test_the_full_graph_registers_versions_and_moves_aliases(project: Path, caps
     capsys.readouterr()
     # another config on the same data: retraining starts from production (the same data and config
     # would only reproduce it, and are not retrained: see test_reliability)
-    config_path = tiny_config(project, training={**TINY["training"], "learning_rate": 5e-4})
+    # and with RL after the curriculum: the H-MTR (workers, then master) goes through the same path
+    rl = {"enabled": True, "algorithm": "hmtr", "updates": 2, "worker_updates": 1, "n_envs": 4}
+    config_path = tiny_config(
+        project,
+        training={**TINY["training"], "learning_rate": 5e-4},
+        rl={**rl, "rollout_bars": 8, "group_size": 2},
+    )
     assert main(["run", "--config", config_path]) == 0  # the second run as a user makes it: the CLI
     printed = capsys.readouterr().out
     assert "registered hrm-trader version 2 (alias staging)" in printed
@@ -127,13 +133,20 @@ def test_the_full_graph_registers_versions_and_moves_aliases(project: Path, caps
     assert re.search(r"out of sample 2011-01-03 → 2018-12-\d\d, net of costs", printed)
     assert "| buy_and_hold" in printed
     assert "feature drift check " in printed and "hrm_stage_3_full: " in printed
+    assert "rl_finetune: 6 steps" in printed  # 4 worker phases of 1 update (every task is tagged), master 2
     assert "promotion: " in printed and "against production; production is version 1: " in printed
     facts = json.loads((project.parent / "hrm_home" / "reports" / "latest" / "summary.json").read_text())
     assert facts["registered_model"]["version"] == "2" and set(facts["stages"]) == {
         "hrm_stage_1_basic",
         "hrm_stage_2_advanced",
         "hrm_stage_3_full",
+        "rl_finetune",
     }
+    rl_run = client.search_runs([tracking.experiment_id()], "tags.stage = 'rl_hmtr'")[0]
+    assert {"master.reward", "master.kl", "master.clip_fraction", "master.explained_variance"} <= set(
+        rl_run.data.metrics
+    )
+    assert facts["stages"]["rl_finetune"]["stage"] == "rl_hmtr"  # version 2 is the H-MTR, served by predict
     assert str(client.get_model_version_by_alias("hrm-trader", "staging").version) == "2"
     second = facts["promotion"]
     assert second["compared_with"] == "production"

@@ -13,7 +13,9 @@ seed) with a bootstrap confidence interval.
 Model variants (``MODELS``): the HRM, the flat transformer and GRU of about equal size, and the
 ablations that answer the known critique of HRM: ``hrm_no_act`` (deep supervision without learned
 halting), ``hrm_last_cycle`` (gradient through the whole last cycle instead of one step) and
-``hrm_blind`` (strategic input zeroed: what H's features add).
+``hrm_blind`` (strategic input zeroed: what H's features add). The seed's levels are RL after the
+curriculum, from the cell's supervised HRM on the same training data (``hrm_core/rl``): ``grpo``
+(Level 1), ``hybrid_grpo`` (Level 2), ``hmtr`` (Level 3, the master–worker H-MTR) and ``ppo``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from hrm_core.data.market import MarketData, load_market_data
 from hrm_core.sim.backtest import BacktestResult, backtest_models, baseline_config
 from hrm_core.sim.baselines import BASELINES
 from hrm_core.sim.metrics import deflated_sharpe_ratio, performance_summary
+from hrm_core.vocabulary import RL_ALGORITHMS
 
 ROW_COLUMNS = ("model", "fold", "seed", "sharpe", "total_return", "max_drawdown", "exposure", "turnover")
 ROW_COLUMNS += ("costs", "psr", "dsr")
@@ -62,6 +65,7 @@ MODELS: dict[str, tuple[Callable[[HRMConfig], HRMConfig], Callable[[MarketData],
     "hrm_no_act": (_no_act, lambda d: d),
     "hrm_last_cycle": (_last_cycle, lambda d: d),
     "hrm_blind": (lambda c: c, _blind),
+    **{name: (lambda c: c, lambda d: d) for name in RL_ALGORITHMS},  # fine-tuned after the curriculum
 }
 
 _FOLD_DATA: dict[tuple[str, int], tuple[MarketData, MarketData]] = {}
@@ -103,6 +107,10 @@ def run_cell(
         update={"seed": seed, "training": cell_config.training.model_copy(update={"fold": fold})}
     )
     trained = Trainer(cell_config, to_data(train_data), progress=False).fit().model
+    if model in RL_ALGORITHMS:
+        from hrm_core.rl.api import finetune
+
+        trained, _ = finetune(trained, to_data(train_data), cell_config, model, progress=False)
     result = backtest_models({model: trained}, to_data(test_data), cell_config, rules=False)
     return _row(result, model, fold, seed)
 
