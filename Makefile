@@ -38,6 +38,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_backtest.py
 	$(BIN)/python benchmarks/bench_learning.py
 	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python benchmarks/bench_rl.py
 
 lint: setup
 	$(BIN)/ruff check .

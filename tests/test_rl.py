@@ -183,3 +183,29 @@ def test_the_fine_tuned_model_serves_the_mean_rl_trained(momentum):
     executed = execute_path(mean[None] * 1.0, config.trading.no_trade_band)[0]  # cap 1: fixed fraction 1.0
     assert np.allclose(served.positions[:50], executed.numpy(), atol=1e-6)
     assert np.abs(executed.numpy()).max() > 0  # not a flat model agreeing with itself
+
+
+def test_rl_models_are_cells_of_the_evaluation_harness(momentum):
+    from hrm_core.sim.evaluation import run_cell
+
+    config = small_config(updates=2, worker_updates=1, n_envs=4, rollout_bars=8, group_size=2)
+    stage = config.training.curriculum[0].model_copy(update={"episodes": 4})
+    training = config.training.model_copy(update={"chunk_bars": 32, "batch_chunks": 2, "curriculum": [stage]})
+    config = config.model_copy(update={"training": training})
+    for name in ("hybrid_grpo", "hmtr"):
+        row = run_cell(config, name, 0, 7, momentum, momentum)
+        assert row["model"] == name and np.isfinite(row["sharpe"]) and len(row["returns"]) > 100
+
+
+@pytest.mark.slow
+def test_train_command_trains_one_model_and_backtests_it_beside_baselines(project, capsys):
+    from pipelines.cli import main
+    from tests.test_mlops import tiny_config
+
+    config = tiny_config(project, rl={"updates": 2, "n_envs": 4, "rollout_bars": 8, "group_size": 2})
+    assert main(["train", "--algo", "grpo", "--config", config]) == 0
+    out = capsys.readouterr().out
+    assert "training grpo on fold 0 of NASDAQ, SP500" in out
+    assert "\ngrpo " in out and "buy_and_hold" in out and "net of costs" in out
+    saved = project.parent / "hrm_home" / "models" / "grpo" / "model.pt"
+    assert saved.exists()

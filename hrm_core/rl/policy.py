@@ -58,10 +58,14 @@ def flat_observation(inputs: MarketInputs, held: torch.Tensor) -> torch.Tensor:
     return torch.cat([inputs.strategic[:, -1], inputs.tactical[:, -1], held[:, None]], dim=-1)
 
 
-def mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(inputs, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, outputs)
-    )
+def mlp(inputs: int, hidden: int, outputs: int, out_gain: float) -> nn.Sequential:
+    """Two tanh layers, initialised as CleanRL and SB3 do: orthogonal weights (gain √2, the output
+    layer ``out_gain``: 0.01 for an actor, so it starts near a flat signal; 1 for a critic)."""
+    layers = [nn.Linear(inputs, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, outputs)]
+    for layer, gain in zip(layers, (math.sqrt(2), math.sqrt(2), out_gain), strict=True):
+        nn.init.orthogonal_(layer.weight, gain)
+        nn.init.zeros_(layer.bias)
+    return nn.Sequential(layers[0], nn.Tanh(), layers[1], nn.Tanh(), layers[2])
 
 
 class Policy(nn.Module):
@@ -70,7 +74,7 @@ class Policy(nn.Module):
     def __init__(self, n_strategic: int, n_tactical: int, init_std: float, hidden: int = 64) -> None:
         super().__init__()
         self.log_std = nn.Parameter(torch.tensor(math.log(init_std)))
-        self.critic = mlp(n_strategic + n_tactical + 1, hidden, 1)
+        self.critic = mlp(n_strategic + n_tactical + 1, hidden, 1, out_gain=1.0)
 
     def mean(self, inputs: MarketInputs, held: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -98,7 +102,7 @@ class MLPPolicy(Policy):
 
     def __init__(self, n_strategic: int, n_tactical: int, init_std: float, hidden: int = 64) -> None:
         super().__init__(n_strategic, n_tactical, init_std, hidden)
-        self.actor = mlp(n_strategic + n_tactical + 1, hidden, 1)
+        self.actor = mlp(n_strategic + n_tactical + 1, hidden, 1, out_gain=0.01)
 
     def mean(self, inputs: MarketInputs, held: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.actor(flat_observation(inputs, held))[:, 0])
