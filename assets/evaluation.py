@@ -61,10 +61,10 @@ def evaluation_cell(
     config = settings.config()
     with warehouse.get_connection() as con:
         train_data, test_data = split_fold_data(con, config, fold)
-    rows = []
+    rows, supervised = [], {}
     for model in config.evaluation.models:
         context.log.info(f"fold {fold} seed {seed}: training {model}")
-        rows.append(run_cell(config, model, fold, seed, train_data, test_data))
+        rows.append(run_cell(config, model, fold, seed, train_data, test_data, supervised))
     rows += rule_rows(config, fold, test_data)
     path = cell_path(config, fold, seed)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,6 @@ lineage key, so a killed run resumes and a finished one is reused."""
 
 import json
 import os
-import shutil
 import time
 
 import dagster as dg
@@ -18,7 +17,7 @@ import mlflow
 from dagster_duckdb import DuckDBResource
 
 from assets.resources import HRMSettings, MlflowResource, hrm_home
-from assets.training import GPU_OP_TAGS, lineage_hash, stage_metadata, training_data
+from assets.training import GPU_OP_TAGS, finished_stage, lineage_hash, stage_metadata, training_data
 from hrm_core.rl.api import finetune
 from hrm_core.training.trainer import load_trained_model, save_trained_model
 
@@ -48,14 +47,9 @@ def rl_finetune(
     lineage["lineage_key"] = lineage_hash(lineage)
     stage_dir = hrm_home() / "checkpoints" / lineage["lineage_key"]
     done = stage_dir / "stage.json"
-    if settings.force:
-        shutil.rmtree(stage_dir, ignore_errors=True)
-    elif done.exists():
-        value = json.loads(done.read_text())
-        context.log.info(
-            f"reusing stage rl_{algorithm} of MLflow run {value['mlflow_run_id']} (same lineage)"
-        )
-        return dg.Output(value, metadata=stage_metadata(value, reused=True, tracking=tracking))
+    finished = finished_stage(context, stage_dir, f"rl_{algorithm}", settings.force, tracking)
+    if finished is not None:
+        return finished
     data = training_data(warehouse, config, config.training.fold)
     model, _, _ = load_trained_model(hrm_stage_3_full["checkpoint"])
     parent = tracking.parent_run_id(context.run_id)

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -154,12 +155,9 @@ def train_stage(
     )
     stage_dir = hrm_home() / "checkpoints" / lineage["lineage_key"]
     done = stage_dir / "stage.json"
-    if settings.force:
-        shutil.rmtree(stage_dir, ignore_errors=True)
-    elif done.exists():
-        value = json.loads(done.read_text())
-        context.log.info(f"reusing stage {stage.name} of MLflow run {value['mlflow_run_id']} (same lineage)")
-        return dg.Output(value, metadata=stage_metadata(value, reused=True, tracking=tracking))
+    finished = finished_stage(context, stage_dir, stage.name, settings.force, tracking)
+    if finished is not None:
+        return finished
     resume = stage_dir / "resume" / "last.pt"
     if resume.exists():
         step = load_checkpoint(resume)["step"]
@@ -235,6 +233,22 @@ def train_stage(
     tmp.write_text(json.dumps(value))
     os.replace(tmp, done)  # written last: a stage is reusable only once it is complete
     return dg.Output(value, metadata=stage_metadata(value, reused=False, tracking=tracking))
+
+
+def finished_stage(
+    context: dg.AssetExecutionContext, stage_dir: Path, name: str, force: bool, tracking: MlflowResource
+) -> dg.Output | None:
+    """The output of the stage that finished in ``stage_dir`` (same lineage), or None when there is
+    none or ``force`` asks to retrain (its folder is then cleared)."""
+    done = stage_dir / "stage.json"
+    if force:
+        shutil.rmtree(stage_dir, ignore_errors=True)
+        return None
+    if not done.exists():
+        return None
+    value = json.loads(done.read_text())
+    context.log.info(f"reusing stage {name} of MLflow run {value['mlflow_run_id']} (same lineage)")
+    return dg.Output(value, metadata=stage_metadata(value, reused=True, tracking=tracking))
 
 
 def stage_metadata(value: dict, reused: bool, tracking: MlflowResource) -> dict:

@@ -28,6 +28,7 @@ from hrm_core.model.build import build_model_for
 from hrm_core.rl.env import ExposureEnv
 from hrm_core.rl.finetune import RLTrainer
 from hrm_core.rl.policy import MLPPolicy, TraderPolicy, flat_observation
+from hrm_core.rl.rollout import deterministic_returns
 from hrm_core.training.scenarios import planted_regime_market
 
 SMALL = {"hierarchical_features": {"high_level_lookback": 20, "low_level_lookback": 10}}
@@ -59,15 +60,7 @@ def oos_sharpe(decide, data, config) -> float:
     """The deterministic policy ``decide(inputs, held) -> signal`` through the test part."""
     rows = data.decision_rows("test", config.hierarchical_features.high_level_lookback)
     env = ExposureEnv(data, config, 1, len(rows), seed=0, part="test")
-    env.reset(rows[:1])
-    net = []
-    with torch.no_grad():
-        for _ in range(len(rows) - 1):
-            _, done, r = env.step(decide(env.windows(env.rows.copy()), env.held))
-            net.append(float(r[0]))
-            if bool(done[0]):
-                break
-    net = np.asarray(net)
+    net = deterministic_returns(decide, env, rows[0], len(rows) - 1)
     return float(net.mean() / net.std() * math.sqrt(252)) if net.std() > 0 else 0.0
 
 

@@ -14,7 +14,7 @@ from hrm_core.rl.finetune import RLTrainer
 from hrm_core.rl.grpo import group_advantages, group_starts
 from hrm_core.rl.policy import MLPPolicy, PolicyOutput, TraderPolicy
 from hrm_core.rl.rewards import RewardShaper
-from hrm_core.rl.rollout import collect
+from hrm_core.rl.rollout import collect, deterministic_returns
 from hrm_core.training.evaluate import rollout
 from hrm_core.training.scenarios import planted_regime_market
 
@@ -55,15 +55,7 @@ def oos_sharpe(policy, data, config) -> float:
     engine, net of costs."""
     rows = data.decision_rows("test", config.hierarchical_features.high_level_lookback)
     env = ExposureEnv(data, config, 1, len(rows), seed=0, part="test")
-    env.reset(rows[:1])
-    net = []
-    with torch.no_grad():
-        for _ in range(len(rows) - 1):
-            _, done, r = env.step(policy(env.windows(env.rows.copy()), env.held).mean)
-            net.append(float(r[0]))
-            if bool(done[0]):
-                break
-    net = np.asarray(net)
+    net = deterministic_returns(lambda i, h: policy(i, h).mean, env, rows[0], len(rows) - 1)
     return float(net.mean() / net.std() * np.sqrt(252)) if net.std() > 0 else 0.0
 
 
@@ -192,9 +184,13 @@ def test_rl_models_are_cells_of_the_evaluation_harness(momentum):
     stage = config.training.curriculum[0].model_copy(update={"episodes": 4})
     training = config.training.model_copy(update={"chunk_bars": 32, "batch_chunks": 2, "curriculum": [stage]})
     config = config.model_copy(update={"training": training})
+    supervised = {}
     for name in ("hybrid_grpo", "hmtr"):
-        row = run_cell(config, name, 0, 7, momentum, momentum)
+        row = run_cell(config, name, 0, 7, momentum, momentum, supervised)
         assert row["model"] == name and np.isfinite(row["sharpe"]) and len(row["returns"]) > 100
+        if name == "hybrid_grpo":  # the cell's supervised HRM is kept, untouched by the fine-tuning
+            kept = {k: v.clone() for k, v in supervised["hrm"].state_dict().items()}
+    assert all(torch.equal(kept[k], v) for k, v in supervised["hrm"].state_dict().items())
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from hrm_core.config import RLConfig
+from hrm_core.model.trader import MarketInputs
 from hrm_core.rl.env import ExposureEnv
 from hrm_core.rl.policy import Policy
 
@@ -67,6 +68,22 @@ def collect(env: ExposureEnv, policy: Policy, bars: int, generator: torch.Genera
         steps["net"].append(net)
     last = policy(env.windows(env.rows.copy()), env.held).value
     return Rollout(**{k: torch.stack(v) for k, v in steps.items()}, last_value=last)
+
+
+@torch.no_grad()
+def deterministic_returns(
+    decide: Callable[[MarketInputs, torch.Tensor], torch.Tensor], env: ExposureEnv, start_row: int, bars: int
+) -> np.ndarray:
+    """Net returns of a deterministic policy ``decide(inputs, held) -> signal`` run for up to
+    ``bars`` steps of one episode from ``start_row`` (an env of one episode), in the engine."""
+    env.reset(np.array([start_row]))
+    net = []
+    for _ in range(bars):
+        _, done, r = env.step(decide(env.windows(env.rows.copy()), env.held))
+        net.append(float(r[0]))
+        if bool(done[0]):
+            break
+    return np.asarray(net)
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:

@@ -20,6 +20,7 @@ curriculum, from the cell's supervised HRM on the same training data (``hrm_core
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -34,6 +35,7 @@ import pandas as pd
 
 from hrm_core.config import HRMConfig
 from hrm_core.data.market import MarketData, load_market_data
+from hrm_core.model.trader import TraderBase
 from hrm_core.sim.backtest import BacktestResult, backtest_models, baseline_config
 from hrm_core.sim.baselines import BASELINES
 from hrm_core.sim.metrics import deflated_sharpe_ratio, performance_summary
@@ -96,9 +98,17 @@ def split_fold_data(
 
 
 def run_cell(
-    config: HRMConfig, model: str, fold: int, seed: int, train_data: MarketData, test_data: MarketData
+    config: HRMConfig,
+    model: str,
+    fold: int,
+    seed: int,
+    train_data: MarketData,
+    test_data: MarketData,
+    supervised: dict[str, TraderBase] | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` on ``fold`` with ``seed`` and backtest it on the fold's own test block."""
+    """Train ``model`` on ``fold`` with ``seed`` and backtest it on the fold's own test block. The
+    RL models fine-tune the cell's supervised HRM; ``supervised`` (one dict per cell) keeps that
+    model so the ``hrm`` row and every RL row of a cell train it once (seeded: the same weights)."""
     from hrm_core.training.trainer import Trainer
 
     to_config, to_data = MODELS[model]
@@ -106,7 +116,13 @@ def run_cell(
     cell_config = cell_config.model_copy(
         update={"seed": seed, "training": cell_config.training.model_copy(update={"fold": fold})}
     )
-    trained = Trainer(cell_config, to_data(train_data), progress=False).fit().model
+    shared = supervised is not None and (model == "hrm" or model in RL_ALGORITHMS)
+    if shared and "hrm" in supervised:
+        trained = copy.deepcopy(supervised["hrm"])
+    else:
+        trained = Trainer(cell_config, to_data(train_data), progress=False).fit().model
+        if shared:
+            supervised["hrm"] = copy.deepcopy(trained)
     if model in RL_ALGORITHMS:
         from hrm_core.rl.api import finetune
 
