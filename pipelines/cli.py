@@ -183,14 +183,9 @@ def _run(args: argparse.Namespace) -> int:
     home = _home_and_threads(args.verbose)
     from pipelines.jobs import JOBS_BY_SIZE
 
-    settings_args = {
-        "config_path": args.config or DEFAULT_CONFIG,
-        "source": args.source,
-        "path": args.path,
-        "symbols": args.symbols,
-        "force": args.force,
-        "progress": sys.stderr.isatty(),  # bars on a terminal; step lines only in logs and pipes
-    }
+    settings_args = _source_settings(
+        args, force=args.force, progress=sys.stderr.isatty()
+    )  # progress bars on a terminal; step lines only in logs and pipes
     config = _settings(settings_args).config()  # a bad config fails here, before any work
     from hrm_core.training.trainer import pick_device
 
@@ -275,13 +270,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise HRMError(
             f"--workers: {args.workers} is not a number of processes; give at least 1, e.g. --workers 2"
         )
-    settings_args = {
-        "config_path": args.config or DEFAULT_CONFIG,
-        "source": args.source,
-        "path": args.path,
-        "symbols": args.symbols,
-        "models": models,
-    }
+    settings_args = _source_settings(args, models=models)
     config = _settings(settings_args).config()
     n_folds = config.splits.n_folds
     folds = list(range(n_folds)) if args.folds == "all" else _integers(args.folds, "--folds")
@@ -348,13 +337,7 @@ def _train(args: argparse.Namespace) -> int:
     from hrm_core.training.api import prepare_market_data
     from hrm_core.training.trainer import Trainer, save_trained_model
 
-    settings_args = {
-        "config_path": args.config or DEFAULT_CONFIG,
-        "source": args.source,
-        "path": args.path,
-        "symbols": args.symbols,
-    }
-    config = _settings(settings_args).config()
+    config = _settings(_source_settings(args)).config()
     started = time.perf_counter()
     data = prepare_market_data(config)
     print(f"training {args.algo} on fold {config.training.fold} of {', '.join(data.symbols)}", flush=True)
@@ -414,6 +397,17 @@ def format_evaluation(summary: dict, seconds: float) -> str:
             f"{pair:>30}: {d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}] ({d['pairs']} pairs)"
         )
     return "\n".join(lines)
+
+
+def _source_settings(args: argparse.Namespace, **extra) -> dict:
+    """The settings every command that reads a source takes from ``_source_options``, plus ``extra``."""
+    return {
+        "config_path": args.config or DEFAULT_CONFIG,
+        "source": args.source,
+        "path": args.path,
+        "symbols": args.symbols,
+        **extra,
+    }
 
 
 def _settings(settings_args: dict):

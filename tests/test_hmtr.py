@@ -15,6 +15,7 @@ from hrm_core.rl.hmtr import train_master, train_workers
 from hrm_core.training.evaluate import rollout
 from hrm_core.training.scenarios import planted_regime_market
 from hrm_core.vocabulary import TASKS
+from tests.test_rl import SMALL
 
 TREND, REVERSION = TASKS.index("trend"), TASKS.index("mean_reversion")
 
@@ -22,17 +23,7 @@ TREND, REVERSION = TASKS.index("trend"), TASKS.index("mean_reversion")
 def hmtr_config(**rl):
     return load_config(
         "configs/hrm_cpu_small.yaml",
-        hierarchical_features={"high_level_lookback": 20, "low_level_lookback": 10},
-        model={
-            "architecture": "hmtr",
-            "hidden_size": 16,
-            "num_heads": 2,
-            "h_pool": 5,
-            "halt_max_steps": 2,
-            "H_cycles": 1,
-            "L_cycles": 2,
-        },
-        training={"deep_supervision_segments": 1},
+        **{**SMALL, "model": {**SMALL["model"], "architecture": "hmtr"}},
         rl={"n_envs": 16, "rollout_bars": 32, "group_size": 2, **rl},
     )
 

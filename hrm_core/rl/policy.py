@@ -16,6 +16,7 @@ plain baseline (and the policy of the stable-baselines3 comparison).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -68,7 +69,7 @@ def mlp(inputs: int, hidden: int, outputs: int, out_gain: float) -> nn.Sequentia
     return nn.Sequential(layers[0], nn.Tanh(), layers[1], nn.Tanh(), layers[2])
 
 
-class Policy(nn.Module):
+class Policy(nn.Module, ABC):
     """A Gaussian over the signal and the value of a state; subclasses define ``mean``."""
 
     def __init__(self, n_strategic: int, n_tactical: int, init_std: float, hidden: int = 64) -> None:
@@ -76,8 +77,9 @@ class Policy(nn.Module):
         self.log_std = nn.Parameter(torch.tensor(math.log(init_std)))
         self.critic = mlp(n_strategic + n_tactical + 1, hidden, 1, out_gain=1.0)
 
+    @abstractmethod
     def mean(self, inputs: MarketInputs, held: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """[N] the signal the policy would execute deterministically, in [−1, 1]."""
 
     def forward(self, inputs: MarketInputs, held: torch.Tensor) -> PolicyOutput:
         mean = self.mean(inputs, held)
