@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# The CPU build of torch first, so the range in pyproject.toml is already satisfied.
 	$(BIN)/pip install "torch==2.13.0"
-	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/pip install -e ".[dev,aws,k8s]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,15 +1,21 @@
 """The resources assets ask for. Their wiring per deployment lives in ``pipelines.resources``."""
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import mlflow
+from dagster_duckdb import DuckDBResource
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from pydantic import PrivateAttr
 
 from hrm_core.config import DEFAULT_CONFIG, HRMConfig, load_config
+from hrm_core.data.lake import Lake
 from hrm_core.data.versioning import DatasetVersion, version_data
 
 
@@ -45,19 +51,60 @@ class HRMSettings(dg.ConfigurableResource):
         return load_config(config_path, data=data, evaluation=evaluation)
 
 
+class LakeWarehouse(DuckDBResource):
+    """The production warehouse: Parquet objects under ``root`` (``s3://bucket/prefix`` or a
+    folder) that step pods write in parallel (see ``hrm_core.data.lake``).
+
+    It is a ``DuckDBResource``, so assets use it unchanged: each connection is an in-memory DuckDB
+    holding the lake's tables, and what the block changed is committed as one commit when the
+    block ends without an error (nothing is written when it raises).
+    """
+
+    database: str = ":memory:"
+    root: str
+    endpoint_url: str | None = None
+    cache_dir: str = str(Path.home() / ".cache" / "hrm-trading" / "lake")
+    _run_id: str = PrivateAttr(default="")
+
+    def lake(self) -> Lake:
+        return Lake(self.root, Path(self.cache_dir), self.endpoint_url)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._run_id = context.run_id or ""  # commits carry it, so a failed run can be reverted
+
+    @contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        lake = self.lake()
+        con = duckdb.connect()
+        try:
+            loaded = lake.load_into(con)
+            yield con
+            lake.commit(con, loaded, self._run_id)
+        finally:
+            con.close()
+
+
+def warehouse_exists(warehouse: DuckDBResource) -> bool:
+    """Whether the profile's warehouse holds anything yet (a DuckDB file, or a lake's commits)."""
+    if isinstance(warehouse, LakeWarehouse):
+        return bool(warehouse.lake().commits())
+    return Path(warehouse.database).exists()
+
+
 class DvcResource(dg.ConfigurableResource):
     """The versioned raw snapshots: a DVC repository at ``repo_dir`` (``HRM_HOME`` locally) whose
     ``data/`` is pushed to ``remote_url`` (a folder or an s3:// URI)."""
 
     repo_dir: str
     remote_url: str
+    endpoint_url: str | None = None  # an S3-compatible server for an s3:// remote
 
     @property
     def data_dir(self) -> Path:
         return Path(self.repo_dir) / "data"
 
     def version(self) -> DatasetVersion:
-        return version_data(Path(self.repo_dir), self.remote_url)
+        return version_data(Path(self.repo_dir), self.remote_url, self.endpoint_url)
 
 
 class MlflowResource(dg.ConfigurableResource):

@@ -51,6 +51,10 @@ EXAMPLES = {
   hrm-trading train --algo hmtr --config my.yaml     the H-MTR master-worker agent""",
     "status": """examples:
   hrm-trading status                                 data version, symbols, runs, models, drift""",
+    "stack": """examples:
+  hrm-trading stack up                               Postgres, S3, MLflow server, Dagster daemon + UI
+  eval "$(hrm-trading stack env)"; hrm-trading run   the whole graph against them (HRM_PROFILE=production)
+  hrm-trading stack down                             stop them (their data stays in HRM_HOME/stack)""",
     "data": """examples:
   hrm-trading data restore --model-version 3         the raw data version 3 was trained on
   hrm-trading data restore --model-version 3 --to old/   into another folder""",
@@ -127,6 +131,14 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument(
         "--to", default=None, help="empty folder to restore into (default HRM_HOME/restored/vN)"
     )
+    stack = _command(
+        commands,
+        "stack",
+        "the production topology on this machine: Postgres, an S3 server, the MLflow server on them, "
+        "the Dagster daemon and webserver",
+    )
+    stack.add_argument("action", choices=["up", "down", "status", "env"])
+    stack.add_argument("--no-dagster", action="store_true", help="up: only Postgres, S3 and MLflow")
     return parser
 
 
@@ -144,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         "train": _train,
         "status": _status,
         "data": _data,
+        "stack": _stack,
     }
     if args.command not in commands:
         _parser().print_help()
@@ -190,24 +203,31 @@ def _run(args: argparse.Namespace) -> int:
     from hrm_core.training.trainer import pick_device
 
     pick_device(config.training.device)  # so does a device this machine lacks
+    _check_profile_services()  # and a production service that does not answer
     defs = _definitions(settings_args, args.verbose)
     defined = {job.name for job in defs.jobs}
     job_name = JOB_ALIASES[args.job] if args.job else next(j for j in JOBS_BY_SIZE if j in defined)
     if job_name not in defined:
         raise HRMError(f"job '{args.job}' is not defined yet (defined: {', '.join(sorted(defined))})")
     with _open_instance() as instance, _guarded(home, "run", defs, instance) as transaction:
-        result = _execute_job(defs, settings_args, job_name, config, instance)
+        result, ingest_run_ids = _execute_job(defs, settings_args, job_name, config, instance)
         if result.success:
             transaction.commit()
         else:
-            from pipelines.home import fail_mlflow_runs
+            from pipelines.home import fail_mlflow_runs, revert_lake_runs
 
             fail_mlflow_runs(defs.resources["tracking"], result.run_id)
+            revert_lake_runs(defs.resources["warehouse"], [result.run_id, *ingest_run_ids])
     print(format_summary(result))
     if job_name == "full_job" and result.success:
         path = write_run_summary(result, home / "reports" / "latest" / "summary.json")
         print(f"run summary: {path}")
-        print("open the UIs: `make ui` (Dagster on http://127.0.0.1:3000, MLflow on http://127.0.0.1:5000)")
+        if os.environ.get("HRM_PROFILE") == "production":
+            print("open the UIs: `hrm-trading stack status` lists the Dagster and MLflow addresses")
+        else:
+            print(
+                "open the UIs: `make ui` (Dagster on http://127.0.0.1:3000, MLflow on http://127.0.0.1:5000)"
+            )
     if not result.success:
         print(f"error: {job_name} failed: {failure_message(result)}", file=sys.stderr)
         print("the warehouse and the raw data are as they were before this run", file=sys.stderr)
@@ -283,7 +303,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     defs = _definitions(settings_args, args.verbose)
     with _open_instance() as instance, _guarded(home, "evaluate", defs, instance) as transaction:
-        data = _execute_job(defs, settings_args, "data_job", config, instance)
+        data, _ = _execute_job(defs, settings_args, "data_job", config, instance)
         if not data.success:
             print(f"error: data_job failed: {failure_message(data)}", file=sys.stderr)
             return 1
@@ -299,10 +319,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         failed = []
         threads = max(1, (os.cpu_count() or 1) // args.workers)
         if args.workers <= 1:
-            outcomes = ((cell, _run_cell(settings_args, *cell, threads)) for cell in cells)
+            outcomes = ((cell, _run_cell(settings_args, cell, threads)) for cell in cells)
         else:
             pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"))
-            futures = {pool.submit(_run_cell, settings_args, *cell, threads): cell for cell in cells}
+            futures = {pool.submit(_run_cell, settings_args, cell, threads): cell for cell in cells}
             outcomes = ((futures[future], future.result()) for future in as_completed(futures))
         for done, ((fold, seed), ok) in enumerate(outcomes, 1):
             print(f"[{done}/{len(cells)}] fold {fold} seed {seed}: {'done' if ok else 'FAILED'}", flush=True)
@@ -352,6 +372,37 @@ def _train(args: argparse.Namespace) -> int:
     print(f"out of sample {result.period()}, net of costs (equal-weight portfolio):")
     print(metrics_table(result.summary()).to_string())
     print(f"model: {path} ({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+def _check_profile_services() -> None:
+    """Under the production profile, fail at once when one of its services does not answer."""
+    if os.environ.get("HRM_PROFILE") == "production":
+        from pipelines.resources import check_production_services
+
+        check_production_services()
+
+
+def _stack(args: argparse.Namespace) -> int:
+    """Start, stop or describe the local production stack, or print its environment."""
+    from assets.resources import hrm_home
+    from pipelines import stack
+
+    local = stack.Stack(hrm_home() / "stack")
+    if args.action == "env":
+        print(stack.export_lines(local.env()))
+        return 0
+    if args.action == "down":
+        stopped = stack.down(local)
+        print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+        return 0
+    if args.action == "up":
+        print(f"starting the stack in {local.root} (logs in {local.logs}) …", flush=True)
+        stack.up(local, with_dagster=not args.no_dagster)
+    for name, state in stack.status(local).items():
+        print(f"{name:>18}: {state}")
+    if args.action == "up":
+        print('next: eval "$(hrm-trading stack env)"; hrm-trading run')
     return 0
 
 
@@ -448,11 +499,16 @@ def _run_tags() -> dict[str, str]:
     return run_tags()
 
 
-def _execute_job(defs, settings_args: dict, job_name: str, config, instance):
+def _execute_job(defs, settings_args: dict, job_name: str, config, instance) -> tuple:
     """Discover the source's symbols, make them the symbol partitions, and run ``job_name`` over all
-    of them in one run on the instance the UI reads; returns the run's result."""
-    from assets.resources import hrm_home
-    from pipelines.jobs import discover_symbols, partition_range_tags, sync_symbol_partitions
+    of them on the instance the UI reads; return the run's result and the ids of the ingest runs.
+
+    Under the production profile the symbols are ingested first, one ``raw_ohlcv`` run per symbol
+    and several at once (as the cluster runs one pod per partition), all writing the lake in
+    parallel; the job then runs without ``raw_ohlcv``.
+    """
+    from assets.resources import LakeWarehouse, hrm_home
+    from pipelines.jobs import JOB_ASSETS, discover_symbols, partition_range_tags, sync_symbol_partitions
     from pipelines.resources import resources_for_profile
 
     resources = resources_for_profile()
@@ -464,30 +520,76 @@ def _execute_job(defs, settings_args: dict, job_name: str, config, instance):
         f"{', '.join(symbols[:8])}{' …' if len(symbols) > 8 else ''} (HRM_HOME={hrm_home()})",
         flush=True,
     )
-    return defs.resolve_job_def(job_name).execute_in_process(
+    job = defs.resolve_job_def(job_name)
+    keys = [a.key for a in JOB_ASSETS[job_name]]
+    ingest_run_ids: list[str] = []
+    tags = {**partition_range_tags(symbols), **_run_tags()}
+    if isinstance(defs.resources["warehouse"], LakeWarehouse) and any(k.path == ["raw_ohlcv"] for k in keys):
+        ingest_run_ids = _ingest_in_parallel(settings_args, symbols, defs.resources["warehouse"])
+        keys = [k for k in keys if k.path != ["raw_ohlcv"]]
+        tags = _run_tags()
+    result = job.execute_in_process(
         instance=instance,
-        tags={**partition_range_tags(symbols), **_run_tags()},
+        asset_selection=keys if ingest_run_ids else None,
+        tags=tags,
         run_config=CLI_RUN_CONFIG,
         raise_on_error=False,
     )
+    return result, ingest_run_ids
 
 
-def _run_cell(settings_args: dict, fold: int, seed: int, threads: int) -> bool:
-    """One ``evaluation_cell_job`` run (in a worker process) for the fold × seed partition."""
+def _ingest_in_parallel(settings_args: dict, symbols: list[str], warehouse) -> list[str]:
+    """One ``raw_ohlcv`` run per symbol, as many at once as there are cores; return their run ids.
+    When one fails, every ingest run's lake commits are reverted and the failure is raised."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from pipelines.home import revert_lake_runs
+
+    workers = max(1, min(len(symbols), os.cpu_count() or 1))
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        outcomes = list(
+            pool.map(_run_partition, [settings_args] * len(symbols), ["data_job"] * len(symbols), symbols,
+                     [1] * len(symbols), [["raw_ohlcv"]] * len(symbols))
+        )  # fmt: skip
+    run_ids = [run_id for _, run_id, _ in outcomes]
+    failed = [(symbol, message) for symbol, (ok, _, message) in zip(symbols, outcomes, strict=True) if not ok]
+    if failed:
+        revert_lake_runs(warehouse, run_ids)
+        raise HRMError(f"ingest of {failed[0][0]} (raw_ohlcv[{failed[0][0]}]) failed: {failed[0][1]}")
+    print(f"ingested {len(symbols)} symbol(s) in parallel runs, {workers} at once", flush=True)
+    return run_ids
+
+
+def _run_cell(settings_args: dict, cell: tuple[int, int], threads: int) -> bool:
+    """One ``evaluation_cell_job`` run for the fold × seed ``cell``."""
+    fold, seed = cell
+    return _run_partition(
+        settings_args, "evaluation_cell_job", {"fold": str(fold), "seed": str(seed)}, threads
+    )[0]
+
+
+def _run_partition(
+    settings_args: dict, job_name: str, partition: str | dict, threads: int, assets: list[str] | None = None
+) -> tuple[bool, str, str]:
+    """One run of ``job_name`` (in a worker process) for ``partition`` (a key, or a dict for a
+    multi-partition key), optionally only ``assets``; returns success, run id and failure message."""
     import dagster as dg
     import torch
 
     torch.set_num_threads(threads)
-    key = dg.MultiPartitionKey({"fold": str(fold), "seed": str(seed)})
+    key = dg.MultiPartitionKey(partition) if isinstance(partition, dict) else partition
     with _open_instance() as instance:
-        job = _definitions(settings_args).resolve_job_def("evaluation_cell_job")
-        return job.execute_in_process(
+        job = _definitions(settings_args).resolve_job_def(job_name)
+        result = job.execute_in_process(
             instance=instance,
             partition_key=key,
+            asset_selection=[dg.AssetKey(a) for a in assets] if assets else None,
             raise_on_error=False,
             tags=_run_tags(),
             run_config=CLI_RUN_CONFIG,
-        ).success
+        )
+        return result.success, result.run_id, "" if result.success else failure_message(result)
 
 
 def _integers(text: str, option: str) -> list[int]:

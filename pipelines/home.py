@@ -152,6 +152,17 @@ class RunTransaction:
         shutil.rmtree(self.backup)
 
 
+def revert_lake_runs(warehouse, run_ids: list[str]) -> int:
+    """Undo the lake commits of ``run_ids`` (a failed production run: its ingest runs and itself);
+    the local DuckDB file is restored by :class:`RunTransaction` instead. Returns the commits undone."""
+    from assets.resources import LakeWarehouse
+
+    if not isinstance(warehouse, LakeWarehouse):
+        return 0
+    lake = warehouse.lake()
+    return sum(lake.revert_run(run_id) for run_id in run_ids)
+
+
 def recover_home(home: Path, instance, tracking) -> list[str]:
     """What a command that finds the home free does first: restore a killed run's copy and clean
     up after dead runs. Call while holding the lock; returns what was done, for the user."""

@@ -41,19 +41,26 @@ TRAINING_ASSETS = [
 MONITORING_ASSETS = [feature_drift_report]
 EVALUATION_ASSETS = [evaluation_cell, evaluation_report]
 
+JOB_ASSETS = {
+    "data_job": DATA_ASSETS,
+    "train_job": TRAINING_ASSETS,
+    "full_job": [*DATA_ASSETS, *TRAINING_ASSETS, *MONITORING_ASSETS],
+}
+"""The assets of each job the CLI runs (one source for the jobs' selections)."""
+
 data_job = dg.define_asset_job(
     "data_job",
-    selection=dg.AssetSelection.assets(*DATA_ASSETS),
+    selection=dg.AssetSelection.assets(*JOB_ASSETS["data_job"]),
     description="Ingest → validate → version → features → labels → walk-forward splits.",
 )
 train_job = dg.define_asset_job(
     "train_job",
-    selection=dg.AssetSelection.assets(*TRAINING_ASSETS),
+    selection=dg.AssetSelection.assets(*JOB_ASSETS["train_job"]),
     description="Curriculum stages → candidate (alias staging) → backtest → promotion (alias production).",
 )
 full_job = dg.define_asset_job(
     "full_job",
-    selection=dg.AssetSelection.assets(*DATA_ASSETS, *TRAINING_ASSETS, *MONITORING_ASSETS),
+    selection=dg.AssetSelection.assets(*JOB_ASSETS["full_job"]),
     description="The whole graph: data, training, registry and drift monitoring.",
 )
 

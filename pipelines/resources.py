@@ -8,12 +8,15 @@ its locations from the environment (a warehouse on a mounted volume, an S3 DVC r
 from __future__ import annotations
 
 import os
+import socket
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
-from assets.resources import DvcResource, HRMSettings, MlflowResource, hrm_home
+from assets.resources import DvcResource, HRMSettings, LakeWarehouse, MlflowResource, hrm_home
 from hrm_core.errors import ConfigError
 from pipelines.storage import RunJsonIOManager
 
@@ -37,10 +40,13 @@ def local_resources(home: Path | None = None, project_dir: str = ".") -> dict:
 
 
 PRODUCTION_ENV = {
-    "HRM_WAREHOUSE_PATH": "/data/warehouse.duckdb",
-    "HRM_DVC_REMOTE": "s3://bucket/dvc",
+    "HRM_WAREHOUSE_URL": "s3://hrm/warehouse",
+    "HRM_DVC_REMOTE": "s3://hrm/dvc",
     "MLFLOW_TRACKING_URI": "http://mlflow:5000",
 }
+"""The variables the production profile cannot do without, with an example each. Optional:
+``HRM_S3_ENDPOINT_URL`` (an S3-compatible server), ``AWS_REGION``, ``HRM_CONFIG``,
+``HRM_PROJECT_DIR``; the instance's ``DAGSTER_PG_*`` are read by ``infra/dagster.yaml``."""
 
 
 def required_env(name: str) -> str:
@@ -55,18 +61,94 @@ def required_env(name: str) -> str:
 
 
 def production_resources() -> dict:
-    """Cluster profile: locations come from the environment the deployment sets."""
+    """Cluster profile: locations come from the environment the deployment sets. The warehouse is
+    the Parquet lake, so step pods write it in parallel; ``HRM_HOME`` is each pod's scratch space
+    (the lake's object cache, the DVC working copy, asset values) on a volume the pods share."""
     project_dir = os.environ.get("HRM_PROJECT_DIR", ".")
+    endpoint = os.environ.get("HRM_S3_ENDPOINT_URL") or None
+    home = hrm_home()
     return {
         "settings": HRMSettings(
             project_dir=project_dir, config_path=os.environ.get("HRM_CONFIG", "configs/hrm_gpu.yaml")
         ),
-        "warehouse": DuckDBResource(database=required_env("HRM_WAREHOUSE_PATH")),
-        "dvc": DvcResource(repo_dir=str(hrm_home()), remote_url=required_env("HRM_DVC_REMOTE")),
-        "s3": S3Resource(region_name=os.environ.get("AWS_REGION")),
+        "warehouse": LakeWarehouse(
+            root=required_env("HRM_WAREHOUSE_URL"), endpoint_url=endpoint, cache_dir=str(home / "lake-cache")
+        ),
+        "dvc": DvcResource(
+            repo_dir=str(home), remote_url=required_env("HRM_DVC_REMOTE"), endpoint_url=endpoint
+        ),
+        "s3": S3Resource(region_name=os.environ.get("AWS_REGION"), endpoint_url=endpoint),
         "tracking": MlflowResource(tracking_uri=required_env("MLFLOW_TRACKING_URI")),
-        "io_manager": RunJsonIOManager(base_dir=str(hrm_home() / "outputs")),
+        "io_manager": RunJsonIOManager(base_dir=str(home / "outputs")),
     }
+
+
+def without_credentials(url: str) -> str:
+    """``url`` with any ``user:password@`` left out, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+
+
+def check_production_services(timeout_s: float = 5.0) -> None:
+    """Fail fast, naming the variable and the endpoint, when a service of the production profile
+    does not answer: the MLflow server, the S3 endpoint (and the buckets of the warehouse and the
+    DVC remote) and the instance's Postgres. Without this a run would retry for minutes and end in
+    a driver's traceback."""
+    tracking = required_env("MLFLOW_TRACKING_URI")
+    if tracking.startswith("http"):
+        try:
+            with urllib.request.urlopen(f"{tracking.rstrip('/')}/health", timeout=timeout_s):
+                pass
+        except OSError as error:
+            raise ServiceError(
+                "MLFLOW_TRACKING_URI", without_credentials(tracking), "the MLflow server", error
+            ) from None
+    endpoint = os.environ.get("HRM_S3_ENDPOINT_URL") or None
+    for name in ("HRM_WAREHOUSE_URL", "HRM_DVC_REMOTE"):
+        url = required_env(name)
+        if url.startswith("s3://"):
+            _check_bucket(name, url.removeprefix("s3://").split("/")[0], endpoint, timeout_s)
+    if os.environ.get("DAGSTER_PG_HOST"):
+        host, port = os.environ["DAGSTER_PG_HOST"], int(os.environ.get("DAGSTER_PG_PORT", "5432"))
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()
+        except OSError as error:
+            raise ServiceError(
+                "DAGSTER_PG_HOST", f"{host}:{port}", "the Dagster instance's Postgres", error
+            ) from None
+
+
+def _check_bucket(variable: str, bucket: str, endpoint: str | None, timeout_s: float) -> None:
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    where = endpoint or "AWS S3"
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        config=Config(connect_timeout=timeout_s, read_timeout=timeout_s, retries={"max_attempts": 1}),
+    )
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as error:
+        raise ServiceError(variable, f"s3://{bucket} at {where}", "the bucket", error) from None
+    except BotoCoreError as error:
+        name = "HRM_S3_ENDPOINT_URL" if endpoint else variable
+        raise ServiceError(name, where, "the S3 endpoint", error) from None
+
+
+class ServiceError(ConfigError):
+    """A service of the production profile does not answer."""
+
+    def __init__(self, variable: str, endpoint: str, what: str, error: Exception) -> None:
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        super().__init__(
+            f"{what} at {endpoint} (${variable}) does not answer: {reason}. Start it (locally: "
+            f'`hrm-trading stack up`, then `eval "$(hrm-trading stack env)"`) or fix ${variable}'
+        )
 
 
 PROFILES = {"local": local_resources, "production": production_resources}

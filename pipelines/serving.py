@@ -17,7 +17,7 @@ import torch
 import yaml
 from dagster_duckdb import DuckDBResource
 
-from assets.resources import HRMSettings, MlflowResource
+from assets.resources import HRMSettings, LakeWarehouse, MlflowResource, warehouse_exists
 from hrm_core.config import TradingConfig
 from hrm_core.data.market import read_market_data
 from hrm_core.errors import HRMError
@@ -62,7 +62,8 @@ def _reading(warehouse: DuckDBResource):
     """The warehouse connection, after saying so when a run is writing it (DuckDB has one writer
     process; the resource retries for about 100 s, then the CLI prints the lock error in one line)."""
     try:
-        duckdb.connect(warehouse.database, read_only=True).close()
+        if not isinstance(warehouse, LakeWarehouse):  # the lake has no writer lock
+            duckdb.connect(warehouse.database, read_only=True).close()
     except duckdb.IOException:
         print(
             "waiting: a run is writing the warehouse; predict reads it when that write ends", file=sys.stderr
@@ -86,8 +87,8 @@ def predict(
     meta = mlflow.models.get_model_info(uri).metadata
     model = load_served_program(uri)
     config = settings.config()
-    if not Path(warehouse.database).exists():
-        raise HRMError(f"{warehouse.database}: no warehouse; run `make run` (full_job) first")
+    if not warehouse_exists(warehouse):
+        raise HRMError("the warehouse is empty; run `make run` (full_job) first")
     normalization = {name: tuple(stats) for name, stats in meta["normalization"].items()}
     with _reading(warehouse) as con:
         data = read_market_data(con, config, normalization, "NULL")

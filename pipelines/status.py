@@ -11,6 +11,7 @@ import duckdb
 import yaml
 from mlflow.exceptions import MlflowException
 
+from assets.resources import LakeWarehouse
 from hrm_core.data.versioning import restore_data, snapshot_symbols
 from hrm_core.errors import HRMError
 
@@ -26,7 +27,7 @@ def home_status(home: Path, resources: dict, instance: dg.DagsterInstance) -> st
         lines.append(f"data version (DVC md5) {out['md5']}: {len(symbols)} symbol(s) {', '.join(symbols)}")
     else:
         lines.append("data: none versioned yet (run `hrm-trading run`)")
-    lines.append(_warehouse_line(Path(resources["warehouse"].database)))
+    lines.append(_warehouse_line(resources["warehouse"]))
     runs = instance.get_runs(limit=1)
     if runs:
         run = runs[0]
@@ -46,7 +47,12 @@ def home_status(home: Path, resources: dict, instance: dg.DagsterInstance) -> st
     return "\n".join(lines)
 
 
-def _warehouse_line(path: Path) -> str:
+def _warehouse_line(warehouse) -> str:
+    if isinstance(warehouse, LakeWarehouse):  # the commits say it without reading any data
+        clean = warehouse.lake().current().get("clean.ohlcv", {})
+        counts = ", ".join(f"{s} {e['rows']}" for s, e in sorted(clean.items()) if e["rows"])
+        return f"warehouse {warehouse.root} (lake): clean bars {counts or 'none'}"
+    path = Path(warehouse.database)
     if not path.exists():
         return "warehouse: none yet"
     try:
@@ -100,4 +106,4 @@ def restore_model_data(resources: dict, version: str, target: Path) -> Path:
             f"{tracking.model_name} version {version} records no data version (tag data_version); "
             "only versions registered by this release can be restored"
         )
-    return restore_data(md5, resources["dvc"].remote_url, target)
+    return restore_data(md5, resources["dvc"].remote_url, target, resources["dvc"].endpoint_url)

@@ -12,7 +12,7 @@ from pipelines.definitions import build_definitions
 from pipelines.resources import PRODUCTION_ENV, resources_for_profile
 
 CLUSTER = {
-    "HRM_WAREHOUSE_PATH": "/mnt/state/warehouse.duckdb",
+    "HRM_WAREHOUSE_URL": "s3://hrm-data/warehouse",
     "HRM_DVC_REMOTE": "s3://hrm-data/dvc",
     "MLFLOW_TRACKING_URI": "http://mlflow.hrm.svc:5000",
 }
@@ -22,7 +22,7 @@ def test_the_production_profile_takes_its_locations_from_the_environment(monkeyp
     for name, value in CLUSTER.items():
         monkeypatch.setenv(name, value)
     resources = resources_for_profile("production")
-    assert resources["warehouse"].database == CLUSTER["HRM_WAREHOUSE_PATH"]
+    assert resources["warehouse"].root == CLUSTER["HRM_WAREHOUSE_URL"]
     assert resources["dvc"].remote_url == CLUSTER["HRM_DVC_REMOTE"]
     assert resources["tracking"].tracking_uri == CLUSTER["MLFLOW_TRACKING_URI"]
     assert resources["settings"].config_path == "configs/hrm_gpu.yaml"

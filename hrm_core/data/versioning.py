@@ -64,23 +64,26 @@ def _dvc(project_dir: Path, *args: str) -> str:
     return proc.stdout
 
 
-def _init_repo(repo_dir: Path, remote_url: str) -> None:
-    """A DVC repository without git in ``repo_dir``, whose default remote is ``remote_url``."""
+def _init_repo(repo_dir: Path, remote_url: str, endpoint_url: str | None = None) -> None:
+    """A DVC repository without git in ``repo_dir``, whose default remote is ``remote_url`` (on
+    the S3-compatible server ``endpoint_url`` when given; credentials come from the environment)."""
     repo_dir.mkdir(parents=True, exist_ok=True)
     if not (repo_dir / ".dvc").is_dir():
         _dvc(repo_dir, "init", "--no-scm")
     if not remote_url.startswith(("s3://", "gs://", "azure://", "http")):
         Path(remote_url).mkdir(parents=True, exist_ok=True)
     _dvc(repo_dir, "remote", "add", "--local", "--force", "--default", "hrm", remote_url)
+    if endpoint_url and remote_url.startswith("s3://"):
+        _dvc(repo_dir, "remote", "modify", "--local", "hrm", "endpointurl", endpoint_url)
 
 
-def version_data(repo_dir: Path, remote_url: str) -> DatasetVersion:
+def version_data(repo_dir: Path, remote_url: str, endpoint_url: str | None = None) -> DatasetVersion:
     """``dvc add`` the repository's ``data`` folder and push it to ``remote_url``; return the new
     version."""
     repo_dir = Path(repo_dir)
     if not (repo_dir / "data").is_dir():
         raise HRMError(f"{repo_dir / 'data'}: nothing to version (no raw snapshots yet)")
-    _init_repo(repo_dir, remote_url)
+    _init_repo(repo_dir, remote_url, endpoint_url)
     _dvc(repo_dir, "add", "--quiet", "data")
     _dvc(repo_dir, "push", "--quiet", "--remote", "hrm", "data.dvc")
     out = yaml.safe_load((repo_dir / "data.dvc").read_text())["outs"][0]
@@ -89,7 +92,7 @@ def version_data(repo_dir: Path, remote_url: str) -> DatasetVersion:
     )
 
 
-def restore_data(md5: str, remote_url: str, target: Path) -> Path:
+def restore_data(md5: str, remote_url: str, target: Path, endpoint_url: str | None = None) -> Path:
     """Bring the dataset version ``md5`` back from ``remote_url`` into ``target/data``; return it.
 
     ``target`` becomes a small DVC repository of its own whose ``data.dvc`` names that version, so
@@ -98,7 +101,7 @@ def restore_data(md5: str, remote_url: str, target: Path) -> Path:
     target = Path(target)
     if (target / "data").exists():
         raise HRMError(f"{target / 'data'} exists; restore into an empty folder, e.g. --to restored-data")
-    _init_repo(target, remote_url)
+    _init_repo(target, remote_url, endpoint_url)
     pointer = {"outs": [{"md5": md5, "path": "data", "hash": "md5"}]}
     (target / "data.dvc").write_text(yaml.safe_dump(pointer))
     _dvc(target, "pull", "--quiet", "--remote", "hrm", "data.dvc")
