@@ -34,7 +34,7 @@ from hrm_core.model.trader import TraderBase
 from hrm_core.training.api import with_scenarios
 from hrm_core.training.checkpoint import load_checkpoint
 from hrm_core.training.ewc import EWC, ewc_from
-from hrm_core.training.trainer import Trainer, load_trained_model, pick_device, save_trained_model
+from hrm_core.training.trainer import fit, load_trained_model, pick_device, save_trained_model
 
 GPU_OP_TAGS = {
     "dagster-k8s/config": {
@@ -197,7 +197,7 @@ def train_stage(
                 **config.model.model_dump(),
             }
         )
-        trainer = Trainer(
+        result = fit(  # in this process, or training.processes processes under torchrun
             stage_config,
             data,
             checkpoint_dir=stage_dir / "resume",
@@ -205,7 +205,6 @@ def train_stage(
             model=model,
             ewc=ewc,
         )
-        result = trainer.fit()
         for entry in result.history:
             mlflow.log_metrics(
                 {k: float(v) for k, v in entry.items() if k not in ("stage", "step")}, step=entry["step"]

@@ -188,6 +188,9 @@ class TrainingConfig(_Strict):
     checkpoint_seconds: float = Field(60.0, gt=0)  # also checkpoint this often: slow stages resume too
     fold: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    processes: int = Field(
+        1, ge=1
+    )  # data-parallel processes per stage (torchrun; batch_chunks splits over them)
     bf16: bool = True
     task_mix: dict[str, float] = {"trend": 0.4, "mean_reversion": 0.3, "breakout": 0.2, "adverse": 0.1}
     min_task_chunks: int = Field(50, ge=0)
@@ -198,6 +201,16 @@ class TrainingConfig(_Strict):
         StageConfig(name="advanced", H_cycles=2, L_cycles=5, episodes=400),
         StageConfig(name="full", H_cycles=3, L_cycles=7, act=True, episodes=400),
     ]
+
+    @model_validator(mode="after")
+    def _batch_splits_over_processes(self) -> TrainingConfig:
+        if self.batch_chunks % self.processes:
+            example = self.processes * max(1, self.batch_chunks // self.processes)
+            raise ValueError(
+                f"training.batch_chunks {self.batch_chunks} does not split over {self.processes} processes; "
+                f"use a multiple, e.g. batch_chunks: {example}"
+            )
+        return self
 
     @field_validator("task_mix")
     @classmethod

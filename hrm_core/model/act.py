@@ -10,6 +10,7 @@ runs every segment: plain deep supervision.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -43,10 +44,17 @@ def run_segments(
     generator: torch.Generator | None = None,
     update_H: bool = True,
     stop_when_all_halted: bool = True,
+    all_halted: Callable[[torch.Tensor], bool] | None = None,
+    exploration_rows: tuple[int, slice] | None = None,
 ) -> SegmentRun:
     """Run up to ``segments`` segments; halting is learned (``act``) or never (deep supervision).
     ``stop_when_all_halted=False`` always runs the budget (same decisions, no data-dependent
-    control flow, which is what ``torch.export`` needs)."""
+    control flow, which is what ``torch.export`` needs).
+
+    For a slice of a batch split over processes: ``all_halted`` says whether every sample of the
+    whole batch halted (so all processes run the same segments), and ``exploration_rows`` (the
+    whole batch's size, this slice) draws the exploration for the whole batch and keeps the
+    slice's rows, so the slice halts exactly as it would in one process."""
     batch = inputs.batch
     device = inputs.strategic.device
     carry = model.initial_carry(batch) if carry is None else carry
@@ -54,8 +62,9 @@ def run_segments(
     steps = torch.zeros(batch, dtype=torch.long, device=device)
     min_steps = torch.ones(batch, dtype=torch.long, device=device)
     if act and exploration_prob > 0 and segments > 1:
-        explore = torch.rand(batch, generator=generator, device=device) < exploration_prob
-        random_min = torch.randint(2, segments + 1, (batch,), generator=generator, device=device)
+        drawn, rows = exploration_rows or (batch, slice(None))
+        explore = (torch.rand(drawn, generator=generator, device=device) < exploration_prob)[rows]
+        random_min = torch.randint(2, segments + 1, (drawn,), generator=generator, device=device)[rows]
         min_steps = torch.where(explore, random_min, min_steps)
     outputs, raw, live = [], [], []
     frozen: TradingOutputs | None = None
@@ -71,6 +80,6 @@ def run_segments(
         if act:
             wants_halt = (out.q_halt > out.q_continue) | (steps >= segments)
             halted = halted | (running & wants_halt & (steps >= min_steps))
-            if stop_when_all_halted and bool(halted.all()):
+            if stop_when_all_halted and (all_halted(halted) if all_halted else bool(halted.all())):
                 break
     return SegmentRun(outputs=outputs, raw=raw, live=live, steps=steps, carry=carry)

@@ -21,9 +21,15 @@ The outcome heads add cross-entropy for p_up and the regime, and squared error f
 over segments. Q targets (ACT): q_halt learns whether one more segment would *not* have raised the
 decision's one-bar return; q_continue is bootstrapped from the next segment's max(q_halt,
 q_continue), as in the reference.
+
+Every mean over the batch is a sum divided by a count that ``Share`` may total over processes:
+under data-parallel training each process holds a slice of the global batch, its loss is its
+slice's part of the global loss, and the summed gradients are exactly the single-process ones.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +42,23 @@ from hrm_core.training.data import Chunks
 
 TERMS = ("growth", "sharpe", "drawdown")
 
+Share = Callable[[torch.Tensor], torch.Tensor]
+"""Sums a per-process quantity (a count, a loss part) over the processes; the identity in one."""
+
+
+def whole_batch(count: torch.Tensor) -> torch.Tensor:
+    return count
+
+
+def batch_mean(
+    values: torch.Tensor, share: Share = whole_batch, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean of ``values`` (where ``mask``) over the global batch: this slice's sum over the global count."""
+    if mask is not None:
+        values = values[mask]
+    count = share(torch.tensor(float(values.numel()), device=values.device))
+    return values.sum() / count.clamp_min(1.0)
+
 
 def net_returns(position: torch.Tensor, next_return: torch.Tensor, cost_rate: float) -> torch.Tensor:
     """[B, T] net return of each chunk's position path (held from the next open), starting flat."""
@@ -43,16 +66,18 @@ def net_returns(position: torch.Tensor, next_return: torch.Tensor, cost_rate: fl
     return position * next_return - cost_rate * (position - previous).abs()
 
 
-def trading_terms(r: torch.Tensor, periods_per_year: float) -> dict[str, torch.Tensor]:
+def trading_terms(
+    r: torch.Tensor, periods_per_year: float, share: Share = whole_batch
+) -> dict[str, torch.Tensor]:
     """The three terms of net returns ``r`` [B, T]."""
     log_growth = torch.log1p(r.clamp_min(-0.99))
     sharpe = r.mean(-1) / (r.std(-1) + 1e-4) * periods_per_year**0.5
     wealth = log_growth.cumsum(-1)
     peak = torch.cummax(torch.cat([torch.zeros_like(wealth[:, :1]), wealth], dim=-1), -1).values[:, 1:]
     return {
-        "growth": log_growth.mean() * periods_per_year,
-        "sharpe": sharpe.mean(),
-        "drawdown": (peak - wealth).amax(-1).mean(),
+        "growth": batch_mean(log_growth, share) * periods_per_year,
+        "sharpe": batch_mean(sharpe, share),
+        "drawdown": batch_mean((peak - wealth).amax(-1), share),
     }
 
 
@@ -69,23 +94,25 @@ def constant_exposure_loss(exposure: float, next_return: torch.Tensor, config: H
     return float(trading_loss(trading_terms(r, config.trading.periods_per_year), config))
 
 
-def outcome_loss(out: TradingOutputs, chunks: Chunks) -> torch.Tensor:
+def outcome_loss(out: TradingOutputs, chunks: Chunks, share: Share = whole_batch) -> torch.Tensor:
     """p_up and regime cross-entropy and log-volatility squared error, where the targets are known."""
     up, log_vol, regime = chunks.up.reshape(-1), chunks.log_volatility.reshape(-1), chunks.regime.reshape(-1)
-    known = torch.isfinite(up)
-    if not bool(known.any()):
-        return out.signal.sum() * 0.0
-    up_loss = F.binary_cross_entropy_with_logits(out.up_logit[known], up[known])
-    vol_loss = F.mse_loss(out.log_volatility[known], log_vol[known])
-    labelled = regime >= 0
-    regime_loss = F.cross_entropy(out.regime_logits[labelled], regime[labelled]) if labelled.any() else 0.0
-    return up_loss + vol_loss + regime_loss
+    known, labelled = torch.isfinite(up), regime >= 0
+    up_loss = F.binary_cross_entropy_with_logits(out.up_logit, up.nan_to_num(), reduction="none")
+    vol_loss = (out.log_volatility - log_vol.nan_to_num()).pow(2)
+    regime_loss = F.cross_entropy(out.regime_logits, regime.clamp_min(0), reduction="none")
+    return (
+        batch_mean(up_loss, share, known)
+        + batch_mean(vol_loss, share, known)
+        + batch_mean(regime_loss, share, labelled)
+    )
 
 
 def act_loss(
-    run: SegmentRun, chunks: Chunks, config: HRMConfig, act: bool
+    run: SegmentRun, chunks: Chunks, config: HRMConfig, act: bool, share: Share = whole_batch
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total loss over the run's segments and a dict of logged numbers (last segment's terms)."""
+    """This process's part of the total loss over the run's segments, and the logged numbers of the
+    whole batch (the last segment's terms)."""
     trading = config.trading
     weights = config.training.loss_weights
     cost_rate = trading.commission + trading.slippage
@@ -95,25 +122,24 @@ def act_loss(
     for m, decision in enumerate(run.outputs):
         targets = decision.signal.view(shape) * chunks.cap
         positions = execute_path(targets, trading.no_trade_band)
-        terms = trading_terms(net_returns(positions, chunks.next_return, cost_rate), trading.periods_per_year)
-        outcome = outcome_loss(decision, chunks)
+        r = net_returns(positions, chunks.next_return, cost_rate)
+        terms = trading_terms(r, trading.periods_per_year, share)
+        outcome = outcome_loss(decision, chunks, share)
         total = total + trading_loss(terms, config) + weights.outcome * outcome
         raw_targets = run.raw[m].signal.view(shape) * chunks.cap
         one_bar.append((raw_targets * chunks.next_return).reshape(-1))
     total = total / len(run.outputs)
-    logged = {name: float(value.detach()) for name, value in terms.items()}
-    logged["outcome"] = float(outcome.detach())
-    logged["exposure"] = float(positions.detach().abs().mean())
     if act:
-        q_loss = _q_loss(run, one_bar)
+        q_loss = _q_loss(run, one_bar, share)
         total = total + weights.q * q_loss
-        logged["q"] = float(q_loss.detach())
-    logged["loss"] = float(total.detach())
-    logged["segments"] = float(run.steps.float().mean())
+    parts = {**terms, "outcome": outcome, **({"q": q_loss} if act else {}), "loss": total}
+    logged = {name: float(share(value.detach())) for name, value in parts.items()}  # whole-batch values
+    logged["exposure"] = float(share(batch_mean(positions.detach().abs(), share)))
+    logged["segments"] = float(share(batch_mean(run.steps.float(), share)))
     return total, logged
 
 
-def _q_loss(run: SegmentRun, one_bar: list[torch.Tensor]) -> torch.Tensor:
+def _q_loss(run: SegmentRun, one_bar: list[torch.Tensor], share: Share) -> torch.Tensor:
     """BCE of the Q head on live samples of every segment."""
     losses = []
     last = len(run.outputs) - 1
@@ -128,5 +154,5 @@ def _q_loss(run: SegmentRun, one_bar: list[torch.Tensor]) -> torch.Tensor:
             continue_target = torch.zeros_like(one_bar[m])
         bce = F.binary_cross_entropy_with_logits(decision.q_halt, halt_target, reduction="none")
         bce = bce + F.binary_cross_entropy_with_logits(decision.q_continue, continue_target, reduction="none")
-        losses.append((bce * live.float()).sum() / live.float().sum().clamp_min(1))
+        losses.append(batch_mean(bce, share, live))
     return torch.stack(losses).mean()

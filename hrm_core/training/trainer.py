@@ -28,8 +28,9 @@ from hrm_core.model.build import build_model_for
 from hrm_core.model.trader import TraderBase
 from hrm_core.training.checkpoint import load_checkpoint, save_checkpoint
 from hrm_core.training.data import Chunks, WindowSampler
+from hrm_core.training.distributed import Distributed, launch
 from hrm_core.training.ewc import EWC
-from hrm_core.training.losses import act_loss
+from hrm_core.training.losses import act_loss, whole_batch
 
 VALIDATION_CHUNKS = 32
 
@@ -86,6 +87,30 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def fit(
+    config: HRMConfig,
+    data: MarketData,
+    checkpoint_dir: str | Path,
+    progress: bool = True,
+    model: TraderBase | None = None,
+    ewc: EWC | None = None,
+) -> TrainResult:
+    """Train ``config``'s curriculum here, or in ``training.processes`` data-parallel processes
+    under ``torchrun`` (same weights, up to float summation order). Either way a killed run
+    resumes from ``checkpoint_dir``."""
+    processes = config.training.processes
+    if processes == 1:
+        return Trainer(config, data, checkpoint_dir, progress, model, ewc).fit()
+    start = model.state_dict() if model is not None else None
+    job = Path(checkpoint_dir) / "torchrun"
+    state, history = launch(job, processes, config, data, start, ewc, Path(checkpoint_dir))
+    trained = build_model(config, data)
+    trained.load_state_dict(state)
+    last = config.training.curriculum[-1]
+    trained.set_cycles(last.H_cycles, last.L_cycles)
+    return TrainResult(trained, history)
+
+
 @dataclass
 class _State:
     """Everything a resumed run needs besides the weights and optimiser."""
@@ -106,16 +131,29 @@ class Trainer:
         progress: bool = True,
         model: TraderBase | None = None,
         ewc: EWC | None = None,
+        distributed: Distributed | None = None,
     ) -> None:
+        """``distributed``: this process's place in a ``torchrun`` job (``distributed.py``); every
+        rank then trains its slice of each global batch, and rank 0 alone writes checkpoints."""
         self.config = config
         self.ewc = ewc
         self.training = config.training
         self.device = pick_device(self.training.device)
         self.data = data
-        self.progress = progress
+        self.distributed = distributed
+        main = distributed is None or distributed.is_main
+        self.progress = progress and main
         self.checkpoint_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
+        self.writes_checkpoints = self.checkpoint_path is not None and main
         torch.manual_seed(config.seed)
         self.model = (model or build_model(config, data)).to(self.device)
+        self.batch_slice = slice(None)
+        self.share = whole_batch
+        if distributed is not None:
+            distributed.start(self.device)
+            distributed.broadcast_parameters(self.model)
+            self.batch_slice = distributed.batch_slice(self.training.batch_chunks)
+            self.share = distributed.total
         self.sampler = WindowSampler(data, config, self.device)
         self.train_starts = self.sampler.chunk_starts("train")
         if not len(self.train_starts):
@@ -170,7 +208,7 @@ class Trainer:
                         state.bad_evals += 1
                 state.history.append({"stage": stage.name, "step": state.step, **logged})
                 due = time.monotonic() - self._saved_at >= self.training.checkpoint_seconds
-                if self.checkpoint_path and (state.step % self.training.checkpoint_every == 0 or due):
+                if state.step % self.training.checkpoint_every == 0 or due:
                     self._save(state, optimizer)
                 if stop_after_steps is not None and steps_this_call >= stop_after_steps:
                     bar.close()
@@ -181,8 +219,7 @@ class Trainer:
                 self.model.load_state_dict(self.best_state)
             self.best_state = None
             state = _State(stage=index + 1, history=state.history)
-            if self.checkpoint_path:
-                self._save(state, None)
+            self._save(state, None)
         return TrainResult(self.model, state.history)
 
     def _stage_steps(self, stage: StageConfig) -> int:
@@ -209,7 +246,17 @@ class Trainer:
             factor = 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
         return self.training.learning_rate * factor
 
-    def _forward(self, stage: StageConfig, chunks: Chunks, explore: bool) -> tuple[torch.Tensor, dict]:
+    def _forward(
+        self, stage: StageConfig, chunks: Chunks, explore: bool, share=whole_batch
+    ) -> tuple[torch.Tensor, dict]:
+        split = {}
+        if share is not whole_batch:  # a slice of a batch split over processes (see run_segments)
+            bars = self.training.chunk_bars
+            rows = slice(self.batch_slice.start * bars, self.batch_slice.stop * bars)
+            split = {
+                "all_halted": lambda halted: bool(share((~halted).sum().float()) == 0),
+                "exploration_rows": (self.training.batch_chunks * bars, rows),
+            }
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             run = run_segments(
                 self.model,
@@ -218,8 +265,9 @@ class Trainer:
                 stage.act,
                 self.config.model.halt_exploration_prob if explore else 0.0,
                 generator=self.generator,
+                **split,
             )
-        return act_loss(run, chunks, self.config, stage.act)
+        return act_loss(run, chunks, self.config, stage.act, share)
 
     def _train_step(
         self, stage: StageConfig, optimizer: torch.optim.Optimizer, step: int
@@ -228,14 +276,18 @@ class Trainer:
         lr = self._learning_rate(stage, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        chunks = self.sampler.sample(self.train_starts, self.training.batch_chunks, self.rng)
-        loss, logged = self._forward(stage, chunks, explore=True)
+        starts = self.rng.choice(self.train_starts, size=self.training.batch_chunks)  # the global batch
+        chunks = self.sampler.chunks(starts[self.batch_slice])  # this process's slice of it
+        loss, logged = self._forward(stage, chunks, explore=True, share=self.share)
         if self.ewc is not None:
             penalty = self.ewc.penalty(self.model)
-            loss = loss + penalty
+            world = self.distributed.world_size if self.distributed else 1
+            loss = loss + penalty / world  # the processes' gradients are summed
             logged["ewc"] = float(penalty.detach())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.distributed is not None:
+            self.distributed.sum_gradients(list(self.model.parameters()))
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.training.grad_clip)
         optimizer.step()
         return {**logged, "grad_norm": float(norm), "lr": lr}
@@ -248,7 +300,7 @@ class Trainer:
         return logged["loss"]
 
     def _save(self, state: _State, optimizer: torch.optim.Optimizer | None) -> None:
-        if not self.checkpoint_path:
+        if not self.writes_checkpoints:
             return
         self._saved_at = time.monotonic()
         save_checkpoint(
