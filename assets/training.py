@@ -41,7 +41,10 @@ GPU_OP_TAGS = {
         "container_config": {
             "resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}}
         },
-        "pod_spec_config": {"node_selector": {"nvidia.com/gpu.present": "true"}},
+        "pod_spec_config": {
+            "node_selector": {"nvidia.com/gpu.present": "true"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        },
     }
 }
 

@@ -1,5 +1,7 @@
 """The code location: ``dagster dev -w workspace.yaml`` loads ``defs`` from here."""
 
+import os
+
 import dagster as dg
 
 from assets.features import features_finite, features_point_in_time
@@ -24,6 +26,17 @@ from pipelines.jobs import (
 from pipelines.resources import resources_for_profile
 
 
+def step_executor() -> dg.ExecutorDefinition | None:
+    """In the cluster (``HRM_STEP_EXECUTOR=k8s``, set by ``infra/helm/values.yaml``) every step is
+    its own Kubernetes Job, so training steps land on GPU nodes through their op tags; elsewhere
+    Dagster's default (steps in parallel processes)."""
+    if os.environ.get("HRM_STEP_EXECUTOR") != "k8s":
+        return None
+    from dagster_k8s import k8s_job_executor
+
+    return k8s_job_executor.configured({"max_concurrent": 8}, name="k8s_step_executor")
+
+
 def build_definitions(
     resources: dict | None = None, loggers: dict[str, dg.LoggerDefinition] | None = None
 ) -> dg.Definitions:
@@ -44,6 +57,7 @@ def build_definitions(
         sensors=[drift_retrain_sensor],
         resources=resources if resources is not None else resources_for_profile(),
         loggers=loggers,
+        executor=step_executor(),
     )
 
 
