@@ -1,5 +1,6 @@
 """Jobs and schedules."""
 
+import os
 from typing import Any
 
 import dagster as dg
@@ -124,9 +125,13 @@ def daily_ingest_schedule(
     )
 
 
-@dg.schedule(job=train_job, cron_schedule="0 3 * * 0", default_status=dg.DefaultScheduleStatus.STOPPED)
+RETRAIN_CRON = os.environ.get("HRM_RETRAIN_CRON", "0 3 * * 0")
+"""When the retrain schedule fires: Sunday nights, or ``$HRM_RETRAIN_CRON`` (a deployment's choice)."""
+
+
+@dg.schedule(job=train_job, cron_schedule=RETRAIN_CRON, default_status=dg.DefaultScheduleStatus.STOPPED)
 def weekly_retrain_schedule() -> dg.RunRequest:
-    """Sunday nights: retrain from the production model on the latest data."""
+    """Sunday nights (``$HRM_RETRAIN_CRON``): retrain from the production model on the latest data."""
     return dg.RunRequest()
 
 

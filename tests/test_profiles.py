@@ -49,3 +49,46 @@ def test_an_unknown_profile_is_refused(monkeypatch):
     monkeypatch.setenv("HRM_PROFILE", "staging")
     with pytest.raises(ConfigError, match="unknown HRM_PROFILE 'staging'"):
         resources_for_profile()
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_production_service_that_does_not_answer_fails_fast_naming_variable_and_endpoint(
+    monkeypatch, tmp_path
+):
+    import time
+
+    from pipelines.resources import ServiceError, check_production_services
+
+    port = closed_port()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://hrm:s3cret-pw@127.0.0.1:{port}")
+    monkeypatch.setenv("HRM_WAREHOUSE_URL", "s3://hrm/warehouse")
+    monkeypatch.setenv("HRM_DVC_REMOTE", "s3://hrm/dvc")
+    started = time.monotonic()
+    with pytest.raises(ServiceError) as mlflow_down:
+        check_production_services(timeout_s=2)
+    message = str(mlflow_down.value)
+    assert f"the MLflow server at http://127.0.0.1:{port} ($MLFLOW_TRACKING_URI) does not answer" in message
+    assert "s3cret-pw" not in message  # credentials never reach a message
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", str(tmp_path / "mlruns"))  # a local store: nothing to probe
+    monkeypatch.setenv("HRM_S3_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    with pytest.raises(
+        ServiceError, match=rf"the S3 endpoint at http://127.0.0.1:{port} \(\$HRM_S3_ENDPOINT_URL\)"
+    ):
+        check_production_services(timeout_s=2)
+    monkeypatch.delenv("HRM_S3_ENDPOINT_URL")
+    monkeypatch.setenv("HRM_WAREHOUSE_URL", str(tmp_path / "lake"))
+    monkeypatch.setenv("HRM_DVC_REMOTE", str(tmp_path / "dvc"))
+    monkeypatch.setenv("DAGSTER_PG_HOST", "127.0.0.1")
+    monkeypatch.setenv("DAGSTER_PG_PORT", str(port))
+    with pytest.raises(ServiceError, match=rf"Postgres at 127.0.0.1:{port} \(\$DAGSTER_PG_HOST\)"):
+        check_production_services(timeout_s=2)
+    assert time.monotonic() - started < 30
