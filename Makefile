@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HRM_HOME ?= $(CURDIR)/.hrm
 export DAGSTER_HOME ?= $(HRM_HOME)/dagster
 
-.PHONY: setup run test ui bench lint
+.PHONY: setup run test ui stack bench lint
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -32,6 +32,11 @@ ui: setup
 	MLFLOW_PID=$$!; trap "kill $$MLFLOW_PID" EXIT; \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+# The production topology on this machine (Postgres, S3, MLflow server, Dagster daemon and UI);
+# `.venv/bin/hrm-trading stack down` stops it.
+stack: setup
+	$(BIN)/hrm-trading stack up
+
 bench: setup
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_model.py
@@ -39,6 +44,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_learning.py
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_rl.py
+	$(BIN)/python benchmarks/bench_production.py
 
 lint: setup
 	$(BIN)/ruff check .

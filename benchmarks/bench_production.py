@@ -1,0 +1,98 @@
+"""What the production engines buy on this machine, each against its reference in the same run:
+
+- the evaluation grid (4 folds x 2 seeds, the tiny config of the tests, models hrm): cells one at a
+  time (``--workers 1``) against cells in parallel processes (``--workers 2``), each in its own
+  HRM_HOME, wall time of the whole ``hrm-trading evaluate`` (the data job included in both);
+- data-parallel training: the curriculum in 1 process against 2 processes under torchrun (gloo),
+  the same global batch, one torch thread per process; steps/s and the largest weight difference.
+
+On 2 cores the point is correctness; on a GPU node each process drives its own GPU (NCCL) and the
+step time falls with the number of GPUs as long as the per-GPU batch stays large enough.
+
+    python benchmarks/bench_production.py [--skip-grid]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from hrm_core.training.scenarios import planted_regime_market  # noqa: E402
+from hrm_core.training.trainer import fit  # noqa: E402
+from tests.test_mlops import TINY  # noqa: E402
+from tests.test_training import tiny_config  # noqa: E402
+
+
+def grid(workers: int, config: Path) -> float:
+    with tempfile.TemporaryDirectory() as home:
+        env = {**os.environ, "HRM_HOME": home, "DAGSTER_HOME": f"{home}/dagster"}
+        command = [
+            str(Path(sys.executable).parent / "hrm-trading"), "evaluate", "--config", str(config),
+            "--folds", "all", "--seeds", "2", "--models", "hrm", "--workers", str(workers),
+        ]  # fmt: skip
+        started = time.perf_counter()
+        subprocess.run(command, env=env, check=True, capture_output=True, cwd=REPO)
+        return time.perf_counter() - started
+
+
+def ddp(processes: int, episodes: int) -> tuple[float, int, dict]:
+    config = tiny_config(
+        processes=processes,
+        curriculum=[
+            {"name": "basic", "H_cycles": 1, "L_cycles": 2, "episodes": episodes},
+            {"name": "full", "H_cycles": 2, "L_cycles": 2, "act": True, "episodes": episodes},
+        ],
+    )
+    market = planted_regime_market(2000, seed=3)
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        result = fit(config, market, folder, progress=False)
+        seconds = time.perf_counter() - started
+    return seconds, len(result.history), result.model.state_dict()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--skip-grid", action="store_true")
+    parser.add_argument("--episodes", type=int, default=400)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    out: dict = {"cores": os.cpu_count()}
+    one, steps, weights_one = ddp(1, args.episodes)
+    two, _, weights_two = ddp(2, args.episodes)
+    diff = max(float((weights_one[k] - v).abs().max()) for k, v in weights_two.items())
+    out["ddp"] = {
+        "steps": steps,
+        "1_process_s": round(one, 1),
+        "2_processes_s": round(two, 1),
+        "1_process_steps_per_s": round(steps / one, 2),
+        "2_processes_steps_per_s": round(steps / two, 2),
+        "max_weight_difference": diff,
+    }
+    print(json.dumps(out["ddp"]), flush=True)
+    if not args.skip_grid:
+        preset = yaml.safe_load((REPO / "configs" / "hrm_cpu_small.yaml").read_text())
+        for name, values in TINY.items():
+            preset[name] = {**preset.get(name, {}), **values}
+        with tempfile.TemporaryDirectory() as folder:
+            config = Path(folder) / "tiny.yaml"
+            config.write_text(yaml.safe_dump(preset))
+            serial, parallel = grid(1, config), grid(2, config)
+        out["grid"] = {"cells": 8, "serial_s": round(serial, 1), "parallel_2_workers_s": round(parallel, 1)}
+        print(json.dumps(out["grid"]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
