@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hrm_core.errors import HRMError
+from pipelines.threads import pid_alive
 
 BUCKET = "hrm"
 DATABASES = ("dagster", "mlflow")
@@ -123,19 +124,7 @@ def free_port() -> int:
 
 
 def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child counts as gone
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split()[2] != "Z"
-    except OSError:
-        return True
+    return bool(pid) and pid_alive(pid)
 
 
 def _wait_http(url: str, name: str, log: Path, pid: int | None = None) -> None:

@@ -21,14 +21,19 @@ def _registry() -> Path:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid runs on this machine (signal 0 probes, sends nothing)."""
+    """Whether a process with this pid runs on this machine (signal 0 probes, sends nothing; a
+    zombie, dead but not yet reaped, counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def share_of_cores(cores: int | None = None) -> int:

@@ -66,7 +66,8 @@ def test_a_killed_rank_stops_the_job_with_a_clear_error_and_a_rerun_resumes(mark
     killed: list[int] = []
     watcher = threading.Thread(target=_kill_rank_1_after_a_checkpoint, args=(tmp_path / "last.pt", killed))
     watcher.start()
-    with pytest.raises(HRMError, match=r"distributed training \(2 processes\) failed: .*rerun to resume"):
+    failed = r"distributed training \(2 processes\) failed: rank 1 .*exit code -9 .*SIGKILL.*rerun to resume"
+    with pytest.raises(HRMError, match=failed):
         fit(config, market, tmp_path, progress=False)
     watcher.join()
     assert killed, "the rank-1 worker was never seen"

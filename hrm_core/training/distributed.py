@@ -153,21 +153,28 @@ def launch(
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HRM_THREADS": str(threads)}
     done = subprocess.run(command, env=env, capture_output=True, text=True)
+    (job_dir / "torchrun.log").write_text(done.stderr)
     if done.returncode != 0 or not (job_dir / RESULT_FILE).exists():
         raise HRMError(
             f"distributed training ({processes} processes) failed: {failed_rank(done.stderr)}; "
             f"rerun to resume from the last checkpoint in {checkpoint_dir} (log: {job_dir / 'torchrun.log'})"
         )
-    (job_dir / "torchrun.log").write_text(done.stderr)
     result = load_checkpoint(job_dir / RESULT_FILE)
     return result["model"], json.loads(result["history"])
 
 
 def failed_rank(log: str) -> str:
-    """The line of torchrun's report that names the failed rank and its exit code or signal."""
-    lines = [line.strip() for line in log.splitlines()]
-    for key in ("exitcode", "Signal", "rank"):
-        found = [line for line in lines if key in line and ":" in line]
-        if found:
-            return "; ".join(dict.fromkeys(found[:3]))
-    return lines[-1] if lines else "no output"
+    """Which rank failed first and how, from the "Root Cause" block of torchrun's report."""
+    lines = log.splitlines()
+    start = next((i for i, line in enumerate(lines) if "Root Cause" in line), None)
+    if start is None:
+        return lines[-1].strip() if lines else "torchrun printed nothing"
+    fields = {}
+    for line in lines[start + 1 : start + 12]:
+        key, _, value = line.partition(":")
+        if value and key.strip() in ("rank", "exitcode", "traceback"):
+            fields[key.strip()] = value.strip()
+    return (
+        f"rank {fields.get('rank', '?')} ended with exit code {fields.get('exitcode', '?')}"
+        f" ({fields.get('traceback', 'no traceback')})"
+    )
