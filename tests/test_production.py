@@ -3,7 +3,8 @@ wheel), moto's S3 server, the MLflow tracking server on them, the Dagster daemon
 Postgres instance. The full graph runs against them under ``HRM_PROFILE=production``: runs in
 Postgres, the model and its aliases on the MLflow server, artifacts and the DVC remote in S3, the
 lake written by parallel partition runs with nothing lost or duplicated, and no credential in
-any log or metadata; then the daemon fires the retrain schedule and the drift sensor."""
+any log or metadata; then the daemon fires the retrain schedule and the drift sensor. (Training
+in several processes, which a stage asset starts through ``trainer.fit``, is test_distributed's.)"""
 
 import os
 import subprocess
@@ -37,7 +38,6 @@ def stack(tmp_path_factory):
     preset = yaml.safe_load((REPO / "configs" / "hrm_cpu_small.yaml").read_text())
     for name, values in TINY.items():
         preset[name] = {**preset.get(name, {}), **values}
-    preset["training"]["processes"] = 2  # every stage trains in 2 processes under torchrun
     config = home / "tiny.yaml"
     config.write_text(yaml.safe_dump(preset))
     with pytest.MonkeyPatch.context() as patch:
