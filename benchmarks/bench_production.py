@@ -1,10 +1,12 @@
 """What the production engines buy on this machine, each against its reference in the same run:
 
-- the evaluation grid (4 folds x 2 seeds, the tiny config of the tests, models hrm): cells one at a
-  time (``--workers 1``) against cells in parallel processes (``--workers 2``), each in its own
-  HRM_HOME, wall time of the whole ``hrm-trading evaluate`` (the data job included in both);
-- data-parallel training: the curriculum in 1 process against 2 processes under torchrun (gloo),
-  the same global batch, one torch thread per process; steps/s and the largest weight difference.
+- the evaluation grid (4 folds x 2 seeds, the tests' tiny model with 160 episodes a stage, models
+  hrm): cells one at a time (``--workers 1``) against cells in parallel processes (``--workers
+  2``), each in its own HRM_HOME, wall time of the whole ``hrm-trading evaluate`` (the data job
+  and the report included in both);
+- data-parallel training of the CPU preset's model (basic and full stages, 40 steps each, batch 8
+  chunks of 128 bars): 1 process against 2 under torchrun (gloo), the same global batch, one torch
+  thread per process; wall time (torchrun's start included), steps/s and the weight difference.
 
 On 2 cores the point is correctness; on a GPU node each process drives its own GPU (NCCL) and the
 step time falls with the number of GPUs as long as the per-GPU batch stays large enough.
@@ -29,10 +31,10 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from hrm_core.config import load_config  # noqa: E402
 from hrm_core.training.scenarios import planted_regime_market  # noqa: E402
 from hrm_core.training.trainer import fit  # noqa: E402
 from tests.test_mlops import TINY  # noqa: E402
-from tests.test_training import tiny_config  # noqa: E402
 
 
 def grid(workers: int, config: Path) -> float:
@@ -47,13 +49,19 @@ def grid(workers: int, config: Path) -> float:
         return time.perf_counter() - started
 
 
-def ddp(processes: int, episodes: int) -> tuple[float, int, dict]:
-    config = tiny_config(
-        processes=processes,
-        curriculum=[
-            {"name": "basic", "H_cycles": 1, "L_cycles": 2, "episodes": episodes},
-            {"name": "full", "H_cycles": 2, "L_cycles": 2, "act": True, "episodes": episodes},
-        ],
+def ddp(processes: int, steps: int) -> tuple[float, int, dict]:
+    config = load_config(
+        REPO / "configs" / "hrm_cpu_small.yaml",
+        hierarchical_features={"high_level_lookback": 20, "low_level_lookback": 10},
+        training={
+            "processes": processes,
+            "patience": 1000,
+            "eval_every": 1000,
+            "curriculum": [
+                {"name": "basic", "H_cycles": 1, "L_cycles": 3, "episodes": steps * 8},
+                {"name": "full", "H_cycles": 2, "L_cycles": 3, "act": True, "episodes": steps * 8},
+            ],
+        },
     )
     market = planted_regime_market(2000, seed=3)
     with tempfile.TemporaryDirectory() as folder:
@@ -66,12 +74,12 @@ def ddp(processes: int, episodes: int) -> tuple[float, int, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-grid", action="store_true")
-    parser.add_argument("--episodes", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=40, help="optimiser steps per stage")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out: dict = {"cores": os.cpu_count()}
-    one, steps, weights_one = ddp(1, args.episodes)
-    two, _, weights_two = ddp(2, args.episodes)
+    one, steps, weights_one = ddp(1, args.steps)
+    two, _, weights_two = ddp(2, args.steps)
     diff = max(float((weights_one[k] - v).abs().max()) for k, v in weights_two.items())
     out["ddp"] = {
         "steps": steps,
@@ -86,6 +94,8 @@ def main() -> None:
         preset = yaml.safe_load((REPO / "configs" / "hrm_cpu_small.yaml").read_text())
         for name, values in TINY.items():
             preset[name] = {**preset.get(name, {}), **values}
+        for stage in preset["training"]["curriculum"]:
+            stage["episodes"] = 160
         with tempfile.TemporaryDirectory() as folder:
             config = Path(folder) / "tiny.yaml"
             config.write_text(yaml.safe_dump(preset))
