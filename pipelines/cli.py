@@ -242,7 +242,7 @@ def _guarded(home: Path, command: str, defs, instance) -> Iterator:
     from pipelines.home import RunTransaction, exclusive_home, recover_home
 
     with exclusive_home(home, command):
-        for note in recover_home(home, instance, defs.resources["tracking"]):
+        for note in recover_home(home, instance, defs.resources["tracking"], defs.resources["warehouse"]):
             print(note, file=sys.stderr)
         with RunTransaction(home) as transaction:
             yield transaction
@@ -414,7 +414,7 @@ def _status(args: argparse.Namespace) -> int:
     home, resources = prepare_home(), resources_for_profile()
     with _open_instance() as instance, exclusive_home(home, "status", wait=False) as free:
         if free:  # never show a killed run's half-written state
-            for note in recover_home(home, instance, resources["tracking"]):
+            for note in recover_home(home, instance, resources["tracking"], resources["warehouse"]):
                 print(note)
         print(
             home_status(home, resources, instance) + ("" if free else "\n(a run is in progress on this home)")

@@ -163,15 +163,19 @@ def revert_lake_runs(warehouse, run_ids: list[str]) -> int:
     return sum(lake.revert_run(run_id) for run_id in run_ids)
 
 
-def recover_home(home: Path, instance, tracking) -> list[str]:
+def recover_home(home: Path, instance, tracking, warehouse=None) -> list[str]:
     """What a command that finds the home free does first: restore a killed run's copy and clean
-    up after dead runs. Call while holding the lock; returns what was done, for the user."""
+    up after dead runs (and, on the production lake, undo their commits). Call while holding the
+    lock; returns what was done, for the user."""
     done = []
     if RunTransaction(home).restore_killed_run():
         done.append("restored the warehouse and raw data to before a killed run")
     dead = recover_dead_runs(instance, tracking)
     if dead:
         done.append(f"marked {len(dead)} run(s) whose process died as failed: {', '.join(dead)}")
+        undone = revert_lake_runs(warehouse, dead)
+        if undone:
+            done.append(f"undid {undone} warehouse commit(s) of those runs")
     return done
 
 

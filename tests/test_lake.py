@@ -1,6 +1,7 @@
 """The production warehouse (Parquet lake): writers of different symbols in parallel processes lose
 and duplicate nothing, a writer that dies before its commit leaves the warehouse as it was, a
-block that raises commits nothing, and a failed run's commits are undone."""
+block that raises commits nothing, and the commits of a failed run, or of a run whose process
+died, are undone."""
 
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -88,3 +89,26 @@ def test_a_block_that_raises_commits_nothing_and_a_failed_run_is_reverted(tmp_pa
     ingest(root, "S0", "failed-run", n=20)
     assert Lake(root, tmp_path / "cache").revert_run("failed-run") == 2
     assert rows(root).groupby("symbol").size().to_dict() == {"S0": 50}
+
+
+def test_the_commits_of_a_run_whose_process_died_are_undone_by_the_next_command(tmp_path):
+    import socket
+
+    import dagster as dg
+
+    from pipelines.home import HOST_TAG, PID_TAG, recover_home
+    from pipelines.resources import local_resources
+
+    root = str(tmp_path / "lake")
+    warehouse = LakeWarehouse(root=root, cache_dir=str(tmp_path / "cache"))
+    ingest(root, "S0", "finished-run")
+    with dg.instance_for_test() as instance:
+        dead = instance.create_run_for_job(  # never finished; its process (pid) is gone
+            dg.GraphDefinition("g").to_job(), tags={PID_TAG: "999999999", HOST_TAG: socket.gethostname()}
+        )
+        ingest(root, "S1", dead.run_id)
+        tracking = local_resources(tmp_path / "home")["tracking"]
+        notes = recover_home(tmp_path / "home", instance, tracking, warehouse)
+        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert "undid 1 warehouse commit(s) of those runs" in notes
+    assert sorted(rows(root)["symbol"].unique()) == ["S0"]
