@@ -355,13 +355,13 @@ def _train(args: argparse.Namespace) -> int:
     from hrm_core.sim.backtest import backtest_models
     from hrm_core.sim.report import metrics_table
     from hrm_core.training.api import prepare_market_data
-    from hrm_core.training.trainer import Trainer, save_trained_model
+    from hrm_core.training.trainer import fit, save_trained_model
 
     config = _settings(_source_settings(args)).config()
     started = time.perf_counter()
     data = prepare_market_data(config)
     print(f"training {args.algo} on fold {config.training.fold} of {', '.join(data.symbols)}", flush=True)
-    model = Trainer(config, data).fit().model
+    model = fit(config, data).model
     if args.algo != "supervised":
         from hrm_core.rl.api import finetune
 

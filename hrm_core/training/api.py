@@ -17,7 +17,7 @@ from hrm_core.features.labels import build_labels
 from hrm_core.features.registry import model_columns
 from hrm_core.features.splits import build_splits
 from hrm_core.training.scenarios import scarce_tasks, synthetic_task_data
-from hrm_core.training.trainer import Trainer, TrainResult
+from hrm_core.training.trainer import TrainResult, fit
 
 
 def prepare_warehouse(config: HRMConfig, con: duckdb.DuckDBPyConnection) -> None:
@@ -56,6 +56,7 @@ def train(
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train the HRM through the configured curriculum; returns the model and its history."""
+    """Train the HRM through the configured curriculum (in ``training.processes`` processes);
+    returns the model and its history."""
     data = prepare_market_data(config) if data is None else data
-    return Trainer(config, data, checkpoint_dir=checkpoint_dir, progress=progress).fit()
+    return fit(config, data, checkpoint_dir=checkpoint_dir, progress=progress)

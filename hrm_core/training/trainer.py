@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,17 +91,20 @@ class TrainResult:
 def fit(
     config: HRMConfig,
     data: MarketData,
-    checkpoint_dir: str | Path,
+    checkpoint_dir: str | Path | None = None,
     progress: bool = True,
     model: TraderBase | None = None,
     ewc: EWC | None = None,
 ) -> TrainResult:
     """Train ``config``'s curriculum here, or in ``training.processes`` data-parallel processes
     under ``torchrun`` (same weights, up to float summation order). Either way a killed run
-    resumes from ``checkpoint_dir``."""
+    resumes from ``checkpoint_dir`` (without one, processes share a temporary folder)."""
     processes = config.training.processes
     if processes == 1:
         return Trainer(config, data, checkpoint_dir, progress, model, ewc).fit()
+    if checkpoint_dir is None:
+        with tempfile.TemporaryDirectory(prefix="hrm-torchrun-") as folder:
+            return fit(config, data, folder, progress, model, ewc)
     start = model.state_dict() if model is not None else None
     job = Path(checkpoint_dir) / "torchrun"
     state, history = launch(job, processes, config, data, start, ewc, Path(checkpoint_dir))
