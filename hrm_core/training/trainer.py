@@ -145,6 +145,8 @@ class Trainer:
         self.device = pick_device(self.training.device)
         self.data = data
         self.distributed = distributed
+        if distributed is not None:  # first: on CUDA it picks this rank's GPU
+            distributed.start(self.device)
         main = distributed is None or distributed.is_main
         self.progress = progress and main
         self.checkpoint_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
@@ -154,7 +156,6 @@ class Trainer:
         self.batch_slice = slice(None)
         self.share = whole_batch
         if distributed is not None:
-            distributed.start(self.device)
             distributed.broadcast_parameters(self.model)
             self.batch_slice = distributed.batch_slice(self.training.batch_chunks)
             self.share = distributed.total
