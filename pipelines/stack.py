@@ -87,7 +87,7 @@ class Stack:
         return {
             "HRM_PROFILE": "production",
             "HRM_PROJECT_DIR": str(PROJECT_DIR),
-            "HRM_CONFIG": str(PROJECT_DIR / "configs" / "hrm_cpu_small.yaml"),
+            "HRM_CONFIG": os.environ.get("HRM_CONFIG", str(PROJECT_DIR / "configs" / "hrm_cpu_small.yaml")),
             "DAGSTER_HOME": str(self.dagster_home),
             "DAGSTER_PG_HOST": "127.0.0.1",
             "DAGSTER_PG_PORT": str(ports["postgres"]),
