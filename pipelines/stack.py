@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,7 +259,7 @@ def _start_s3(stack: Stack, state: dict) -> None:
         client.create_bucket(Bucket=BUCKET)
 
 
-def _start_mlflow(stack: Stack, state: dict) -> None:
+def _start_mlflow(stack: Stack, state: dict) -> Callable[[], None]:
     env = stack.env()
     port = state["ports"]["mlflow"]
     password = state["credentials"]["postgres_password"]
@@ -270,10 +271,12 @@ def _start_mlflow(stack: Stack, state: dict) -> None:
     # The backend URI holds the password: passed in the environment, never on the command line.
     pid = _spawn(stack, "mlflow", command, {**env, "MLFLOW_BACKEND_STORE_URI": backend})
     state["pids"]["mlflow"] = pid
-    _wait_http(f"http://127.0.0.1:{port}/health", "the MLflow server", stack.logs / "mlflow.log", pid)
+    return lambda: _wait_http(
+        f"http://127.0.0.1:{port}/health", "the MLflow server", stack.logs / "mlflow.log", pid
+    )
 
 
-def _start_dagster(stack: Stack, state: dict) -> None:
+def _start_dagster(stack: Stack, state: dict) -> Callable[[], None]:
     stack.dagster_home.mkdir(parents=True, exist_ok=True)
     (stack.dagster_home / "dagster.yaml").write_text(INSTANCE_YAML.read_text())
     env = stack.env()
@@ -286,7 +289,7 @@ def _start_dagster(stack: Stack, state: dict) -> None:
     pid = _spawn(stack, "dagster-webserver", command, env)
     state["pids"]["dagster-webserver"] = pid
     log = stack.logs / "dagster-webserver.log"
-    _wait_http(f"http://127.0.0.1:{port}/server_info", "the Dagster webserver", log, pid)
+    return lambda: _wait_http(f"http://127.0.0.1:{port}/server_info", "the Dagster webserver", log, pid)
 
 
 STARTERS = {
@@ -295,6 +298,8 @@ STARTERS = {
     "mlflow": _start_mlflow,
     "dagster": _start_dagster,
 }
+"""In order; a starter returns None when its service is up, or a wait for it: MLflow and Dagster
+need only Postgres and S3, so they start together and are waited for at the end."""
 
 
 def up(stack: Stack, with_dagster: bool = True) -> dict[str, str]:
@@ -315,14 +320,17 @@ def up(stack: Stack, with_dagster: bool = True) -> dict[str, str]:
     }
     stack.save(state)
     try:
+        waits = []
         for name, start in STARTERS.items():
             if name == "dagster" and not with_dagster:
                 continue
             names = ("dagster-daemon", "dagster-webserver") if name == "dagster" else (name,)
             if all(_alive(state["pids"].get(n)) for n in names):
                 continue
-            start(stack, state)
+            waits.append(start(stack, state))
             stack.save(state)
+        for wait in filter(None, waits):
+            wait()
     except BaseException:
         stack.save(state)
         down(stack)

@@ -6,10 +6,10 @@ lake written by parallel partition runs with nothing lost or duplicated, and no 
 any log or metadata; then the daemon fires the retrain schedule and the drift sensor. (Training
 in several processes, which a stage asset starts through ``trainer.fit``, is test_distributed's.)"""
 
+import json
 import os
-import subprocess
-import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import boto3
@@ -126,14 +126,31 @@ def test_the_full_graph_runs_against_the_production_stack(stack, capsys):
     assert not any(secret in printed.out + printed.err + logs for secret in secrets)
 
 
-def dagster(*args: str) -> None:
-    command = [str(Path(sys.executable).parent / "dagster"), *args, "-w", str(REPO / "workspace.yaml")]
-    subprocess.run(command, check=True, capture_output=True, cwd=REPO)
+def start_through_the_ui(kind: str, name: str) -> None:
+    """Turn a schedule or sensor on as the UI does: a GraphQL mutation to the stack's webserver."""
+    field = {"schedule": "startSchedule", "sensor": "startSensor"}[kind]
+    selector = {
+        "repositoryLocationName": "pipelines.definitions:defs",
+        "repositoryName": "__repository__",
+        f"{kind}Name": name,
+    }
+    query = f"mutation($s: {kind.capitalize()}Selector!) {{ {field}({kind}Selector: $s) {{ __typename }} }}"
+    body = json.dumps({"query": query, "variables": {"s": selector}}).encode()
+    request = urllib.request.Request(
+        f"{local_stack.Stack(Path(os.environ['HRM_HOME']) / 'stack').urls()['dagster-webserver']}/graphql",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        answer = json.loads(response.read())
+    assert "errors" not in answer, answer
+    typename = answer["data"][field]["__typename"]
+    assert typename in ("ScheduleStateResult", "InstigationStateResult", "Sensor"), answer
 
 
 def test_the_daemon_fires_the_retrain_schedule_and_the_drift_sensor(stack):
-    dagster("schedule", "start", "weekly_retrain_schedule")
-    dagster("sensor", "start", "drift_retrain_sensor")
+    start_through_the_ui("schedule", "weekly_retrain_schedule")
+    start_through_the_ui("sensor", "drift_retrain_sensor")
     with dg.DagsterInstance.get() as instance:
         instance.report_runless_asset_event(
             dg.AssetMaterialization("feature_drift_report", metadata={DRIFT_SHARE: 0.9})
