@@ -509,10 +509,8 @@ def _execute_job(defs, settings_args: dict, job_name: str, config, instance) -> 
     """
     from assets.resources import LakeWarehouse, hrm_home
     from pipelines.jobs import JOB_ASSETS, discover_symbols, partition_range_tags, sync_symbol_partitions
-    from pipelines.resources import resources_for_profile
 
-    resources = resources_for_profile()
-    s3_client = resources["s3"].get_client() if (config.data.path or "").startswith("s3://") else None
+    s3_client = defs.resources["s3"].get_client() if (config.data.path or "").startswith("s3://") else None
     symbols = discover_symbols(config.data, s3_client)
     sync_symbol_partitions(instance, symbols)
     print(

@@ -141,7 +141,9 @@ def test_a_killed_training_stage_resumes_and_a_kill_during_registration_leaves_n
     time.sleep(0.5)
     kill(run)
     (resume,) = checkpoints.glob("*/resume/last.pt")
-    step = torch.load(resume, weights_only=True)["step"]
+    saved = torch.load(resume, weights_only=True)
+    step = saved["step"]
+    assert saved["stage"] == 0  # the stage asset's one-stage curriculum was still running, not done
     assert 1 <= step < 40  # killed inside stage 1 (40 steps), after its first checkpoint
 
     (home / "logs").rename(home / "logs-killed-in-training")

@@ -69,9 +69,12 @@ class WindowSampler:
         """Start rows of every chunk wholly inside ``part``."""
         return self.data.chunk_starts(part, self.high, self.config.training.chunk_bars)
 
-    def sample(self, starts: np.ndarray, batch: int, rng: np.random.Generator) -> Chunks:
-        """``batch`` chunks with uniformly drawn starts."""
-        return self.chunks(rng.choice(starts, size=batch))
+    def sample(
+        self, starts: np.ndarray, batch: int, rng: np.random.Generator, keep: slice = slice(None)
+    ) -> Chunks:
+        """``batch`` chunks with uniformly drawn starts; ``keep``: the slice of them this process
+        trains on when the batch is split over processes (every process draws the whole batch)."""
+        return self.chunks(rng.choice(starts, size=batch)[keep])
 
     def chunks(self, chunk_starts: np.ndarray) -> Chunks:
         length = self.config.training.chunk_bars

@@ -281,8 +281,9 @@ class Trainer:
         lr = self._learning_rate(stage, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        starts = self.rng.choice(self.train_starts, size=self.training.batch_chunks)  # the global batch
-        chunks = self.sampler.chunks(starts[self.batch_slice])  # this process's slice of it
+        chunks = self.sampler.sample(
+            self.train_starts, self.training.batch_chunks, self.rng, self.batch_slice
+        )
         loss, logged = self._forward(stage, chunks, explore=True, share=self.share)
         if self.ewc is not None:
             penalty = self.ewc.penalty(self.model)
