@@ -483,10 +483,19 @@ def _open_instance():
     """The instance the UI reads, for use as a context manager around everything a command does
     with it: Dagster binds its definitions-state storage to an instance only while the instance is
     entered, and an unentered or discarded one left that binding dangling ("Attempted to resolve
-    undefined DagsterInstance weakref")."""
+    undefined DagsterInstance weakref"). Opening is serialised by a lock in DAGSTER_HOME: two
+    commands on a fresh home would otherwise both create its sqlite tables, and one fails."""
+    import fcntl
+
     import dagster as dg
 
-    return dg.DagsterInstance.get()
+    folder = os.environ.get("DAGSTER_HOME")
+    if not folder:
+        return dg.DagsterInstance.get()
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with open(Path(folder) / ".open.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return dg.DagsterInstance.get()
 
 
 CLI_RUN_CONFIG = {"loggers": {"console": {}}}
