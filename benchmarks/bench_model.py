@@ -1,7 +1,8 @@
-"""HRM benchmarks: training throughput and peak memory per curriculum stage, streaming decision
-latency (p50 / p99 per bar) with H refreshed every ``h_update_interval`` bars against every bar,
-and a flat transformer of equal parameter count beside both. With CUDA present, the GPU preset's
-training throughput in bf16 as well.
+"""HRM benchmarks: training throughput and peak memory per curriculum stage; streaming decision
+latency (p50 / p99 per bar, batch 1) of the compiled agent against the eager one (the reference),
+at 1 and 2 threads, with H refreshed every bar and every ``h_update_interval`` bars, and a flat
+transformer of equal parameter count beside them. With CUDA present, the GPU preset's training
+throughput in bf16 as well.
 
     python benchmarks/bench_model.py [--config configs/hrm_cpu_small.yaml] [--steps 20] [--bars 300]
 """
@@ -70,11 +71,19 @@ def training_throughput(
 
 
 def decision_latency(
-    config: HRMConfig, data: MarketData, bars: int, interval: int, flat: bool, segments: int
+    config: HRMConfig,
+    data: MarketData,
+    bars: int,
+    interval: int,
+    flat: bool,
+    segments: int,
+    compiled: bool,
+    threads: int,
 ) -> dict:
     """Per-bar latency of the streaming agent (batch 1, up to ``segments`` ACT segments). The model
     is untrained, so its Q head never halts early: every bar runs all segments (the worst case)."""
     torch.manual_seed(config.seed)
+    torch.set_num_threads(threads)
     config = config.model_copy(
         update={
             "model": config.model.model_copy(
@@ -86,7 +95,7 @@ def decision_latency(
     model.eval()
     stage = config.training.curriculum[-1]
     model.set_cycles(stage.H_cycles, stage.L_cycles)
-    agent = HRMTradingAgent(model, config, act=True)
+    agent = HRMTradingAgent(model, config, act=True, compiled=compiled)
     sampler = WindowSampler(data, config, torch.device("cpu"))
     rows = data.decision_rows("test", config.hierarchical_features.high_level_lookback)[:bars]
     held = torch.zeros(1)
@@ -101,6 +110,8 @@ def decision_latency(
     ms = np.array(times[10:]) * 1000  # the first bars warm up the allocator
     return {
         "model": "flat" if flat else "hrm",
+        "path": "compiled" if agent.compiled is not None else "eager",
+        "threads": threads,
         "h_update_interval": interval,
         "segments": float(np.mean(used)),
         "p50_ms": float(np.percentile(ms, 50)),
@@ -134,14 +145,23 @@ def main() -> None:
         )
 
     print(f"\nstreaming decision latency, last stage's cycles, halt_max_steps {config.model.halt_max_steps}")
-    print(f"{'model':<6} {'H every':>8} {'max segments':>13} {'segments':>9} {'p50 ms':>8} {'p99 ms':>8}")
-    cases = [(1, False, config.model.halt_max_steps), (10, False, 1)]
-    cases += [(10, False, config.model.halt_max_steps), (1, True, 1)]
-    for interval, flat, segments in cases:
-        r = decision_latency(config, data, args.bars, interval, flat, segments)
+    print(
+        f"{'model':<6} {'path':<9} {'threads':>7} {'H every':>8} {'max segments':>13} {'segments':>9} "
+        f"{'p50 ms':>8} {'p99 ms':>8}"
+    )
+    most = config.model.halt_max_steps
+    cases = [(1, False, most, compiled, threads) for compiled in (True, False) for threads in (1, 2)]
+    cases += [
+        (10, False, most, True, 1),
+        (10, False, 1, True, 1),
+        (1, True, 1, False, 1),
+        (1, True, 1, False, 2),
+    ]
+    for interval, flat, segments, compiled, threads in cases:
+        r = decision_latency(config, data, args.bars, interval, flat, segments, compiled, threads)
         results["latency"].append(r)
         print(
-            f"{r['model']:<6} {interval:>8} {segments:>13} {r['segments']:>9.2f} "
+            f"{r['model']:<6} {r['path']:<9} {threads:>7} {interval:>8} {segments:>13} {r['segments']:>9.2f} "
             f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}"
         )
 

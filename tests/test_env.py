@@ -141,7 +141,8 @@ def test_the_hrm_env_executes_exactly_the_positions_the_loss_trains_on(market):
         targets = run.final.signal * sampler.cap[rows]
         loss_positions = execute_path(targets[None], CONFIG.trading.no_trade_band)[0]
     held = torch.cat([torch.zeros(1), loss_positions[:-1]])
-    assert quantities == pytest.approx(loss_positions.tolist(), abs=1e-6)
+    # the env's agent runs the compiled kernels: float32 in another summation order
+    assert quantities == pytest.approx(loss_positions.tolist(), abs=1e-5)
     assert actions == action_of(loss_positions, held).tolist()
     assert len(set(actions)) >= 3  # it enters, holds and exits
     for action, (after_fill, asked) in zip(actions, shares, strict=True):
