@@ -4,13 +4,15 @@ the fold's test bars) and ``promotion_decision`` (moves ``production`` only when
 
 MLflow's stages are deprecated; the seed's "promote through stages" is carried by the aliases
 ``staging`` (every new candidate) and ``production`` (the model that serves). The registered model
-is a pickle-free ``torch.export`` program (``ServingTrader``: windows in, decision out); the
-weights-only checkpoint beside it (tag ``checkpoint_uri``) is what backtests and retraining load.
+is an MLflow pyfunc from code (``hrm_core/model/pyfunc_model.py``) over two pickle-free files,
+``weights.npz`` and ``spec.json`` (``model/serving.py``: windows in, decision out); the weights-only
+torch checkpoint beside it (tag ``checkpoint_uri``) is what backtests and retraining load.
 """
 
 import base64
 import json
 import shutil
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 from dagster_duckdb import DuckDBResource
 from mlflow.models import ModelSignature
+from mlflow.models.model import ModelInfo
 from mlflow.types import Schema, TensorSpec
 
 from assets.evaluation import config_key, evaluation_dir
@@ -26,7 +29,8 @@ from assets.resources import HRMSettings, MlflowResource, hrm_home
 from assets.training import latest_metadata, lineage_hash, training_data
 from hrm_core.config import HRMConfig
 from hrm_core.data.market import MarketData, load_market_data
-from hrm_core.model.serving import OUTPUT_COLUMNS, ServingTrader
+from hrm_core.model import pyfunc_model
+from hrm_core.model.serving import INPUT_NAMES, OUTPUT_COLUMNS, save_served
 from hrm_core.model.trader import TraderBase
 from hrm_core.sim.backtest import MODEL_BASELINES, backtest_models, baseline_config
 from hrm_core.sim.promotion import decide_promotion
@@ -36,31 +40,61 @@ from hrm_core.training.trainer import Trainer, load_trained_model, save_trained_
 ALIAS_STAGING, ALIAS_PRODUCTION = "staging", "production"
 
 
-def serving_signature(
-    model: TraderBase, high: int, low: int
-) -> tuple[ModelSignature, tuple[np.ndarray, ...]]:
-    """Tensor signature and a two-sample input example of the served model."""
+def serving_signature(model: TraderBase, high: int, low: int) -> tuple[ModelSignature, dict[str, np.ndarray]]:
+    """Tensor signature and a two-sample input example (named tensors) of the served model."""
     strategic, tactical = (len(names) for names in model.feature_names)
     rng = np.random.default_rng(0)
-    example = (
+    arrays = (
         rng.standard_normal((2, high, strategic)).astype(np.float32),
         rng.standard_normal((2, low, tactical)).astype(np.float32),
         np.ones(2, np.float32),
         np.array([0.0, 1.0], np.float32),
     )
-    names = ("strategic", "tactical", "cap", "held")
-    inputs = Schema(
-        [TensorSpec(np.dtype(np.float32), (-1, *x.shape[1:]), n) for n, x in zip(names, example, strict=True)]
-    )
+    example = dict(zip(INPUT_NAMES, arrays, strict=True))
+    inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *x.shape[1:]), n) for n, x in example.items()])
     outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, len(OUTPUT_COLUMNS)), "decision")])
     return ModelSignature(inputs=inputs, outputs=outputs), example
 
 
 def serving_requirements() -> list[str]:
-    """What loading the pt2 program needs: torch and mlflow as installed (without torch's ``+cpu``
-    label, so the pin installs from PyPI). Given explicitly, MLflow skips inferring them by loading
-    the model in a subprocess, which took a third of ``candidate_model``'s time."""
-    return [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
+    """What the served model needs besides this package (``hrm-trading``, which is not on PyPI:
+    serve it from the project's image with ``--env-manager local``): numba and numpy for the HRM,
+    torch for the other architectures, and mlflow, as installed (torch without its ``+cpu`` label).
+    Given explicitly, MLflow skips inferring them by loading the model in a subprocess."""
+    import numba
+
+    return [
+        f"mlflow=={mlflow.__version__}",
+        f"numba=={numba.__version__}",
+        f"numpy=={np.__version__}",
+        f"torch=={torch.__version__.split('+')[0]}",
+    ]
+
+
+def log_served_model(folder: Path, model: TraderBase, config: HRMConfig, saved: dict) -> ModelInfo:
+    """Log ``model`` to the active run as the served pyfunc (``model/``): the served files written
+    to ``folder``, and the metadata ``predict`` and the server read (features, normalisation,
+    lookbacks, output columns, trading rules, fold)."""
+    hf = config.hierarchical_features
+    weights, spec = save_served(folder, model, config)
+    signature, example = serving_signature(model, hf.high_level_lookback, hf.low_level_lookback)
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=pyfunc_model.__file__,
+        artifacts={"weights": str(weights), "spec": str(spec)},
+        signature=signature,
+        input_example=example,
+        pip_requirements=serving_requirements(),
+        metadata={
+            "feature_names": saved["feature_names"],
+            "normalization": saved["normalization"],
+            "high_level_lookback": hf.high_level_lookback,
+            "low_level_lookback": hf.low_level_lookback,
+            "output_columns": list(OUTPUT_COLUMNS),
+            "trading": config.trading.model_dump(mode="json"),
+            "fold": saved["fold"],
+        },
+    )
 
 
 LINEAGE_TAGS = ("data_version", "feature_hash", "config_hash", "git_commit", "lineage_key")
@@ -93,9 +127,6 @@ def candidate_model(
             reused=True,
         )
     model, config, saved = load_trained_model(rl_finetune["checkpoint"])
-    hf = config.hierarchical_features
-    serving = ServingTrader(model, config.model.halt_max_steps, act=True, band=config.trading.no_trade_band)
-    signature, example = serving_signature(model, hf.high_level_lookback, hf.low_level_lookback)
     tracking.experiment_id()  # the logged model goes to the active experiment
     parent = tracking.parent_run_id(context.run_id)
     fold_dates = _fold_dates(context.instance, saved["fold"])
@@ -105,24 +136,7 @@ def candidate_model(
         shutil.copy(rl_finetune["checkpoint"], checkpoint)
         mlflow.log_artifact(str(checkpoint), "checkpoint")
         checkpoint_uri = mlflow.get_artifact_uri("checkpoint/model.pt")
-        with torch.no_grad():  # traced for inference: no grad-mode switches in the exported graph
-            info = mlflow.pytorch.log_model(
-                serving,
-                name="model",
-                serialization_format="pt2",
-                signature=signature,
-                input_example=example,
-                pip_requirements=serving_requirements(),
-                metadata={
-                    "feature_names": saved["feature_names"],
-                    "normalization": saved["normalization"],
-                    "high_level_lookback": hf.high_level_lookback,
-                    "low_level_lookback": hf.low_level_lookback,
-                    "output_columns": list(OUTPUT_COLUMNS),
-                    "trading": config.trading.model_dump(mode="json"),
-                    "fold": saved["fold"],
-                },
-            )
+        info = log_served_model(checkpoint.parent / "served", model, config, saved)
     tags = {
         "checkpoint_uri": checkpoint_uri,
         "dagster.run_id": context.run_id,

@@ -14,13 +14,14 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import mlflow
-import torch
+import numpy as np
 from dagster_duckdb import DuckDBResource
 
 from assets.resources import HRMSettings, MlflowResource, hrm_home
@@ -29,7 +30,7 @@ from assets.versioning import dataset_version
 from hrm_core.config import HRMConfig
 from hrm_core.data.market import MarketData, load_market_data
 from hrm_core.errors import ConfigError
-from hrm_core.model.serving import ServingTrader
+from hrm_core.model.serving import ServedModel, save_served
 from hrm_core.model.trader import TraderBase
 from hrm_core.training.api import with_scenarios
 from hrm_core.training.checkpoint import load_checkpoint
@@ -307,19 +308,20 @@ def hrm_stage_3_full(
 
 @dg.asset_check(asset=hrm_stage_3_full, blocking=True)
 def checkpoint_loads(hrm_stage_3_full: dict) -> dg.AssetCheckResult:
-    """The final stage's model file loads (weights only) and gives a finite decision on zeros."""
+    """The final stage's model file loads (weights only) and, written as the served files and read
+    back, gives a finite decision on zeros."""
     model, config, _ = load_trained_model(hrm_stage_3_full["checkpoint"])
     hf = config.hierarchical_features
     strategic, tactical = (len(names) for names in model.feature_names)
-    serving = ServingTrader(model, config.model.halt_max_steps, act=True, band=config.trading.no_trade_band)
-    with torch.no_grad():
-        decision = serving(
-            torch.zeros(1, hf.high_level_lookback, strategic),
-            torch.zeros(1, hf.low_level_lookback, tactical),
-            torch.ones(1),
-            torch.zeros(1),
-        )
+    with tempfile.TemporaryDirectory(prefix="hrm-served-") as folder:
+        served = ServedModel.load(*save_served(Path(folder), model, config))
+    decision = served.decide(
+        np.zeros((1, hf.high_level_lookback, strategic)),
+        np.zeros((1, hf.low_level_lookback, tactical)),
+        np.ones(1),
+        np.zeros(1),
+    )
     return dg.AssetCheckResult(
-        passed=bool(decision.isfinite().all()),
+        passed=bool(np.isfinite(decision).all()),
         metadata={"parameters": sum(p.numel() for p in model.parameters())},
     )

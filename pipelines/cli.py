@@ -38,6 +38,10 @@ EXAMPLES = {
   hrm-trading run --source csv --path mydata/        your own CSV files (one or many symbols)
   hrm-trading run --job data                         ingest → validation → features → splits only
   hrm-trading run --force                            retrain even if this data and config were trained""",
+    "serve": """examples:
+  hrm-trading serve                                  production model on http://127.0.0.1:8080
+  hrm-trading serve --model-alias staging --port 0   the latest candidate, on a free port
+  curl localhost:8080/decisions/latest?symbol=SP500  what predict --json prints, over HTTP""",
     "predict": """examples:
   hrm-trading predict                                production model, every symbol's latest bar
   hrm-trading predict --model-alias staging --json   the latest candidate, as JSON""",
@@ -98,6 +102,22 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--model-alias", default="production", help="registry alias (default production)")
     predict.add_argument("--config", default=None, help=f"YAML preset (default {DEFAULT_CONFIG})")
     predict.add_argument("--json", action="store_true", help="print JSON for machines")
+    serve = _command(
+        commands,
+        "serve",
+        "serve the registered model over HTTP (MLflow's scoring protocol), following its alias",
+    )
+    serve.add_argument("--model-alias", default="production", help="registry alias (default production)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    serve.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=2.0,
+        help="how often to check where the alias points (default 2)",
+    )
+    serve.add_argument("--config", default=None, help=f"YAML preset (default {DEFAULT_CONFIG})")
+    serve.add_argument("--verbose", action="store_true", help="log every request")
     evaluate = _command(
         commands,
         "evaluate",
@@ -152,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "run": _run,
         "predict": _predict,
+        "serve": _serve,
         "evaluate": _evaluate,
         "train": _train,
         "status": _status,
@@ -248,8 +269,20 @@ def _guarded(home: Path, command: str, defs, instance) -> Iterator:
             yield transaction
 
 
+def _inference_threads() -> None:
+    """One BLAS and OpenMP thread: the served HRM decides in single-threaded kernels on matrices of a
+    few dozen rows, where more threads only add wake-ups to the tail latency (README, "Serving").
+    Set before numpy loads its BLAS; ``$HRM_THREADS`` overrides."""
+    threads = os.environ.get("HRM_THREADS", "1")
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, threads)
+
+
 def _predict(args: argparse.Namespace) -> int:
-    _home_and_threads()
+    _inference_threads()
+    from pipelines.home import prepare_home
+
+    prepare_home()
     from pipelines.resources import resources_for_profile
     from pipelines.serving import predict
 
@@ -268,6 +301,33 @@ def _predict(args: argparse.Namespace) -> int:
             f"regime t/r/v {r['regime_trending']:.2f}/{r['regime_ranging']:.2f}/{r['regime_volatile']:.2f}  "
             f"segments {r['segments']}"
         )
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    _inference_threads()
+    from pipelines.home import prepare_home
+
+    prepare_home()
+    from pipelines.resources import resources_for_profile
+    from pipelines.server import serve
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log = logging.getLogger("hrm_trading.serve")
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    settings = _settings({"config_path": args.config or DEFAULT_CONFIG})
+    resources = resources_for_profile()
+    serve(
+        resources["tracking"],
+        resources["warehouse"],
+        settings,
+        args.model_alias,
+        args.host,
+        args.port,
+        args.poll_seconds,
+    )
     return 0
 
 

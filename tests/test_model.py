@@ -9,7 +9,6 @@ from hrm_core.model.act import run_segments
 from hrm_core.model.agent import HRMTradingAgent
 from hrm_core.model.exposure import action_of, execute_path, exposure_cap, next_position
 from hrm_core.model.hrm import HRMTrader
-from hrm_core.model.serving import OUTPUT_COLUMNS, ServingTrader
 from hrm_core.model.trader import MarketInputs
 from hrm_core.vocabulary import BUY_LONG, CLOSE_LONG, CLOSE_SHORT, HOLD, SELL_SHORT
 
@@ -283,7 +282,7 @@ def test_the_fixed_initial_states_are_saved_with_the_model():
     torch.testing.assert_close(other.initial_carry(2).z_H, model.initial_carry(2).z_H)
 
 
-def test_inference_makes_no_grad_mode_switches_for_export_to_trace(monkeypatch):
+def test_inference_makes_no_grad_mode_switches(monkeypatch):
     model, inputs = make_model(H_cycles=2, L_cycles=3), make_inputs()
     carry = model.initial_carry(6)
     switches = []
@@ -295,26 +294,3 @@ def test_inference_makes_no_grad_mode_switches_for_export_to_trace(monkeypatch):
     switches.clear()
     model.segment(carry, inputs)  # training: all but the last L and H update under no_grad
     assert switches == [False, False, False, False, False, False, True, True]  # L L L H, L L L H
-
-
-def test_the_served_model_exports_and_decides_as_the_eager_run():
-    model = make_model(H_cycles=2, L_cycles=3).eval()
-    halting_by_one_feature(model, make_inputs())  # some samples halt early
-    with torch.no_grad():
-        serving = ServingTrader(model, segments=3, act=True, band=0.05)
-        inputs = make_inputs()
-        cap, held = torch.full((6,), 0.8), torch.tensor([0.0, 0.5, -0.5, 0.0, 0.8, -0.8])
-        args = (inputs.strategic, inputs.tactical, cap, held)
-        program = torch.export.export(serving, args)
-        served = program.module()(*args)
-        run = run_segments(model, inputs, segments=3, act=True)
-    assert served.shape == (6, len(OUTPUT_COLUMNS))
-    column = {name: served[:, i] for i, name in enumerate(OUTPUT_COLUMNS)}
-    assert len(set(column["segments"].tolist())) > 1
-    torch.testing.assert_close(column["segments"], run.steps.float())
-    target = run.final.signal * cap
-    position = next_position(target, held, 0.05)
-    torch.testing.assert_close(column["target_exposure"], target)
-    torch.testing.assert_close(column["position"], position)
-    torch.testing.assert_close(column["action"], action_of(position, held).float())
-    torch.testing.assert_close(column["confidence"], run.final.confidence(position))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
+from hrm_core.model.exposure import direction_confidence
 from hrm_core.vocabulary import REGIMES
 
 
@@ -47,9 +48,8 @@ class TradingOutputs:
         return self.regime_logits.softmax(-1)
 
     def confidence(self, position: torch.Tensor) -> torch.Tensor:
-        """P(the market moves the decided position's way): p_up for a long or flat position, 1 − p_up
-        for a short one."""
-        return torch.where(position < 0, 1 - self.p_up, self.p_up)
+        """P(the market moves the decided position's way) (``exposure.direction_confidence``)."""
+        return direction_confidence(position, self.p_up)
 
     def detach(self) -> TradingOutputs:
         return TradingOutputs(**{f.name: getattr(self, f.name).detach() for f in fields(self)})

@@ -1,0 +1,332 @@
+"""Serving: the served files decide as the eager model does; ``predict`` loads a registered version
+torch-free; ``hrm-trading serve`` speaks MLflow's scoring protocol, follows the alias without a
+restart, and answers bad requests with a 4xx and a message."""
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import mlflow
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from assets.registry import log_served_model
+from assets.resources import HRMSettings
+from hrm_core.config import HRMConfig, load_config
+from hrm_core.data.market import load_market_data
+from hrm_core.model.agent import HRMTradingAgent
+from hrm_core.model.serving import OUTPUT_COLUMNS, ServedModel, save_served
+from hrm_core.model.trader import MarketInputs
+from hrm_core.training.api import prepare_warehouse
+from hrm_core.training.trainer import build_model
+from pipelines.resources import local_resources
+from pipelines.server import ModelServer
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {
+    "hierarchical_features": {"high_level_lookback": 20, "low_level_lookback": 10},
+    "model": {"hidden_size": 16, "num_heads": 2, "h_pool": 5, "halt_max_steps": 3},
+}
+
+
+def tiny_config() -> HRMConfig:
+    return load_config(REPO / "configs" / "hrm_cpu_small.yaml", **TINY)
+
+
+def trading_model(config: HRMConfig, data, seed: int):
+    """An untrained model whose heads read the state, with a Q head that halts about half the
+    samples at their first segment."""
+    torch.manual_seed(seed)
+    model = build_model(config, data).eval()
+    model.set_cycles(1, 2)
+    strategic, tactical, _, _ = sample_windows(data, config, 12)
+    with torch.no_grad():
+        for p in model.heads.parameters():
+            p.normal_(0.0, 0.5)
+        _, out = model.segment(
+            model.initial_carry(12), MarketInputs(torch.tensor(strategic), torch.tensor(tactical))
+        )
+        model.heads.q.bias[0] -= (out.q_halt - out.q_continue).median()
+    return model
+
+
+def eager_columns(model, config: HRMConfig, strategic, tactical, cap, held) -> np.ndarray:
+    """The decision columns the eager agent (no kernels) gives on the same windows."""
+    agent = HRMTradingAgent(model, config, act=True, compiled=False)
+    d = agent.decide(MarketInputs(torch.from_numpy(strategic), torch.from_numpy(tactical)), cap, held)
+    out = d.outputs
+    columns = [d.action_index.float(), d.target, d.position, d.confidence, out.p_up, out.market_risk]
+    return torch.stack([*columns, *out.regime_probs.unbind(-1), d.segments.float()], -1).numpy()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A home with the sample data's warehouse and version 1 of a tiny HRM under ``production``."""
+    home = tmp_path_factory.mktemp("serving") / "hrm_home"
+    previous = os.environ.get("HRM_HOME")
+    os.environ["HRM_HOME"] = str(home)
+    config = tiny_config()
+    resources = local_resources(home)
+    con = duckdb.connect(resources["warehouse"].database)
+    prepare_warehouse(config, con)
+    data = load_market_data(con, config, 0)
+    con.close()
+    config_path = home / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    tracking = resources["tracking"]
+    tracking.client()
+    tracking.experiment_id()
+    models = {}
+
+    def register(seed: int) -> str:
+        model = trading_model(config, data, seed)
+        saved = {
+            "feature_names": [list(data.strategic_names), list(data.tactical_names)],
+            "normalization": {k: list(v) for k, v in data.normalization.items()},
+            "fold": 0,
+        }
+        with mlflow.start_run():
+            info = log_served_model(home / f"served-{seed}", model, config, saved)
+        version = str(mlflow.register_model(info.model_uri, tracking.model_name).version)
+        models[version] = model
+        return version
+
+    tracking.client().set_registered_model_alias(tracking.model_name, "production", register(seed=1))
+    yield {
+        "home": home,
+        "config": config,
+        "config_path": config_path,
+        "data": data,
+        "resources": resources,
+        "settings": HRMSettings(project_dir=str(home), config_path=str(config_path)),
+        "register": register,
+        "models": models,
+    }
+    if previous is None:
+        os.environ.pop("HRM_HOME")
+    else:
+        os.environ["HRM_HOME"] = previous
+
+
+def sample_windows(data, config: HRMConfig, n: int):
+    hf = config.hierarchical_features
+    rows = data.decision_rows("test", hf.high_level_lookback)
+    rows = rows[np.linspace(0, len(rows) - 1, n).astype(int)]
+    strategic, tactical = data.windows(rows, hf.high_level_lookback, hf.low_level_lookback)
+    cap = np.linspace(0.5, 1.0, n).astype(np.float32)
+    held = np.resize(np.array([0.0, 0.6, -0.6], np.float32), n)
+    return strategic.astype(np.float32), tactical.astype(np.float32), cap, held
+
+
+@pytest.mark.parametrize("architecture", ["hrm", "flat"])
+def test_the_served_files_decide_as_the_eager_agent(served, tmp_path, architecture):
+    config = served["config"].model_copy(
+        update={"model": served["config"].model.model_copy(update={"architecture": architecture})}
+    )
+    model = trading_model(config, served["data"], seed=3)
+    loaded = ServedModel.load(*save_served(tmp_path, model, config))
+    assert (loaded.compiled is not None) == (architecture == "hrm")  # the HRM needs no torch
+    strategic, tactical, cap, held = sample_windows(served["data"], config, 12)
+    decision = loaded.decide(strategic, tactical, cap, held)
+    expected = eager_columns(
+        model, config, strategic, tactical, torch.from_numpy(cap), torch.from_numpy(held)
+    )
+    assert decision.shape == (12, len(OUTPUT_COLUMNS))
+    column = OUTPUT_COLUMNS.index
+    assert decision[:, column("action")].tolist() == expected[:, column("action")].tolist()
+    assert decision[:, column("segments")].tolist() == expected[:, column("segments")].tolist()
+    if architecture == "hrm":
+        assert len(set(decision[:, column("segments")])) > 1  # some samples halted early
+    np.testing.assert_allclose(decision, expected, atol=2e-5, rtol=1e-4)
+
+
+def test_the_served_model_refuses_inputs_of_the_wrong_shape_or_with_nans(served, tmp_path):
+    loaded = ServedModel.load(*save_served(tmp_path, served["models"]["1"], served["config"]))
+    strategic, tactical, cap, held = sample_windows(served["data"], served["config"], 2)
+    with pytest.raises(ValueError, match=r"strategic: expected shape \[2, 20, \d+\]"):
+        loaded.decide(strategic[:, :5], tactical, cap, held)
+    with pytest.raises(ValueError, match=r"cap: expected shape \[2\]"):
+        loaded.decide(strategic, tactical, cap[:1], held)
+    tactical[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="tactical: holds a NaN"):
+        loaded.decide(strategic, tactical, cap, held)
+
+
+def test_predict_loads_the_registered_version_without_importing_torch(served):
+    script = (
+        "import sys; from pipelines.cli import main;"
+        "code = main(['predict', '--json', '--config', sys.argv[1]]);"
+        "assert 'torch' not in sys.modules, 'predict imported torch'; raise SystemExit(code)"
+    )
+    env = {**os.environ, "HRM_HOME": str(served["home"])}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(served["config_path"])], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert {r["symbol"] for r in rows} == {"NASDAQ", "SP500"} and {r["version"] for r in rows} == {"1"}
+
+
+class Client:
+    """One keep-alive connection to the server."""
+
+    def __init__(self, port: int) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def request(self, method: str, path: str, body=None, content_type: str = "application/json"):
+        data = body if isinstance(body, bytes | type(None)) else json.dumps(body).encode()
+        headers = {"Content-Type": content_type} if data is not None else {}
+        self.connection.request(method, path, body=data, headers=headers)
+        response = self.connection.getresponse()
+        payload = json.loads(response.read())
+        return response.status, payload, response.getheader("X-Model-Version")
+
+
+@pytest.fixture
+def server(served):
+    r = served["resources"]
+    server = ModelServer(
+        ("127.0.0.1", 0), r["tracking"], r["warehouse"], served["settings"], "production", 0.1
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def invocation(served, n: int = 3) -> tuple[dict, tuple]:
+    arrays = sample_windows(served["data"], served["config"], n)
+    names = ("strategic", "tactical", "cap", "held")
+    return {"inputs": {k: a.tolist() for k, a in zip(names, arrays, strict=True)}}, arrays
+
+
+def test_the_server_answers_the_scoring_protocol_with_the_eager_decisions(served, server):
+    client = Client(server.server_port)
+    assert client.request("GET", "/ping")[:2] == (
+        200,
+        {"status": "ok", "model": "hrm-trader@production", "version": "1"},
+    )
+    body, (strategic, tactical, cap, held) = invocation(served)
+    status, payload, version = client.request("POST", "/invocations", body)
+    assert status == 200 and version == "1" and payload["columns"] == list(OUTPUT_COLUMNS)
+    expected = eager_columns(
+        served["models"]["1"],
+        served["config"],
+        strategic,
+        tactical,
+        torch.from_numpy(cap),
+        torch.from_numpy(held),
+    )
+    np.testing.assert_allclose(np.array(payload["predictions"]), expected, atol=2e-5, rtol=1e-4)
+    instances = [
+        dict(zip(body["inputs"], values, strict=True))
+        for values in zip(*body["inputs"].values(), strict=True)
+    ]
+    status, by_rows, _ = client.request("POST", "/invocations", {"instances": instances})
+    assert status == 200 and by_rows["predictions"] == payload["predictions"]
+
+    status, latest, _ = client.request("GET", "/decisions/latest")
+    assert status == 200 and {row["symbol"] for row in latest} == {"NASDAQ", "SP500"}
+    status, (alone,), _ = client.request("GET", "/decisions/latest?symbol=SP500")
+    assert status == 200 and alone["symbol"] == "SP500" and alone["version"] == "1"
+    assert alone["action"] == next(r for r in latest if r["symbol"] == "SP500")["action"]
+
+
+def test_bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving(served, server):
+    client = Client(server.server_port)
+    body, _ = invocation(served, n=2)
+    short = {"inputs": {**body["inputs"], "cap": [1.0]}}
+    nan = {"inputs": {**body["inputs"], "held": [0.0, float("nan")]}}  # json.dumps writes NaN
+    cases = [
+        ("POST", "/invocations", b"{not json", "application/json", 400, "not JSON"),
+        ("POST", "/invocations", {"rows": []}, "application/json", 400, '"inputs"'),
+        (
+            "POST",
+            "/invocations",
+            {"inputs": {"strategic": [[0.0]]}},
+            "application/json",
+            400,
+            "missing input",
+        ),
+        ("POST", "/invocations", short, "application/json", 400, "cap: expected shape [2]"),
+        ("POST", "/invocations", nan, "application/json", 400, "NaN"),
+        (
+            "POST",
+            "/invocations",
+            {"inputs": {k: "x" for k in body["inputs"]}},
+            "application/json",
+            400,
+            "numbers",
+        ),
+        ("POST", "/invocations", body, "text/csv", 415, "application/json"),
+        ("GET", "/invocations", None, "", 405, "POST"),
+        ("GET", "/decisions/latest?symbol=NOPE", None, "", 404, "unknown symbol 'NOPE'"),
+        ("GET", "/nowhere", None, "", 404, "/ping"),
+    ]
+    for method, path, payload, content_type, status, message in cases:
+        got, answer, _ = client.request(method, path, payload, content_type)
+        assert got == status and message in answer["message"], (path, answer)
+    assert client.request("POST", "/invocations", body)[0] == 200  # the same connection still works
+
+
+def test_the_server_follows_the_alias_without_a_restart(served, server):
+    client = Client(server.server_port)
+    body, _ = invocation(served)
+    before = client.request("POST", "/invocations", body)
+    tracking = served["resources"]["tracking"]
+    version = served["register"](seed=2)
+    tracking.client().set_registered_model_alias(tracking.model_name, "production", version)
+    deadline = time.monotonic() + 30
+    while client.request("GET", "/ping")[2] != version and time.monotonic() < deadline:
+        time.sleep(0.05)
+    after = client.request("POST", "/invocations", body)
+    assert after[2] == after[1]["version"] == version and before[2] == "1"
+    assert after[1]["predictions"] != before[1]["predictions"]
+    tracking.client().delete_registered_model_alias(tracking.model_name, "production")
+    deadline = time.monotonic() + 30
+    while client.request("GET", "/ping")[0] != 503 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status, answer, _ = client.request("POST", "/invocations", body)
+    assert status == 503 and "no model version has the alias 'production'" in answer["message"]
+    tracking.client().set_registered_model_alias(tracking.model_name, "production", "1")
+    deadline = time.monotonic() + 30
+    while client.request("GET", "/ping")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.request("GET", "/ping")[2] == "1"
+
+
+def test_hrm_trading_serve_starts_from_the_cli_and_answers(served):
+    env = {**os.environ, "HRM_HOME": str(served["home"])}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "serve",
+            "--port",
+            "0",
+            "--config",
+            str(served["config_path"]),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        line = server.stdout.readline()
+        assert "serving hrm-trader@production (version 1) on http://127.0.0.1:" in line, line
+        port = int(line.split("http://127.0.0.1:")[1].split()[0])
+        assert Client(port).request("GET", "/ping")[0] == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
