@@ -12,9 +12,9 @@ import dagster as dg
 import torch
 from dagster_duckdb import DuckDBResource
 
-from assets.resources import HRMSettings, hrm_home
+from assets.resources import HRMSettings
 from assets.splits import walk_forward_splits
-from hrm_core.config import HRMConfig
+from hrm_core.config import HRMConfig, hrm_home
 from hrm_core.errors import HRMError
 from hrm_core.sim.evaluation import (
     rule_rows,

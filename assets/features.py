@@ -8,19 +8,21 @@ from dagster_duckdb import DuckDBResource
 from assets.ingest import WAREHOUSE_POOL
 from assets.resources import HRMSettings
 from assets.versioning import dataset_version
-from hrm_core.features.build import build_features
+from hrm_core.features.build import update_features
 from hrm_core.features.quality import nonfinite_counts, point_in_time_difference
 from hrm_core.features.registry import FEATURES
 
 POINT_IN_TIME_TOLERANCE = 1e-9
 
 
-@dg.asset(deps=[dataset_version], pool=WAREHOUSE_POOL, group_name="features", kinds={"duckdb", "sql"})
+@dg.asset(deps=[dataset_version], pool=WAREHOUSE_POOL, group_name="features", kinds={"duckdb", "numba"})
 def hierarchical_features(warehouse: DuckDBResource) -> dg.MaterializeResult:
-    """``features.hierarchical``: every registered feature for every clean bar, built by the SQL
-    files under ``hrm_core/features/sql``; the table is replaced in one transaction."""
+    """``features.hierarchical``: every registered feature for every clean bar (``hrm_core.features``:
+    numba kernels over DuckDB). Only what changed is computed: new bars of symbols whose earlier
+    bars are unchanged, and changed or new symbols whole; in one transaction."""
     with warehouse.get_connection() as con:
-        rows = build_features(con)
+        update = update_features(con)
+        rows = update.rows
         symbols = con.execute("SELECT count(DISTINCT symbol) FROM features.hierarchical").fetchone()[0]
     levels = {level: sum(f.level == level for f in FEATURES) for level in ("strategic", "tactical", "shared")}
     registry = "\n".join(
@@ -31,6 +33,9 @@ def hierarchical_features(warehouse: DuckDBResource) -> dg.MaterializeResult:
         metadata={
             "rows": rows,
             "symbols": symbols,
+            "build": "full" if update.full else "incremental",
+            "rows_computed": rows if update.full else update.appended,
+            "symbols_rebuilt": len(update.rebuilt),
             "feature_count": len(FEATURES),
             "features_per_level": dg.MetadataValue.json(levels),
             "registry": dg.MetadataValue.md(registry),

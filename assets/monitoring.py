@@ -13,10 +13,12 @@ from dagster_duckdb import DuckDBResource
 from evidently import Report
 from evidently.presets import DataDriftPreset
 
-from assets.registry import ALIAS_PRODUCTION, promotion_decision
-from assets.resources import HRMSettings, MlflowResource, hrm_home
+from assets.registry import promotion_decision
+from assets.resources import HRMSettings, MlflowResource
 from assets.splits import walk_forward_splits
+from hrm_core.config import hrm_home
 from hrm_core.features.registry import model_features
+from hrm_core.vocabulary import ALIAS_PRODUCTION
 
 DRIFT_SHARE = "drifted_share"
 

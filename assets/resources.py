@@ -1,6 +1,5 @@
 """The resources assets ask for. Their wiring per deployment lives in ``pipelines.resources``."""
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,11 +16,7 @@ from pydantic import PrivateAttr
 from hrm_core.config import DEFAULT_CONFIG, HRMConfig, load_config
 from hrm_core.data.lake import Lake
 from hrm_core.data.versioning import DatasetVersion, version_data
-
-
-def hrm_home() -> Path:
-    """The state folder: ``$HRM_HOME`` or ``.hrm`` in the current directory."""
-    return Path(os.environ.get("HRM_HOME", ".hrm")).resolve()
+from hrm_core.vocabulary import REGISTERED_MODEL
 
 
 class HRMSettings(dg.ConfigurableResource):
@@ -114,7 +109,7 @@ class MlflowResource(dg.ConfigurableResource):
     tracking_uri: str
     artifact_location: str | None = None
     experiment: str = "hrm-trading"
-    model_name: str = "hrm-trader"
+    model_name: str = REGISTERED_MODEL
 
     def client(self) -> MlflowClient:
         mlflow.set_tracking_uri(self.tracking_uri)

@@ -16,8 +16,9 @@ import dagster as dg
 import mlflow
 from dagster_duckdb import DuckDBResource
 
-from assets.resources import HRMSettings, MlflowResource, hrm_home
+from assets.resources import HRMSettings, MlflowResource
 from assets.training import GPU_OP_TAGS, finished_stage, lineage_hash, stage_metadata, training_data
+from hrm_core.config import hrm_home
 from hrm_core.rl.api import finetune
 from hrm_core.training.trainer import load_trained_model, save_trained_model
 

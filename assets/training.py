@@ -24,10 +24,10 @@ import mlflow
 import numpy as np
 from dagster_duckdb import DuckDBResource
 
-from assets.resources import HRMSettings, MlflowResource, hrm_home
+from assets.resources import HRMSettings, MlflowResource
 from assets.splits import walk_forward_splits
 from assets.versioning import dataset_version
-from hrm_core.config import HRMConfig
+from hrm_core.config import HRMConfig, hrm_home
 from hrm_core.data.market import MarketData, load_market_data
 from hrm_core.errors import ConfigError
 from hrm_core.model.serving import ServedModel, save_served

@@ -6,7 +6,8 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets.ingest import WAREHOUSE_POOL, raw_ohlcv, symbols_partitions
-from assets.resources import HRMSettings, hrm_home
+from assets.resources import HRMSettings
+from hrm_core.config import hrm_home
 from hrm_core.data.validation import ValidationReport, validate_ohlcv
 from hrm_core.data.warehouse import ensure_tables, read_bars, replace_symbols, transaction
 from hrm_core.errors import DataError

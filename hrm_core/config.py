@@ -7,6 +7,7 @@ not silently fall back to a default.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +18,13 @@ from hrm_core.errors import ConfigError
 from hrm_core.vocabulary import RL_ALGORITHMS
 
 DEFAULT_CONFIG = "configs/hrm_cpu_small.yaml"
+
+
+def hrm_home() -> Path:
+    """The state folder: ``$HRM_HOME`` or ``.hrm`` in the current directory."""
+    return Path(os.environ.get("HRM_HOME", ".hrm")).resolve()
+
+
 """The preset a run uses when none is named: the CPU preset, sized for a laptop."""
 
 

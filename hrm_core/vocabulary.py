@@ -14,3 +14,8 @@ TASKS = ("trend", "mean_reversion", "breakout", "adverse")
 PARTS = ("train", "validation", "test")
 REGIMES = ("trending", "ranging", "volatile")
 RL_ALGORITHMS = ("ppo", "grpo", "hybrid_grpo", "hmtr")  # RL after the curriculum (``hrm_core/rl``)
+
+REGISTERED_MODEL = "hrm-trader"
+"""The name every version of the trading model is registered under in MLflow."""
+ALIAS_STAGING, ALIAS_PRODUCTION = "staging", "production"
+"""Registry aliases: every new candidate, and the model that serves."""

@@ -241,6 +241,9 @@ def _run(args: argparse.Namespace) -> int:
             revert_lake_runs(defs.resources["warehouse"], [result.run_id, *ingest_run_ids])
     print(format_summary(result))
     if job_name == "full_job" and result.success:
+        from pipelines.serving import warm_served_cache
+
+        warm_served_cache(defs.resources["tracking"])  # the next predict decides from the cache
         path = write_run_summary(result, home / "reports" / "latest" / "summary.json")
         print(f"run summary: {path}")
         if os.environ.get("HRM_PROFILE") == "production":
@@ -279,16 +282,25 @@ def _inference_threads() -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    """From the served cache when the local registry has not changed since it was last read (no
+    Dagster, MLflow or torch to import: about a second), else through the registry."""
     _inference_threads()
-    from pipelines.home import prepare_home
+    config_path = args.config or DEFAULT_CONFIG
+    rows = None
+    if os.environ.get("HRM_PROFILE", "local") == "local":
+        from pipelines.served_cache import cached_predict
 
-    prepare_home()
-    from pipelines.resources import resources_for_profile
-    from pipelines.serving import predict
+        rows = cached_predict(args.model_alias, config_path, args.symbol)
+    if rows is None:
+        from pipelines.home import prepare_home
 
-    settings = _settings({"config_path": args.config or DEFAULT_CONFIG})
-    resources = resources_for_profile()
-    rows = predict(resources["tracking"], resources["warehouse"], settings, args.model_alias, args.symbol)
+        prepare_home()
+        from pipelines.resources import resources_for_profile
+        from pipelines.serving import predict
+
+        resources = resources_for_profile()
+        settings = _settings({"config_path": config_path})
+        rows = predict(resources["tracking"], resources["warehouse"], settings, args.model_alias, args.symbol)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -445,7 +457,7 @@ def _check_profile_services() -> None:
 
 def _stack(args: argparse.Namespace) -> int:
     """Start, stop or describe the local production stack, or print its environment."""
-    from assets.resources import hrm_home
+    from hrm_core.config import hrm_home
     from pipelines import stack
 
     local = stack.Stack(hrm_home() / "stack")
@@ -528,7 +540,7 @@ def _settings(settings_args: dict):
 
 
 def _definitions(settings_args: dict, verbose: bool = False):
-    from assets.resources import hrm_home
+    from hrm_core.config import hrm_home
     from pipelines.definitions import build_definitions
     from pipelines.progress import cli_logger, log_file
     from pipelines.resources import resources_for_profile
@@ -576,7 +588,8 @@ def _execute_job(defs, settings_args: dict, job_name: str, config, instance) -> 
     and several at once (as the cluster runs one pod per partition), all writing the lake in
     parallel; the job then runs without ``raw_ohlcv``.
     """
-    from assets.resources import LakeWarehouse, hrm_home
+    from assets.resources import LakeWarehouse
+    from hrm_core.config import hrm_home
     from pipelines.jobs import JOB_ASSETS, discover_symbols, partition_range_tags, sync_symbol_partitions
 
     s3_client = defs.resources["s3"].get_client() if (config.data.path or "").startswith("s3://") else None

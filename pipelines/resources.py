@@ -16,8 +16,10 @@ from urllib.parse import urlsplit, urlunsplit
 from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
-from assets.resources import DvcResource, HRMSettings, LakeWarehouse, MlflowResource, hrm_home
+from assets.resources import DvcResource, HRMSettings, LakeWarehouse, MlflowResource
+from hrm_core.config import hrm_home
 from hrm_core.errors import ConfigError
+from pipelines.locations import ARTIFACTS_DIR, REGISTRY_FILE, WAREHOUSE_FILE
 from pipelines.storage import RunJsonIOManager
 
 
@@ -28,12 +30,12 @@ def local_resources(home: Path | None = None, project_dir: str = ".") -> dict:
     home.mkdir(parents=True, exist_ok=True)
     return {
         "settings": HRMSettings(project_dir=project_dir),
-        "warehouse": DuckDBResource(database=str(home / "warehouse.duckdb")),
+        "warehouse": DuckDBResource(database=str(home / WAREHOUSE_FILE)),
         "dvc": DvcResource(repo_dir=str(home), remote_url=str(home / "dvc-remote")),
         "s3": S3Resource(endpoint_url=os.environ.get("HRM_S3_ENDPOINT_URL")),
         "tracking": MlflowResource(
-            tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
-            artifact_location=(home / "mlartifacts").as_uri(),
+            tracking_uri=f"sqlite:///{home / REGISTRY_FILE}",
+            artifact_location=(home / ARTIFACTS_DIR).as_uri(),
         ),
         "io_manager": RunJsonIOManager(base_dir=str(home / "outputs")),
     }

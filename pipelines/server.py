@@ -28,7 +28,8 @@ from dagster_duckdb import DuckDBResource
 from assets.resources import HRMSettings, MlflowResource
 from hrm_core.errors import HRMError
 from hrm_core.model.serving import INPUT_NAMES, OUTPUT_COLUMNS
-from pipelines.serving import LoadedVersion, UnknownSymbol, latest_decisions, load_version
+from pipelines.decisions import LoadedVersion, UnknownSymbol
+from pipelines.serving import latest_decisions, load_version
 
 MAX_BODY_BYTES = 16 * 2**20
 log = logging.getLogger("hrm_trading.serve")

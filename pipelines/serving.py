@@ -3,75 +3,82 @@
 A version is loaded from the registry (``models:/hrm-trader@<alias>``) as its two served files,
 ``weights.npz`` and ``spec.json`` (``hrm_core/model/serving.py``). The download is checked before
 anything in it is read: a version holding a pickle is refused, and no code stored with a model is
-ever run here (a planted model would otherwise run its payload). The model is fed the windows it
-was trained on: the warehouse's features normalised with the statistics stored in the model's
-metadata, the sizing cap of the model's trading rules at that bar, and no position held, which is
-the state a fresh deployment decides from. ``pipelines/server.py`` serves the same over HTTP.
+ever run here (a planted model would otherwise run its payload). Checked files are kept in the
+cache (``served_cache.py``), from which a later ``predict`` decides without opening the registry
+while it has not changed. ``decisions.py`` makes the decisions; ``server.py`` serves them over HTTP.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import mlflow
-import numpy as np
 import yaml
 from dagster_duckdb import DuckDBResource
 
 from assets.resources import HRMSettings, LakeWarehouse, MlflowResource, warehouse_exists
-from hrm_core.config import TradingConfig
-from hrm_core.data.market import read_market_data
+from hrm_core.config import hrm_home
 from hrm_core.errors import HRMError
-from hrm_core.model.exposure import exposure_cap
-from hrm_core.model.serving import SPEC_FILE, WEIGHTS_FILE, ServedModel
-from hrm_core.vocabulary import ACTIONS
+from hrm_core.model.serving import SPEC_FILE, WEIGHTS_FILE
+from hrm_core.vocabulary import ALIAS_PRODUCTION, ALIAS_STAGING
+from pipelines.decisions import LoadedVersion, decide_latest
+from pipelines.locations import SERVED_DIR
+from pipelines.served_cache import ServedCache
 
 PICKLE_RULE = "served models are weights.npz and spec.json read as data, and never pickles"
 CODE_MODEL_LOADER = "mlflow.pyfunc.loaders.code_model"  # a models-from-code pyfunc: no pickled model
 PICKLE_SUFFIXES = {".pkl", ".pickle", ".pt", ".pth", ".pt2", ".joblib", ".ckpt"}
 
 
-@dataclass(frozen=True)
-class LoadedVersion:
-    """One registered version, ready to decide."""
-
-    name: str
-    alias: str
-    version: str
-    model: ServedModel
-    meta: dict
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}@{self.alias}"
-
-
-def load_served_files(uri: str) -> ServedModel:
-    """The version's served files, refusing a download that holds anything that would unpickle
-    (checked before any file is read)."""
+def load_served_files(uri: str) -> Path:
+    """Download a version and check it before any of its files is read: it must be a pyfunc from
+    code over the two served files, and hold nothing that would unpickle. Returns the folder."""
     local = Path(mlflow.artifacts.download_artifacts(uri))
     held = sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file())
     flavor = yaml.safe_load((local / "MLmodel").read_text()).get("flavors", {}).get("python_function") or {}
-    weights, spec = local / "artifacts" / WEIGHTS_FILE, local / "artifacts" / SPEC_FILE
+    files = [local / "artifacts" / name for name in (WEIGHTS_FILE, SPEC_FILE)]
     pickled = [name for name in held if Path(name).suffix in PICKLE_SUFFIXES]
-    plain = all(p.is_file() and not p.is_symlink() for p in (weights, spec))
+    plain = all(p.is_file() and not p.is_symlink() for p in files)
     if pickled or not plain or flavor.get("loader_module") != CODE_MODEL_LOADER:
         raise HRMError(f"{uri}: refused to load (rule: {PICKLE_RULE}); this version holds {held}")
-    return ServedModel.load(weights, spec)
+    return local / "artifacts"
+
+
+def served_cache(tracking: MlflowResource) -> ServedCache:
+    """The served files kept under ``HRM_HOME``; aliases are remembered for a local sqlite registry."""
+    uri = tracking.tracking_uri
+    registry = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    return ServedCache(hrm_home() / SERVED_DIR / tracking.model_name, registry)
 
 
 def load_version(tracking: MlflowResource, alias: str) -> LoadedVersion:
-    """The version that holds ``alias`` now, loaded (or a clear error when none does)."""
+    """The version that holds ``alias`` now, loaded (or a clear error when none does). Its files are
+    downloaded and checked once, then read from the cache."""
+    cache = served_cache(tracking)
+    state = cache.state()  # before the alias is read: a write in between leaves the record stale
     tracking.client()
-    version = tracking.version_with_alias(alias)
-    if version is None:
+    found = tracking.version_with_alias(alias)
+    if found is None:
         raise HRMError(no_version_message(tracking, alias))
-    uri = f"models:/{tracking.model_name}/{version.version}"
-    meta = mlflow.models.get_model_info(uri).metadata
-    return LoadedVersion(tracking.model_name, alias, str(version.version), load_served_files(uri), meta)
+    version = str(found.version)
+    if not cache.has(version):
+        uri = f"models:/{tracking.model_name}/{version}"
+        folder = load_served_files(uri)
+        meta = mlflow.models.get_model_info(uri).metadata
+        cache.store(version, folder / WEIGHTS_FILE, folder / SPEC_FILE, meta)
+    model, meta = cache.load(version)
+    cache.remember(state, alias, version)
+    return LoadedVersion(tracking.model_name, alias, version, model, meta)
+
+
+def warm_served_cache(tracking: MlflowResource) -> None:
+    """Load the versions that hold ``staging`` and ``production`` into the cache, so that the first
+    ``predict`` after a run needs no registry."""
+    for alias in (ALIAS_STAGING, ALIAS_PRODUCTION):
+        if tracking.version_with_alias(alias) is not None:
+            load_version(tracking, alias)
 
 
 def no_version_message(tracking: MlflowResource, alias: str) -> str:
@@ -107,52 +114,12 @@ def _reading(warehouse: DuckDBResource):
 def latest_decisions(
     loaded: LoadedVersion, warehouse: DuckDBResource, settings: HRMSettings, symbols: list[str] | None
 ) -> list[dict]:
-    """One decision per symbol (all symbols in the warehouse, or ``symbols``) at its latest bar.
-    The warehouse is the profile's, opened like the assets open it (retrying while a run writes)."""
-    meta = loaded.meta
-    config = settings.config()
+    """``decide_latest`` on the profile's warehouse, opened like the assets open it (retrying while
+    a run writes)."""
     if not warehouse_exists(warehouse):
         raise HRMError("the warehouse is empty; run `make run` (full_job) first")
-    normalization = {name: tuple(stats) for name, stats in meta["normalization"].items()}
     with _reading(warehouse) as con:
-        data = read_market_data(con, config, normalization, "NULL")
-    trained_on = (tuple(meta["feature_names"][0]), tuple(meta["feature_names"][1]))
-    if trained_on != (data.strategic_names, data.tactical_names):
-        raise HRMError(
-            f"{loaded.label}: the model reads features {trained_on}, the config gives "
-            f"{(data.strategic_names, data.tactical_names)}; use the config the model was trained with"
-        )
-    wanted = symbols or data.symbols
-    unknown = sorted(set(wanted) - set(data.symbols))
-    if unknown:
-        raise UnknownSymbol(
-            f"predict: unknown symbol {unknown[0]!r}; the warehouse has {', '.join(data.symbols)}"
-        )
-    rows = np.array([np.flatnonzero(data.symbol_id == data.symbols.index(s))[-1] for s in wanted])
-    strategic, tactical = data.windows(rows, meta["high_level_lookback"], meta["low_level_lookback"])
-    trading = TradingConfig.model_validate(meta["trading"])
-    cap = exposure_cap(data.close[rows], np.nan_to_num(data.atr[rows]), trading)
-    decision = loaded.model.decide(strategic, tactical, cap, np.zeros(len(rows)))
-    results = []
-    for symbol, t, row in zip(wanted, rows, decision, strict=True):
-        out = dict(zip(meta["output_columns"], row.tolist(), strict=True))
-        results.append(
-            {
-                "symbol": symbol,
-                "bar": str(data.ts[t])[:19],
-                "close": float(data.close[t]),
-                **out,
-                "action": ACTIONS[int(out["action"])],
-                "segments": int(out["segments"]),
-                "model": loaded.label,
-                "version": loaded.version,
-            }
-        )
-    return results
-
-
-class UnknownSymbol(HRMError):
-    """A symbol the warehouse does not hold."""
+        return decide_latest(loaded, con, settings.config(), symbols)
 
 
 def predict(

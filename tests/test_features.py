@@ -8,7 +8,7 @@ import talib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hrm_core.features.build import build_features
+from hrm_core.features.build import build_features, update_features
 from hrm_core.features.quality import nonfinite_counts, point_in_time_difference
 from hrm_core.features.registry import FEATURES, INDICATORS, model_features
 from tests.conftest import warehouse_with
@@ -139,5 +139,52 @@ def test_a_failed_build_leaves_the_previous_feature_table(daily_bars):
         build_features(con, source="clean.broken", rows_per_batch=1)
     after = con.execute("SELECT * FROM features.hierarchical ORDER BY symbol, ts").df()
     pd.testing.assert_frame_equal(after, before)
-    tables = con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'features'").fetchall()
-    assert tables == [("hierarchical",)]
+    tables = con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'features' ORDER BY 1"
+    ).fetchall()
+    assert tables == [("hierarchical",), ("hierarchical_state",)]  # no staging table left behind
+
+
+def table(con: duckdb.DuckDBPyConnection, name: str = "features.hierarchical") -> pd.DataFrame:
+    return con.execute(f"SELECT * FROM {name} ORDER BY symbol, ts").df()
+
+
+def test_an_incremental_update_computes_the_new_bars_only_and_equals_a_full_rebuild(daily_bars):
+    symbols = sorted(daily_bars["symbol"].unique())
+    con = warehouse_with(daily_bars)
+    cut = daily_bars["ts"].sort_values().iloc[-len(symbols) * 3]  # the last few bars of each symbol
+    con.execute("CREATE TABLE clean.later AS SELECT * FROM clean.ohlcv WHERE ts > ?", [cut])
+    con.execute("DELETE FROM clean.ohlcv WHERE ts > ?", [cut])
+    build_features(con)
+    con.execute("INSERT INTO clean.ohlcv SELECT * FROM clean.later")  # a daily ingest appends bars
+    new_rows = con.execute("SELECT count(*) FROM clean.later").fetchone()[0]
+    update = update_features(con)
+    assert not update.full and update.rebuilt == [] and update.appended == new_rows
+    incremental, state = table(con), table(con, "features.hierarchical_state")
+    build_features(con)
+    pd.testing.assert_frame_equal(incremental, table(con), check_exact=True)
+    pd.testing.assert_frame_equal(state, table(con, "features.hierarchical_state"), check_exact=True)
+    assert update_features(con).appended == 0  # nothing new: nothing computed
+
+
+def test_an_update_rebuilds_changed_new_and_short_symbols_and_drops_gone_ones(daily_bars):
+    con = warehouse_with(daily_bars)
+    first, second, third = sorted(daily_bars["symbol"].unique())[:3]
+    build_features(con)
+    con.execute(
+        "UPDATE clean.ohlcv SET close = close * 1.01 "
+        "WHERE symbol = ? AND ts = (SELECT min(ts) FROM clean.ohlcv)",
+        [first],
+    )
+    con.execute("DELETE FROM clean.ohlcv WHERE symbol = ?", [second])
+    con.execute(
+        "INSERT INTO clean.ohlcv SELECT 'NEW' AS symbol, * EXCLUDE (symbol) FROM clean.ohlcv "
+        "WHERE symbol = ? ORDER BY ts LIMIT 150",
+        [third],
+    )
+    update = update_features(con)
+    assert sorted(update.rebuilt) == sorted([first, "NEW"]) and update.appended == 0
+    incremental = table(con)
+    assert second not in set(incremental["symbol"])
+    build_features(con)
+    pd.testing.assert_frame_equal(incremental, table(con), check_exact=True)

@@ -160,19 +160,37 @@ def test_the_served_model_refuses_inputs_of_the_wrong_shape_or_with_nans(served,
         loaded.decide(strategic, tactical, cap, held)
 
 
-def test_predict_loads_the_registered_version_without_importing_torch(served):
+def predict_process(served) -> tuple[list[dict], set[str]]:
+    """``hrm-trading predict --json`` in a fresh process: its rows, and which of torch, MLflow and
+    Dagster it imported."""
     script = (
         "import sys; from pipelines.cli import main;"
         "code = main(['predict', '--json', '--config', sys.argv[1]]);"
-        "assert 'torch' not in sys.modules, 'predict imported torch'; raise SystemExit(code)"
+        "print(*[m for m in ('torch', 'mlflow', 'dagster') if m in sys.modules], file=sys.stderr);"
+        "raise SystemExit(code)"
     )
     env = {**os.environ, "HRM_HOME": str(served["home"])}
     done = subprocess.run(
         [sys.executable, "-c", script, str(served["config_path"])], env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-    rows = json.loads(done.stdout)
+    return json.loads(done.stdout), set(done.stderr.split())
+
+
+def test_predict_decides_torch_free_and_from_the_cache_until_the_registry_changes(served):
+    tracking = served["resources"]["tracking"]
+    rows, imported = predict_process(served)  # the registry has not been read yet: through MLflow
     assert {r["symbol"] for r in rows} == {"NASDAQ", "SP500"} and {r["version"] for r in rows} == {"1"}
+    assert "torch" not in imported and "mlflow" in imported
+    again, imported = predict_process(served)
+    assert again == rows and imported == set()  # nothing changed: the cache alone answers
+    version = served["register"](seed=4)
+    tracking.client().set_registered_model_alias(tracking.model_name, "production", version)
+    moved, imported = predict_process(served)  # the registry changed: asked again
+    assert {r["version"] for r in moved} == {version} and "mlflow" in imported
+    tracking.client().set_registered_model_alias(tracking.model_name, "production", "1")
+    back, _ = predict_process(served)
+    assert back == rows
 
 
 class Client:

@@ -1,38 +1,70 @@
-"""Build ``features.hierarchical`` from ``clean.ohlcv`` by running the group SQL files in order.
+"""Build ``features.hierarchical`` from ``clean.ohlcv``: DuckDB reads the bars and stores the
+table, the numba kernels (``kernels.py``) compute the features, and the calendar features are SQL.
 
-The SQL files live in ``sql/`` (one per feature group, run in file-name order); each group writes
-a temp table keyed by (symbol, n) and ``90_hierarchical.sql`` joins them in the view
-``hierarchical_batch``. Features never cross symbols, so the build runs over batches of whole
-symbols of about ``ROWS_PER_BATCH`` bars: memory stays bounded, and each batch is committed to a
-staging table on its own (one transaction holding every batch's uncommitted rows is markedly
-slower). The staging table replaces ``features.hierarchical`` in one final transaction, so a
-failed build leaves the previous feature table as it was.
+Features never cross symbols, so the build runs over batches of whole symbols of about
+``ROWS_PER_BATCH`` bars: memory stays bounded. A full build (``build_features``) appends each batch
+to a staging table that replaces the feature table in one final transaction, so a failed build
+leaves the previous table as it was.
+
+Beside the table, ``features.hierarchical_state`` keeps, per symbol, its last bar, the recurrences'
+values there, and a fingerprint of the bars it was built from. ``update_features`` uses it for a
+daily ingest: a symbol whose earlier bars are unchanged gets only its new bars computed, from the
+saved recurrences and the last ``HISTORY_BARS`` bars for the windows, and the result equals a full
+rebuild bit for bit (``tests/test_features.py``); any other symbol is rebuilt whole.
 """
 
 from __future__ import annotations
 
-from importlib.resources import files
+from dataclasses import dataclass
 
 import duckdb
+import numpy as np
+import pyarrow as pa
 
 from hrm_core.data.warehouse import transaction
+from hrm_core.features.kernels import HISTORY_BARS, KERNEL_COLUMNS, STATE_COLUMNS, batch_features
+from hrm_core.features.registry import FEATURES, INTEGER_FEATURES
 
-SQL_DIR = files("hrm_core.features") / "sql"
-STAGING_TABLE = "features.hierarchical_staging"
+TABLE, STATE_TABLE = "features.hierarchical", "features.hierarchical_state"
+STAGING_TABLE, STATE_STAGING = "features.hierarchical_staging", "features.hierarchical_state_staging"
 ROWS_PER_BATCH = 2_000_000
-TEMP_OBJECTS = (
-    ("VIEW", "hierarchical_batch"),
-    ("VIEW", "source_bars"),
-    *(("TABLE", t) for t in ("f_regime", "f_calendar", "f_volume", "f_volatility", "f_momentum", "f_trend")),
-    ("TABLE", "bars"),
-    ("TABLE", "batch_symbols"),
+BARS = "ts, open, high, low, close, volume"
+FINGERPRINT = "bit_xor(hash(ts, open, high, low, close, volume))"
+"""Per symbol, what its bars hash to: a changed, added or removed bar changes it."""
+CALENDAR_SQL = {
+    "s_dow_sin": "sin(2 * pi() * isodow(ts) / 7)",
+    "s_dow_cos": "cos(2 * pi() * isodow(ts) / 7)",
+    "s_month_sin": "sin(2 * pi() * (month(ts) - 1) / 12)",
+    "s_month_cos": "cos(2 * pi() * (month(ts) - 1) / 12)",
+    "s_time_of_day_sin": "sin(2 * pi() * (hour(ts) * 60 + minute(ts)) / 1440)",
+    "s_time_of_day_cos": "cos(2 * pi() * (hour(ts) * 60 + minute(ts)) / 1440)",
+}
+"""Day of week, month and UTC time of day on the unit circle (Friday next to Monday, 23:00 next to
+00:00): SQL expressions of the bar's timestamp."""
+
+
+def _column_sql(name: str) -> str:
+    if name in CALENDAR_SQL:
+        return f"{CALENDAR_SQL[name]} AS {name}"
+    return f"{name}::INTEGER AS {name}" if name in INTEGER_FEATURES else name
+
+
+SELECT_FEATURES = ", ".join(["symbol::VARCHAR AS symbol", "ts", *(_column_sql(f.name) for f in FEATURES)])
+"""The table's columns, in registry order, from a batch of kernel output."""
+STATE_SCHEMA = ", ".join(
+    ["symbol VARCHAR", "n BIGINT", "ts TIMESTAMP", "history_ts TIMESTAMP", "fingerprint UBIGINT"]
+    + [f"{name} DOUBLE" for name in STATE_COLUMNS]
 )
-"""Temp objects the builder and the group files create; dropped once the build ends."""
 
 
-def sql_files() -> list[str]:
-    """Names of the feature SQL files in execution order."""
-    return sorted(p.name for p in SQL_DIR.iterdir() if p.name[:2].isdigit())
+@dataclass
+class Update:
+    """What ``update_features`` did."""
+
+    rows: int  # rows in the table afterwards
+    appended: int  # rows computed from saved state (new bars of unchanged symbols)
+    rebuilt: list[str]  # symbols computed whole (new, changed, or too short to continue)
+    full: bool  # no usable state: a full build
 
 
 def build_features(
@@ -40,28 +72,75 @@ def build_features(
 ) -> int:
     """Compute every registered feature for the bars in ``source``; return the row count."""
     con.execute("CREATE SCHEMA IF NOT EXISTS features")
-    con.execute(f"DROP TABLE IF EXISTS {STAGING_TABLE}")
     try:
-        for i, symbols in enumerate(symbol_batches(con, source, rows_per_batch)):
-            _build_batch(con, source, symbols, first=i == 0)
+        _create(con, STAGING_TABLE, STATE_STAGING)
+        for symbols in symbol_batches(con, source, rows_per_batch):
+            _build_symbols(con, source, symbols, STAGING_TABLE, STATE_STAGING)
         with transaction(con):
-            con.execute("DROP TABLE IF EXISTS features.hierarchical")
-            con.execute(f"ALTER TABLE {STAGING_TABLE} RENAME TO hierarchical")
+            for table, staging in ((TABLE, STAGING_TABLE), (STATE_TABLE, STATE_STAGING)):
+                con.execute(f"DROP TABLE IF EXISTS {table}")
+                con.execute(f"ALTER TABLE {staging} RENAME TO {table.split('.')[1]}")
     finally:
         con.execute(f"DROP TABLE IF EXISTS {STAGING_TABLE}")
-        for kind, name in TEMP_OBJECTS:
-            con.execute(f"DROP {kind} IF EXISTS temp.{name}")
-    return con.execute("SELECT count(*) FROM features.hierarchical").fetchone()[0]
+        con.execute(f"DROP TABLE IF EXISTS {STATE_STAGING}")
+    return con.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
+
+
+def update_features(
+    con: duckdb.DuckDBPyConnection, source: str = "clean.ohlcv", rows_per_batch: int = ROWS_PER_BATCH
+) -> Update:
+    """Bring the table up to date with ``source`` by computing only what changed: new bars of
+    symbols whose earlier bars are unchanged continue from the saved state, other symbols are
+    rebuilt whole, symbols gone from ``source`` are dropped. One transaction; a full build when
+    there is no state yet."""
+    if not _exists(con, TABLE) or not _exists(con, STATE_TABLE):
+        return Update(build_features(con, source, rows_per_batch), 0, [], full=True)
+    plan = con.execute(
+        f"""
+        SELECT b.symbol, b.rows, b.new_rows, b.old_fingerprint = s.fingerprint AND b.old_rows = s.n + 1
+            AND s.n + 1 >= {HISTORY_BARS} AS continues
+        FROM (
+            SELECT src.symbol, count(*) AS rows,
+                   count(*) FILTER (WHERE src.ts > s.ts) AS new_rows,
+                   count(*) FILTER (WHERE src.ts <= s.ts) AS old_rows,
+                   bit_xor(hash(src.ts, open, high, low, close, volume)) FILTER (WHERE src.ts <= s.ts)
+                       AS old_fingerprint
+            FROM {source} AS src LEFT JOIN {STATE_TABLE} AS s USING (symbol)
+            GROUP BY src.symbol
+        ) AS b LEFT JOIN {STATE_TABLE} AS s USING (symbol)
+        ORDER BY b.symbol
+        """
+    ).fetchall()
+    present = {symbol for symbol, *_ in plan}
+    gone = [s for (s,) in con.execute(f"SELECT symbol FROM {STATE_TABLE}").fetchall() if s not in present]
+    continued = [symbol for symbol, _, new_rows, continues, *_ in plan if continues and new_rows]
+    rebuilt = [symbol for symbol, _, _, continues, *_ in plan if not continues]
+    with transaction(con):
+        for table in (TABLE, STATE_TABLE):
+            con.execute(
+                f"DELETE FROM {table} WHERE symbol IN (SELECT unnest(?::VARCHAR[]))", [gone + rebuilt]
+            )
+        for symbols in _batches_of(plan, rebuilt, rows_per_batch):
+            _build_symbols(con, source, symbols, TABLE, STATE_TABLE)
+        appended = 0
+        for symbols in _batches_of(plan, continued, rows_per_batch):
+            appended += _continue_symbols(con, source, symbols)
+    rows = con.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
+    return Update(rows, appended, rebuilt, full=False)
 
 
 def symbol_batches(con: duckdb.DuckDBPyConnection, source: str, rows_per_batch: int) -> list[list[str]]:
     """Whole symbols grouped into batches of at most ``rows_per_batch`` bars (a longer symbol is a
-    batch of its own); one empty batch when ``source`` is empty, so the table is still created."""
+    batch of its own)."""
     counts = con.execute(f"SELECT symbol, count(*) FROM {source} GROUP BY symbol ORDER BY symbol").fetchall()
-    batches: list[list[str]] = [[]]
+    return _group(counts, rows_per_batch)
+
+
+def _group(counts: list[tuple[str, int]], rows_per_batch: int) -> list[list[str]]:
+    batches: list[list[str]] = []
     rows = 0
     for symbol, count in counts:
-        if batches[-1] and rows + count > rows_per_batch:
+        if not batches or (batches[-1] and rows + count > rows_per_batch):
             batches.append([])
             rows = 0
         batches[-1].append(symbol)
@@ -69,16 +148,131 @@ def symbol_batches(con: duckdb.DuckDBPyConnection, source: str, rows_per_batch: 
     return batches
 
 
-def _build_batch(con: duckdb.DuckDBPyConnection, source: str, symbols: list[str], *, first: bool) -> None:
-    """Run the group files on ``symbols`` and append their features to the staging table."""
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE batch_symbols AS SELECT unnest(?::VARCHAR[]) AS symbol", [symbols]
+def _batches_of(plan: list[tuple], symbols: list[str], rows_per_batch: int) -> list[list[str]]:
+    wanted = set(symbols)
+    return _group([(s, rows) for s, rows, *_ in plan if s in wanted], rows_per_batch)
+
+
+def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    schema, name = table.split(".")
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+            [schema, name],
+        ).fetchone()[0]
     )
-    con.execute(
-        f"CREATE OR REPLACE TEMP VIEW source_bars AS "
-        f"SELECT * FROM {source} WHERE symbol IN (SELECT symbol FROM batch_symbols)"
+
+
+def _create(con: duckdb.DuckDBPyConnection, table: str, state_table: str) -> None:
+    """Empty feature and state tables of the right schema."""
+    columns = ["symbol VARCHAR", "ts TIMESTAMP"] + [
+        f"{f.name} {'INTEGER' if f.name in INTEGER_FEATURES else 'DOUBLE'}" for f in FEATURES
+    ]
+    con.execute(f"CREATE OR REPLACE TABLE {table} ({', '.join(columns)})")
+    con.execute(f"CREATE OR REPLACE TABLE {state_table} ({STATE_SCHEMA})")
+
+
+def _bars(con: duckdb.DuckDBPyConnection, query: str, params: list) -> dict[str, np.ndarray]:
+    bars = con.execute(query, params).fetchnumpy()
+    return {k: np.ascontiguousarray(v) for k, v in bars.items()}
+
+
+def _build_symbols(
+    con: duckdb.DuckDBPyConnection, source: str, symbols: list[str], table: str, state_table: str
+) -> None:
+    """Compute ``symbols`` whole and append their rows and states."""
+    counts = _fingerprints(con, source, symbols)
+    bars = _bars(
+        con,
+        f"SELECT {BARS} FROM {source} WHERE symbol IN (SELECT unnest(?::VARCHAR[])) ORDER BY symbol, ts",
+        [symbols],
     )
-    for name in sql_files():
-        con.execute((SQL_DIR / name).read_text())
-    write = f"CREATE TABLE {STAGING_TABLE} AS" if first else f"INSERT INTO {STAGING_TABLE}"
-    con.execute(f"{write} SELECT * FROM hierarchical_batch")
+    lengths = np.array([count for _, count, _ in counts], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    states = np.full((len(counts), len(STATE_COLUMNS)), np.nan)
+    zeros = np.zeros(len(counts), dtype=np.int64)
+    out = _run(bars, starts, zeros, zeros, states, starts)
+    _write(con, table, [s for s, *_ in counts], lengths, bars["ts"], out)
+    _write_state(con, state_table, counts, starts, bars["ts"], states, lengths - 1)
+
+
+def _continue_symbols(con: duckdb.DuckDBPyConnection, source: str, symbols: list[str]) -> int:
+    """Compute the new bars of ``symbols`` from their saved state and history; return the rows."""
+    saved = con.execute(
+        f"SELECT symbol, n, ts, history_ts, {', '.join(STATE_COLUMNS)} FROM {STATE_TABLE} "
+        "WHERE symbol IN (SELECT unnest(?::VARCHAR[])) ORDER BY symbol",
+        [symbols],
+    ).fetchall()
+    tail = (
+        f"FROM {source} AS src JOIN {STATE_TABLE} AS s USING (symbol) "
+        "WHERE src.symbol IN (SELECT unnest(?::VARCHAR[])) AND src.ts >= s.history_ts"
+    )  # the last HISTORY_BARS saved bars and the new ones
+    segments = con.execute(
+        f"SELECT src.symbol, count(*), count(*) FILTER (WHERE src.ts <= s.ts) {tail} "
+        "GROUP BY src.symbol ORDER BY src.symbol",
+        [symbols],
+    ).fetchall()
+    columns = ", ".join(f"src.{c}" for c in BARS.split(", "))
+    bars = _bars(con, f"SELECT {columns} {tail} ORDER BY src.symbol, src.ts", [symbols])
+    lengths = np.array([count for _, count, _ in segments], dtype=np.int64)
+    history = np.array([old for _, _, old in segments], dtype=np.int64)
+    last_n = np.array([n for _, n, *_ in saved], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    out_starts = np.concatenate([[0], np.cumsum(lengths - history)])
+    states = np.array([row[4:] for row in saved], dtype=np.float64)
+    first_n = last_n + 1 - history
+    out = _run(bars, starts, first_n, history, states, out_starts)
+    new_ts = np.concatenate(
+        [bars["ts"][a + k : b] for a, b, k in zip(starts[:-1], starts[1:], history, strict=True)]
+    )
+    _write(con, TABLE, symbols, lengths - history, new_ts, out)
+    fingerprints = _fingerprints(con, source, symbols)
+    con.execute(f"DELETE FROM {STATE_TABLE} WHERE symbol IN (SELECT unnest(?::VARCHAR[]))", [symbols])
+    _write_state(con, STATE_TABLE, fingerprints, starts, bars["ts"], states, last_n + lengths - history)
+    return int(out.shape[0])
+
+
+def _fingerprints(con: duckdb.DuckDBPyConnection, source: str, symbols: list[str]) -> list[tuple]:
+    """(symbol, bars, fingerprint) of each of ``symbols``, in symbol order."""
+    return con.execute(
+        f"SELECT symbol, count(*), {FINGERPRINT} FROM {source} "
+        "WHERE symbol IN (SELECT unnest(?::VARCHAR[])) GROUP BY symbol ORDER BY symbol",
+        [symbols],
+    ).fetchall()
+
+
+def _run(bars: dict, starts, first_n, out_from, states, out_starts) -> np.ndarray:
+    """The kernels on a batch: [output rows, len(KERNEL_COLUMNS)], column-major for the writer."""
+    out = np.empty((int(out_starts[-1]), len(KERNEL_COLUMNS)), order="F")
+    columns = (np.asarray(bars[k], dtype=np.float64) for k in ("open", "high", "low", "close", "volume"))
+    batch_features(*columns, starts, first_n, out_from, states, out_starts, out)
+    return out
+
+
+def _write(con: duckdb.DuckDBPyConnection, table: str, symbols: list[str], lengths, ts, out) -> None:
+    """Append kernel output (NaN stored as NULL) with the calendar features."""
+    codes = np.repeat(np.arange(len(symbols), dtype=np.int32), lengths)
+    batch = pa.table(
+        {
+            "symbol": pa.DictionaryArray.from_arrays(codes, pa.array(symbols, pa.string())),
+            "ts": pa.array(ts),
+            **{name: pa.array(out[:, j], from_pandas=True) for j, name in enumerate(KERNEL_COLUMNS)},
+        }
+    )
+    con.register("feature_batch", batch)
+    try:
+        con.execute(f"INSERT INTO {table} SELECT {SELECT_FEATURES} FROM feature_batch")
+    finally:
+        con.unregister("feature_batch")
+
+
+def _write_state(con, state_table: str, counts, starts, ts, states, last_n) -> None:
+    """Append each symbol's state at its last bar, and the fingerprint of its bars."""
+    rows = []
+    for s, (symbol, _, fingerprint) in enumerate(counts):
+        end = int(starts[s + 1])
+        history = ts[max(int(starts[s]), end - HISTORY_BARS)]
+        rows.append([symbol, int(last_n[s]), ts[end - 1], history, fingerprint, *states[s].tolist()])
+    if rows:
+        marks = ", ".join("?" * (5 + len(STATE_COLUMNS)))
+        con.executemany(f"INSERT INTO {state_table} VALUES ({marks})", rows)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
+
 import duckdb
 
 from hrm_core.config import LabelConfig
 from hrm_core.data.warehouse import transaction
-from hrm_core.features.build import SQL_DIR
+
+SQL_DIR = files("hrm_core.features") / "sql"
 
 TASKS = ("trend", "mean_reversion", "breakout", "adverse", "none")
 

@@ -1,7 +1,7 @@
-"""Every feature the warehouse computes: its name, SQL group, lookback and meaning.
+"""Every feature the warehouse computes: its name, group, lookback and meaning.
 
 ``lookback`` is the number of earlier bars a feature needs: it is NULL for the first ``lookback``
-bars of a symbol and finite from then on (the ``features_finite`` check holds the SQL to that).
+bars of a symbol and finite from then on (the ``features_finite`` check holds the kernels to that).
 Raw indicators that TA-Lib also computes keep TA-Lib's name and are tested against it; the model
 reads the normalised features, chosen through the config's indicator names (``INDICATORS``).
 """
@@ -27,7 +27,7 @@ class Feature:
 
 
 FEATURES: tuple[Feature, ...] = (
-    # trend.sql
+    # trend
     Feature("h_sma_50", "trend", 49, "simple moving average of close, 50 bars", "SMA(close, 50)"),
     Feature("h_sma_100", "trend", 99, "simple moving average of close, 100 bars", "SMA(close, 100)"),
     Feature("h_sma_200", "trend", 199, "simple moving average of close, 200 bars", "SMA(close, 200)"),
@@ -38,7 +38,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("h_trend_strength_50", "trend", 49, "R² of log close on time over 50 bars, signed by slope"),
     Feature("h_ret_100", "trend", 100, "log return over 100 bars"),
     Feature("h_zscore_100", "trend", 99, "z-score of close in its 100-bar window"),
-    # momentum.sql
+    # momentum
     Feature("l_ema_12", "momentum", 11, "exponential moving average of close, 12 bars", "EMA(close, 12)"),
     Feature("l_ema_26", "momentum", 25, "exponential moving average of close, 26 bars", "EMA(close, 26)"),
     Feature("l_macd", "momentum", 33, "MACD line (12, 26, 9)", "MACD(close, 12, 26, 9)[0]"),
@@ -56,7 +56,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("s_ret_5", "momentum", 5, "log return over 5 bars"),
     Feature("s_ret_10", "momentum", 10, "log return over 10 bars"),
     Feature("s_ret_20", "momentum", 20, "log return over 20 bars"),
-    # volatility.sql
+    # volatility
     Feature(
         "h_atr_20", "volatility", 20, "average true range, 20 bars (Wilder)", "ATR(high, low, close, 20)"
     ),
@@ -87,22 +87,24 @@ FEATURES: tuple[Feature, ...] = (
     Feature("l_range", "volatility", 0, "intrabar range (high - low) / close"),
     Feature("l_body", "volatility", 0, "bar body (close - open) / open"),
     Feature("l_gap", "volatility", 1, "opening gap open / previous close - 1"),
-    # volume.sql
+    # volume
     Feature("l_volume_z_20", "volume", 19, "z-score of log(1 + volume) over 20 bars"),
     Feature("l_volume_ratio_20", "volume", 19, "volume / 20-bar mean volume"),
-    # calendar.sql
+    # calendar (SQL expressions, build.CALENDAR_SQL)
     Feature("s_dow_sin", "calendar", 0, "day of week on the unit circle (sin)"),
     Feature("s_dow_cos", "calendar", 0, "day of week on the unit circle (cos)"),
     Feature("s_month_sin", "calendar", 0, "month on the unit circle (sin)"),
     Feature("s_month_cos", "calendar", 0, "month on the unit circle (cos)"),
     Feature("s_time_of_day_sin", "calendar", 0, "UTC time of day on the unit circle (sin)"),
     Feature("s_time_of_day_cos", "calendar", 0, "UTC time of day on the unit circle (cos)"),
-    # regime.sql
+    # regime
     Feature("h_vol_ratio_20_100", "regime", 100, "short / long realised volatility"),
     Feature("h_regime", "regime", 100, "regime code: 0 ranging, 1 trending, 2 volatile"),
 )
 
 BY_NAME = {feature.name: feature for feature in FEATURES}
+INTEGER_FEATURES = frozenset({"l_bb_squeeze", "h_regime"})
+"""A flag and a code, stored as INTEGER; every other feature is DOUBLE."""
 
 INDICATORS: dict[str, tuple[str, ...]] = {
     # strategic
