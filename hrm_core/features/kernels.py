@@ -52,9 +52,15 @@ H_VOL_RATIO_20_100, H_REGIME = _C["h_vol_ratio_20_100"], _C["h_regime"]
 STATE_COLUMNS = ("ema_12", "ema_26", "macd_fast", "macd_signal", "avg_gain", "avg_loss", "atr_20")
 """The recurrences' values at a symbol's last bar: what a build needs to continue the symbol."""
 EMA_12, EMA_26, MACD_FAST, MACD_SIGNAL, AVG_GAIN, AVG_LOSS, ATR_20 = range(len(STATE_COLUMNS))
-HISTORY_BARS = 219
-"""Bars before the first new one that a continued build reads: the longest window reaching back
-from a new bar (the squeeze's 100-bar minimum of 20-bar widths: 119 bars; the 200-bar max: 199)."""
+RESET = 256
+"""Bars between direct recomputations of the sliding sums, counted in the symbol's bar numbers."""
+HISTORY_BARS = RESET + 220
+"""Bars before the first new one that a continued build reads: back to the last reset, and the
+longest window reaching back from there (the squeeze's 100-bar minimum of 20-bar widths: 119 bars;
+the 200-bar max and mean: 200)."""
+FLAT = 1e-13
+"""A window whose squared deviations sum to less than this share of their scale is checked
+directly: a flat window's spread is exactly 0 (as SQL's is), not rounding noise."""
 
 # TA-Lib's seeding: a recurrence's first value is the mean of its first ``period`` inputs.
 EMA_12_SEED, EMA_26_SEED, MACD_SEED, SIGNAL_SEED, RSI_SEED, ATR_SEED = 11, 25, 25, 33, 14, 20
@@ -105,27 +111,117 @@ def _std(x: np.ndarray, end: int, window: int, ddof: int) -> float:
     if _flat(x, end, window):
         return 0.0
     mean = _mean(x, end, window)
-    start = end - window + 1
-    squares = np.empty(window)
-    for j in range(window):
-        squares[j] = (x[start + j] - mean) ** 2
-    return math.sqrt(_sum(squares, 0, window) / (window - ddof))
+    a0 = a1 = a2 = a3 = 0.0
+    j = end - window + 1
+    while j + 4 <= end + 1:
+        a0 += (x[j] - mean) ** 2
+        a1 += (x[j + 1] - mean) ** 2
+        a2 += (x[j + 2] - mean) ** 2
+        a3 += (x[j + 3] - mean) ** 2
+        j += 4
+    while j <= end:
+        a0 += (x[j] - mean) ** 2
+        j += 1
+    return math.sqrt(((a0 + a1) + (a2 + a3)) / (window - ddof))
 
 
 @numba.njit(cache=True)
-def _trend_strength(log_close: np.ndarray, end: int, window: int) -> float:
-    """corr(ln close, bar) · |corr| over the window: R² signed by the slope; 0 for a flat window."""
-    if _flat(log_close, end, window):
+def _moments(x: np.ndarray, window: int, first_n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per bar, the mean and the sum of squared deviations (m2) of the ``window`` values ending
+    there (NaN until the window is full): sums of deviations from the value at the last reset,
+    slid one bar at a time and recomputed directly at every reset (``RESET``)."""
+    m = x.size
+    mean, m2 = np.full(m, NAN), np.full(m, NAN)
+    shift = s = q = 0.0
+    for i in range(m):
+        if i == 0 or (first_n + i) % RESET == 0:
+            shift, s, q = x[i], 0.0, 0.0
+            for j in range(max(0, i - window + 1), i + 1):
+                d = x[j] - shift
+                s += d
+                q += d * d
+        else:
+            d = x[i] - shift
+            s += d
+            q += d * d
+            if i >= window:
+                d = x[i - window] - shift
+                s -= d
+                q -= d * d
+        if i < window - 1:
+            continue
+        mean[i] = shift + s / window
+        m2[i] = q - s * s / window
+        if m2[i] <= FLAT * q:  # a flat window, or one too close to flat for the sums
+            m2[i] = _std(x, i, window, 0) ** 2 * window
+    return mean, m2
+
+
+@numba.njit(cache=True)
+def _extreme(x: np.ndarray, window: int, largest: bool) -> np.ndarray:
+    """Per bar, the largest (or smallest) of the ``window`` values ending there, by a monotonic
+    queue of indices (exact: it only compares)."""
+    m = x.size
+    out = np.full(m, NAN)
+    queue = np.empty(m, np.int64)
+    head = tail = 0
+    for i in range(m):
+        while tail > head and (x[queue[tail - 1]] <= x[i] if largest else x[queue[tail - 1]] >= x[i]):
+            tail -= 1
+        queue[tail] = i
+        tail += 1
+        if queue[head] <= i - window:
+            head += 1
+        if i >= window - 1:
+            out[i] = x[queue[head]]
+    return out
+
+
+@numba.njit(cache=True)
+def _trend_strength(y: np.ndarray, window: int, first_n: int) -> np.ndarray:
+    """Per bar, corr(y, bar) · |corr| over the ``window`` bars ending there (R² of the regression
+    of y on time, signed by its slope); 0 for a flat window. Sliding sums of d = y − shift, of d²
+    and of k·d (k: the bar's place in the window), recomputed at every reset."""
+    m = y.size
+    out = np.full(m, NAN)
+    mean_k = (window - 1) / 2.0
+    var_k = window * (window * window - 1) / 12.0  # Σ (k − mean_k)²
+    shift = s = q = t = 0.0
+    for i in range(window - 1, m):
+        if i == window - 1 or (first_n + i) % RESET == 0:
+            shift, s, q, t = y[i], 0.0, 0.0, 0.0
+            for k in range(window):
+                d = y[i - window + 1 + k] - shift
+                s += d
+                q += d * d
+                t += k * d
+        else:
+            gone, new = y[i - window] - shift, y[i] - shift
+            t = t - (s - gone) + (window - 1) * new  # every other bar's place moves down by one
+            s += new - gone
+            q += new * new - gone * gone
+        m2 = q - s * s / window
+        if m2 <= FLAT * q:
+            out[i] = _direct_trend_strength(y, i, window)
+            continue
+        corr = (t - mean_k * s) / math.sqrt(m2 * var_k)
+        out[i] = corr * abs(corr)
+    return out
+
+
+@numba.njit(cache=True)
+def _direct_trend_strength(y: np.ndarray, end: int, window: int) -> float:
+    """``_trend_strength`` of one window, two-pass (for flat or nearly flat windows)."""
+    if _flat(y, end, window):
         return 0.0
-    mean_y = _mean(log_close, end, window)
-    mean_t = (window - 1) / 2.0
+    mean_y = _mean(y, end, window)
+    mean_k = (window - 1) / 2.0
     cov = var_y = 0.0
     for k in range(window):
-        dy = log_close[end - window + 1 + k] - mean_y
-        cov += dy * (k - mean_t)
+        dy = y[end - window + 1 + k] - mean_y
+        cov += dy * (k - mean_k)
         var_y += dy * dy
-    var_t = window * (window * window - 1) / 12.0
-    corr = cov / math.sqrt(var_y * var_t)
+    corr = cov / math.sqrt(var_y * window * (window * window - 1) / 12.0)
     return corr * abs(corr)
 
 
@@ -170,10 +266,20 @@ def symbol_features(o, h, lo, c, v, first_n, out_from, state, out) -> None:
         gain[i] = max(c[i] - c[i - 1], 0.0)
         loss[i] = max(c[i - 1] - c[i], 0.0)
         true_range[i] = max(h[i] - lo[i], abs(h[i] - c[i - 1]), abs(lo[i] - c[i - 1]))
-    width = np.full(m, NAN)
-    for i in range(max(0, out_from - 100), m):
-        if first_n + i >= 19:
-            width[i] = 4.0 * _std(c, i, 20, 0) / _mean(c, i, 20)
+    log_ret_sums = log_ret.copy()
+    log_ret_sums[0] = 0.0  # no return before the first bar read; windows that hold it are masked
+    mean_20, m2_20 = _moments(c, 20, first_n)
+    mean_50, _ = _moments(c, 50, first_n)
+    mean_100, m2_100 = _moments(c, 100, first_n)
+    mean_200, _ = _moments(c, 200, first_n)
+    max_200 = _extreme(c, 200, True)
+    trend_50 = _trend_strength(log_close, 50, first_n)
+    _, ret_m2_20 = _moments(log_ret_sums, 20, first_n)
+    _, ret_m2_100 = _moments(log_ret_sums, 100, first_n)
+    mean_log_volume, log_volume_m2 = _moments(log_volume, 20, first_n)
+    mean_volume, _ = _moments(v, 20, first_n)
+    width = 4.0 * np.sqrt(m2_20 / 20.0) / mean_20
+    min_width_100 = _extreme(width, 100, False)
     # the MACD line from its seed on, for the signal's seed (its first 9 values)
     macd = np.full(m, NAN)
     for i in range(out_from, m):
@@ -182,22 +288,21 @@ def symbol_features(o, h, lo, c, v, first_n, out_from, state, out) -> None:
         row[:] = NAN
         # trend
         if n >= 49:
-            row[H_SMA_50] = _mean(c, i, 50)
-            row[H_SMA_50_RATIO] = c[i] / row[H_SMA_50] - 1.0
-            row[H_TREND_STRENGTH_50] = _trend_strength(log_close, i, 50)
+            row[H_SMA_50] = mean_50[i]
+            row[H_SMA_50_RATIO] = c[i] / mean_50[i] - 1.0
+            row[H_TREND_STRENGTH_50] = trend_50[i]
         if n >= 99:
-            mean_100 = _mean(c, i, 100)
-            sd_100 = _std(c, i, 100, 0)
-            row[H_SMA_100] = mean_100
-            row[H_SMA_100_RATIO] = c[i] / mean_100 - 1.0
-            row[H_ZSCORE_100] = (c[i] - mean_100) / sd_100 if sd_100 != 0.0 else 0.0
+            sd_100 = math.sqrt(m2_100[i] / 100.0)
+            row[H_SMA_100] = mean_100[i]
+            row[H_SMA_100_RATIO] = c[i] / mean_100[i] - 1.0
+            row[H_ZSCORE_100] = (c[i] - mean_100[i]) / sd_100 if sd_100 != 0.0 else 0.0
         if n >= 199:
-            row[H_SMA_200] = _mean(c, i, 200)
-            row[H_SMA_200_RATIO] = c[i] / row[H_SMA_200] - 1.0
-            row[H_SMA_50_200_SPREAD] = row[H_SMA_50] / row[H_SMA_200] - 1.0
-            row[H_DRAWDOWN_200] = c[i] / c[i - 199 : i + 1].max() - 1.0
+            row[H_SMA_200] = mean_200[i]
+            row[H_SMA_200_RATIO] = c[i] / mean_200[i] - 1.0
+            row[H_SMA_50_200_SPREAD] = mean_50[i] / mean_200[i] - 1.0
+            row[H_DRAWDOWN_200] = c[i] / max_200[i] - 1.0
         if n >= 100:
-            row[H_RET_100] = math.log(c[i] / c[i - 100])
+            row[H_RET_100] = log_close[i] - log_close[i - 100]
         # momentum: TA-Lib's EMA(12), EMA(26), MACD(12, 26, 9) and RSI(14) recurrences
         state[EMA_12] = _seed_or_step(c, i, n, EMA_12_SEED, 12, state[EMA_12], 2.0 / 13.0)
         state[EMA_26] = _seed_or_step(c, i, n, EMA_26_SEED, 26, state[EMA_26], 2.0 / 27.0)
@@ -225,7 +330,7 @@ def symbol_features(o, h, lo, c, v, first_n, out_from, state, out) -> None:
             row[L_RSI_14_NORM] = rsi / 50.0 - 1.0
         for lag, column in ((1, S_RET_1), (5, S_RET_5), (10, S_RET_10), (20, S_RET_20)):
             if n >= lag:
-                row[column] = math.log(c[i] / c[i - lag])
+                row[column] = log_close[i] - log_close[i - lag]
         if n >= 5:
             row[L_MOM_5] = c[i] - c[i - 5]
             row[L_MOM_5_PCT] = c[i] / c[i - 5] - 1.0
@@ -235,25 +340,23 @@ def symbol_features(o, h, lo, c, v, first_n, out_from, state, out) -> None:
             row[H_ATR_20] = state[ATR_20]
             row[H_ATR_20_PCT] = state[ATR_20] / c[i]
         if n >= 19:
-            middle = _mean(c, i, 20)
-            spread = 2.0 * _std(c, i, 20, 0)
+            middle = mean_20[i]
+            spread = 2.0 * math.sqrt(m2_20[i] / 20.0)
             upper, lower = middle + spread, middle - spread
             row[L_BB_UPPER], row[L_BB_MIDDLE], row[L_BB_LOWER] = upper, middle, lower
             row[L_BB_PCTB] = (c[i] - lower) / (upper - lower) if upper != lower else 0.5
             row[L_BB_WIDTH] = width[i]
-            mean_log_volume = _mean(log_volume, i, 20)
-            sd_log_volume = _std(log_volume, i, 20, 1)
+            sd_log_volume = math.sqrt(log_volume_m2[i] / 19.0)
             row[L_VOLUME_Z_20] = (
-                (log_volume[i] - mean_log_volume) / sd_log_volume if sd_log_volume != 0.0 else 0.0
+                (log_volume[i] - mean_log_volume[i]) / sd_log_volume if sd_log_volume != 0.0 else 0.0
             )
-            mean_volume = _mean(v, i, 20)
-            row[L_VOLUME_RATIO_20] = v[i] / mean_volume if mean_volume != 0.0 else 1.0
+            row[L_VOLUME_RATIO_20] = v[i] / mean_volume[i] if mean_volume[i] != 0.0 else 1.0
         if n >= 118:
-            row[L_BB_SQUEEZE] = 1.0 if width[i] <= 1.1 * width[i - 99 : i + 1].min() else 0.0
+            row[L_BB_SQUEEZE] = 1.0 if width[i] <= 1.1 * min_width_100[i] else 0.0
         if n >= 20:
-            row[L_VOL_20] = _std(log_ret, i, 20, 1)
+            row[L_VOL_20] = math.sqrt(ret_m2_20[i] / 19.0)
         if n >= 100:
-            row[H_VOL_100] = _std(log_ret, i, 100, 1)
+            row[H_VOL_100] = math.sqrt(ret_m2_100[i] / 99.0)
             ratio = row[L_VOL_20] / row[H_VOL_100] if row[H_VOL_100] != 0.0 else 1.0
             row[H_VOL_RATIO_20_100] = ratio
             if ratio > VOLATILE_RATIO:
