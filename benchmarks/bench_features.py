@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 from memory import PeakRSS
 
 IMPLEMENTATIONS = {"duckdb": "run_duckdb", "reference": "run_reference", "polars": "run_polars"}
@@ -35,49 +36,63 @@ def generated_bars(symbols: int, bars: int):
     return frame
 
 
-def warehouse(folder: str, frame):
+def connect(folder: str):
+    """The benchmark's warehouse: 2 threads, DuckDB's buffer memory limited to 3 GB."""
     import duckdb
 
-    from hrm_core.data.warehouse import ensure_tables
-
-    Path(folder).mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(Path(folder) / "bench.duckdb"))
     con.execute("SET threads = 2")
     con.execute("SET memory_limit = '3GB'")
     con.execute(f"SET temp_directory = '{folder}/spill'")
+    return con
+
+
+def prepare(folder: str, symbols: int, bars: int, keep: int | None = None) -> None:
+    """Write ``clean.ohlcv`` of generated bars to a warehouse file (in a process of its own, so
+    that the build's memory is measured from a fresh start); ``keep``: that many symbols only."""
+    from hrm_core.data.warehouse import ensure_tables
+
+    frame = generated_bars(symbols, bars)
+    if keep is not None:
+        frame = frame[frame["symbol"].isin(sorted(frame["symbol"].unique())[:keep])]
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    con = connect(folder)
     ensure_tables(con)
     con.register("generated", frame)
     con.execute("INSERT INTO clean.ohlcv SELECT * FROM generated")
-    con.unregister("generated")
     con.execute("CHECKPOINT")
-    return con
+    con.close()
 
 
 def run_duckdb(symbols: int, bars: int) -> dict:
     """The full build, then an incremental update with one new bar per symbol."""
-    import pandas as pd
+    from multiprocessing import get_context
 
     from hrm_core.features.build import build_features, update_features
     from hrm_core.features.registry import FEATURES
 
     with tempfile.TemporaryDirectory() as tmp:
-        frame = generated_bars(symbols, bars)
-        small = warehouse(tmp + "/warm", frame[frame["symbol"] == frame["symbol"].iloc[0]].head(300))
+        spawn = get_context("spawn")
+        for folder, keep in ((tmp + "/warm", 1), (tmp, None)):
+            writer = spawn.Process(target=prepare, args=(folder, symbols, bars, keep))
+            writer.start()
+            writer.join()
+        small = connect(tmp + "/warm")
         start = time.perf_counter()
         build_features(small)  # loads the cached kernels (compiles them on the very first run)
         warm_up = time.perf_counter() - start
-        con = warehouse(tmp, frame)
-        last = frame.groupby("symbol").tail(1).copy()
-        del frame
+        small.close()
+        con = connect(tmp)
+        before = psutil.Process().memory_info().rss
         with PeakRSS() as memory:
             start = time.perf_counter()
             rows = build_features(con)
             con.execute("CHECKPOINT")
             seconds = time.perf_counter() - start
-        last["ts"] += pd.Timedelta(days=1)  # the next day's bar for every symbol
-        last["close"] *= 1.001
-        con.register("daily", last)
-        con.execute("INSERT INTO clean.ohlcv SELECT * FROM daily")
+        con.execute(  # one new bar, the next day's, for every symbol
+            "INSERT INTO clean.ohlcv SELECT symbol, ts + INTERVAL 1 DAY, open, high, low, close * 1.001, "
+            "volume FROM clean.ohlcv QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY ts DESC) = 1"
+        )
         start = time.perf_counter()
         update = update_features(con)
         con.execute("CHECKPOINT")
@@ -90,6 +105,7 @@ def run_duckdb(symbols: int, bars: int) -> dict:
         "seconds": seconds,
         "peak_rss": memory.peak,
         "warm_up": warm_up,
+        "rss_before": before,
         "incremental_seconds": incremental,
         "incremental_rows": update.appended,
         "incremental_rebuilt": len(update.rebuilt),

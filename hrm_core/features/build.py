@@ -15,6 +15,7 @@ rebuild bit for bit (``tests/test_features.py``); any other symbol is rebuilt wh
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import duckdb
@@ -27,7 +28,7 @@ from hrm_core.features.registry import FEATURES, INTEGER_FEATURES
 
 TABLE, STATE_TABLE = "features.hierarchical", "features.hierarchical_state"
 STAGING_TABLE, STATE_STAGING = "features.hierarchical_staging", "features.hierarchical_state_staging"
-ROWS_PER_BATCH = 2_000_000
+ROWS_PER_BATCH = 1_000_000
 BARS = "ts, open, high, low, close, volume"
 FINGERPRINT = "bit_xor(hash(ts, open, high, low, close, volume))"
 """Per symbol, what its bars hash to: a changed, added or removed bar changes it."""
@@ -74,8 +75,7 @@ def build_features(
     con.execute("CREATE SCHEMA IF NOT EXISTS features")
     try:
         _create(con, STAGING_TABLE, STATE_STAGING)
-        for symbols in symbol_batches(con, source, rows_per_batch):
-            _build_symbols(con, source, symbols, STAGING_TABLE, STATE_STAGING)
+        _build_batches(con, source, symbol_batches(con, source, rows_per_batch), STAGING_TABLE, STATE_STAGING)
         with transaction(con):
             for table, staging in ((TABLE, STAGING_TABLE), (STATE_TABLE, STATE_STAGING)):
                 con.execute(f"DROP TABLE IF EXISTS {table}")
@@ -120,8 +120,7 @@ def update_features(
             con.execute(
                 f"DELETE FROM {table} WHERE symbol IN (SELECT unnest(?::VARCHAR[]))", [gone + rebuilt]
             )
-        for symbols in _batches_of(plan, rebuilt, rows_per_batch):
-            _build_symbols(con, source, symbols, TABLE, STATE_TABLE)
+        _build_batches(con, source, _batches_of(plan, rebuilt, rows_per_batch), TABLE, STATE_TABLE)
         appended = 0
         for symbols in _batches_of(plan, continued, rows_per_batch):
             appended += _continue_symbols(con, source, symbols)
@@ -177,10 +176,39 @@ def _bars(con: duckdb.DuckDBPyConnection, query: str, params: list) -> dict[str,
     return {k: np.ascontiguousarray(v) for k, v in bars.items()}
 
 
-def _build_symbols(
-    con: duckdb.DuckDBPyConnection, source: str, symbols: list[str], table: str, state_table: str
+def _build_batches(
+    con: duckdb.DuckDBPyConnection, source: str, batches: list[list[str]], table: str, state_table: str
 ) -> None:
-    """Compute ``symbols`` whole and append their rows and states."""
+    """Compute each batch of symbols whole and append their rows and states. The kernels of the
+    next batch run in a worker thread (they hold no GIL) while DuckDB stores the current one, so
+    on two cores the store, the build's largest part, hides the computation."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for symbols in batches:
+            batch = _read_symbols(con, source, symbols)
+            computing = pool.submit(
+                _run, batch.bars, batch.starts, batch.zeros, batch.zeros, batch.states, batch.starts
+            )
+            if pending is not None:
+                _store(con, table, state_table, *pending)
+            pending = (batch, computing)
+        if pending is not None:
+            _store(con, table, state_table, *pending)
+
+
+@dataclass
+class _Batch:
+    """Whole symbols' bars as read, ready for the kernels."""
+
+    counts: list[tuple]  # (symbol, bars, fingerprint)
+    bars: dict[str, np.ndarray]
+    lengths: np.ndarray
+    starts: np.ndarray
+    zeros: np.ndarray
+    states: np.ndarray
+
+
+def _read_symbols(con: duckdb.DuckDBPyConnection, source: str, symbols: list[str]) -> _Batch:
     counts = _fingerprints(con, source, symbols)
     bars = _bars(
         con,
@@ -188,12 +216,24 @@ def _build_symbols(
         [symbols],
     )
     lengths = np.array([count for _, count, _ in counts], dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(lengths)])
-    states = np.full((len(counts), len(STATE_COLUMNS)), np.nan)
-    zeros = np.zeros(len(counts), dtype=np.int64)
-    out = _run(bars, starts, zeros, zeros, states, starts)
-    _write(con, table, [s for s, *_ in counts], lengths, bars["ts"], out)
-    _write_state(con, state_table, counts, starts, bars["ts"], states, lengths - 1)
+    return _Batch(
+        counts=counts,
+        bars=bars,
+        lengths=lengths,
+        starts=np.concatenate([[0], np.cumsum(lengths)]),
+        zeros=np.zeros(len(counts), dtype=np.int64),
+        states=np.full((len(counts), len(STATE_COLUMNS)), np.nan),
+    )
+
+
+def _store(
+    con: duckdb.DuckDBPyConnection, table: str, state_table: str, batch: _Batch, computing: Future
+) -> None:
+    out = computing.result()
+    _write(con, table, [s for s, *_ in batch.counts], batch.lengths, batch.bars["ts"], out)
+    _write_state(
+        con, state_table, batch.counts, batch.starts, batch.bars["ts"], batch.states, batch.lengths - 1
+    )
 
 
 def _continue_symbols(con: duckdb.DuckDBPyConnection, source: str, symbols: list[str]) -> int:
@@ -268,11 +308,20 @@ def _write(con: duckdb.DuckDBPyConnection, table: str, symbols: list[str], lengt
 
 def _write_state(con, state_table: str, counts, starts, ts, states, last_n) -> None:
     """Append each symbol's state at its last bar, and the fingerprint of its bars."""
-    rows = []
-    for s, (symbol, _, fingerprint) in enumerate(counts):
-        end = int(starts[s + 1])
-        history = ts[max(int(starts[s]), end - HISTORY_BARS)]
-        rows.append([symbol, int(last_n[s]), ts[end - 1], history, fingerprint, *states[s].tolist()])
-    if rows:
-        marks = ", ".join("?" * (5 + len(STATE_COLUMNS)))
-        con.executemany(f"INSERT INTO {state_table} VALUES ({marks})", rows)
+    ends = np.asarray(starts[1:], dtype=np.int64)
+    history = np.maximum(np.asarray(starts[:-1], dtype=np.int64), ends - HISTORY_BARS)
+    rows = pa.table(
+        {
+            "symbol": pa.array([symbol for symbol, *_ in counts], pa.string()),
+            "n": pa.array(np.asarray(last_n, dtype=np.int64)),
+            "ts": pa.array(ts[ends - 1]),
+            "history_ts": pa.array(ts[history]),
+            "fingerprint": pa.array([fingerprint for *_, fingerprint in counts], pa.uint64()),
+            **{name: pa.array(states[:, j]) for j, name in enumerate(STATE_COLUMNS)},
+        }
+    )
+    con.register("state_batch", rows)
+    try:
+        con.execute(f"INSERT INTO {state_table} SELECT * FROM state_batch")
+    finally:
+        con.unregister("state_batch")

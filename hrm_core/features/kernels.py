@@ -371,7 +371,7 @@ def symbol_features(o, h, lo, c, v, first_n, out_from, state, out) -> None:
             row[L_GAP] = o[i] / c[i - 1] - 1.0
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def batch_features(o, h, lo, c, v, starts, first_n, out_from, states, out_starts, out) -> None:
     """``symbol_features`` for every symbol of a batch, in parallel: symbol s holds input rows
     ``starts[s]:starts[s + 1]`` (its first bar being its bar ``first_n[s]``), writes its rows

@@ -296,7 +296,7 @@ def _heads(z_H: np.ndarray, z_L: np.ndarray, head_w, head_b, regime_w, regime_b,
         out[REGIME_0 + r] = acc
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=True, nogil=True)  # without the GIL: a server decides in parallel
 def _run_segments(x_H, x_L, z_H, z_L, H, L, head_w, head_b, regime_w, regime_b,
                   heads, H_cycles, L_cycles, segments, act, update_H):  # fmt: skip
     """``run_segments`` at inference for a batch: every segment updates each sample's carry

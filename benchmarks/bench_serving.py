@@ -1,0 +1,268 @@
+"""Serving benchmark: the CPU preset's HRM (3×7 cycles, ``halt_max_steps`` 8, untrained so that
+every decision runs all 8 segments) registered in a temporary home on the sample data.
+
+1. Format: a fresh process loading the served version and deciding for two symbols, for the
+   served files (``weights.npz`` through the numba kernels), the same weights in eager torch, and a
+   ``torch.export`` program of the same decision (the previous format; ``--skip-export`` skips
+   its export, which takes minutes).
+2. ``hrm-trading predict`` wall time, cold: through the registry (the first after a change) and
+   from the served cache.
+3. ``hrm-trading serve`` under load: ``POST /invocations`` at batch 1 from 1 and 8 concurrent
+   clients (keep-alive connections, threads of one client process), ``--seconds`` each:
+   decisions/s and p50 / p99 latency.
+
+    python benchmarks/bench_serving.py [--seconds 10] [--skip-export]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import mlflow
+import numpy as np
+import torch
+
+from assets.registry import log_served_model
+from hrm_core.config import load_config
+from hrm_core.data.market import load_market_data
+from hrm_core.model.act import run_segments
+from hrm_core.model.exposure import action_of, next_position
+from hrm_core.model.trader import MarketInputs
+from hrm_core.training.api import prepare_warehouse
+from hrm_core.training.trainer import build_model
+from pipelines.resources import local_resources
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "hrm_cpu_small.yaml"
+
+
+class ExportedDecision(torch.nn.Module):
+    """The decision as one traced graph (all segments run, halting by masks): the exported format."""
+
+    def __init__(self, model, segments: int, band: float) -> None:
+        super().__init__()
+        self.model, self.segments, self.band = model.eval(), segments, band
+
+    def forward(self, strategic, tactical, cap, held):
+        run = run_segments(
+            self.model, MarketInputs(strategic, tactical), self.segments, True, stop_when_all_halted=False
+        )
+        target = run.final.signal * cap
+        position = next_position(target, held, self.band)
+        return torch.stack([action_of(position, held).float(), target, position, run.steps.float()], -1)
+
+
+def registered_home(home: Path) -> dict:
+    """A home with the sample warehouse and the CPU preset's HRM as version 1, alias production."""
+    os.environ["HRM_HOME"] = str(home)
+    config = load_config(CONFIG, model={"halt_max_steps": 8})
+    resources = local_resources(home)
+    con = duckdb.connect(resources["warehouse"].database)
+    prepare_warehouse(config, con)
+    data = load_market_data(con, config, 0)
+    con.close()
+    torch.manual_seed(0)
+    model = build_model(config, data).eval()
+    last = config.training.curriculum[-1]
+    model.set_cycles(last.H_cycles, last.L_cycles)
+    saved = {
+        "feature_names": [list(data.strategic_names), list(data.tactical_names)],
+        "normalization": {k: list(v) for k, v in data.normalization.items()},
+        "fold": 0,
+    }
+    tracking = resources["tracking"]
+    tracking.client()
+    tracking.experiment_id()
+    with mlflow.start_run():
+        info = log_served_model(home / "served-files", model, config, saved)
+    version = mlflow.register_model(info.model_uri, tracking.model_name).version
+    tracking.client().set_registered_model_alias(tracking.model_name, "production", version)
+    config_path = home / "preset.yaml"
+    config_path.write_text(CONFIG.read_text().replace("halt_max_steps: 4", "halt_max_steps: 8"))
+    hf = config.hierarchical_features
+    rows = data.decision_rows("test", hf.high_level_lookback)
+    return {"config": config, "config_path": config_path, "data": data, "model": model, "rows": rows}
+
+
+LOAD_SCRIPTS = {
+    "served files (numba)": """
+from pathlib import Path; import numpy as np
+from hrm_core.model.serving import ServedModel
+m = ServedModel.load(Path('{folder}/weights.npz'), Path('{folder}/spec.json'))
+s, t = np.load('{folder}/windows.npz').values()
+m.decide(s, t, np.ones(2), np.zeros(2))
+""",
+    "eager torch": """
+from pathlib import Path; import json, numpy as np, torch
+from hrm_core.config import HRMConfig
+from hrm_core.model.agent import HRMTradingAgent
+from hrm_core.model.build import build_model_for
+from hrm_core.model.trader import MarketInputs
+spec = json.loads(Path('{folder}/spec.json').read_text())
+config = HRMConfig.model_validate(spec['config'])
+model = build_model_for(config, *spec['feature_names'])
+model.load_state_dict({{k: torch.from_numpy(v) for k, v in np.load('{folder}/weights.npz').items()}})
+model.set_cycles(*spec['cycles'])
+s, t = np.load('{folder}/windows.npz').values()
+agent = HRMTradingAgent(model.eval(), config, act=True, compiled=False)
+agent.decide(MarketInputs(torch.from_numpy(s), torch.from_numpy(t)), torch.ones(2), torch.zeros(2))
+""",
+    "torch.export program": """
+import numpy as np, torch
+program = torch.export.load('{folder}/decision.pt2').module()
+s, t = np.load('{folder}/windows.npz').values()
+program(torch.from_numpy(s), torch.from_numpy(t), torch.ones(2), torch.zeros(2))
+""",
+}
+
+
+def format_times(setup: dict, folder: Path, export: bool) -> list[dict]:
+    """Wall time of a fresh process that loads each format and decides for two symbols."""
+    data, config = setup["data"], setup["config"]
+    hf = config.hierarchical_features
+    rows = np.array([np.flatnonzero(data.symbol_id == s)[-1] for s in range(2)])
+    strategic, tactical = data.windows(rows, hf.high_level_lookback, hf.low_level_lookback)
+    np.savez(folder / "windows.npz", strategic=strategic, tactical=tactical)
+    for name in ("weights.npz", "spec.json"):
+        (folder / name).write_bytes((setup["home"] / "served-files" / name).read_bytes())
+    results = []
+    if export:
+        start = time.perf_counter()
+        with torch.no_grad():
+            module = ExportedDecision(
+                setup["model"], config.model.halt_max_steps, config.trading.no_trade_band
+            )
+            args = (torch.from_numpy(strategic), torch.from_numpy(tactical), torch.ones(2), torch.zeros(2))
+            program = torch.export.export(module, args)
+        torch.export.save(program, folder / "decision.pt2")
+        nodes = len(program.graph.nodes)
+        print(f"torch.export of the decision: {time.perf_counter() - start:.0f} s, {nodes:,} graph nodes")
+    for name, script in LOAD_SCRIPTS.items():
+        if name == "torch.export program" and not export:
+            continue
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", script.format(folder=folder)], check=True, env=_env())
+        results.append({"format": name, "cold_seconds": time.perf_counter() - start})
+    return results
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO), "HRM_THREADS": "1"}
+
+
+def predict_times(setup: dict) -> dict:
+    """``hrm-trading predict`` wall time through the registry, then from the cache."""
+    command = [sys.executable, "-m", "pipelines.cli", "predict", "--config", str(setup["config_path"])]
+    times = {}
+    for case in ("through the registry", "from the cache"):
+        if case == "through the registry":
+            (setup["home"] / "served" / "hrm-trader" / "aliases.json").unlink(missing_ok=True)
+        start = time.perf_counter()
+        subprocess.run(command, check=True, env=_env(), capture_output=True)
+        times[case] = time.perf_counter() - start
+    return times
+
+
+def load_test(setup: dict, clients: int, seconds: float) -> dict:
+    """``clients`` keep-alive connections posting batch-1 invocations for ``seconds``."""
+    command = [
+        sys.executable,
+        "-m",
+        "pipelines.cli",
+        "serve",
+        "--port",
+        "0",
+        "--config",
+        str(setup["config_path"]),
+    ]
+    server = subprocess.Popen(
+        command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        line = server.stdout.readline()
+        port = int(line.split("http://127.0.0.1:")[1].split()[0])
+        data, hf = setup["data"], setup["config"].hierarchical_features
+        rows = setup["rows"][:: max(1, len(setup["rows"]) // 64)]
+        strategic, tactical = data.windows(rows, hf.high_level_lookback, hf.low_level_lookback)
+        bodies = [
+            json.dumps(
+                {"inputs": {"strategic": [s.tolist()], "tactical": [t.tolist()], "cap": [1.0], "held": [0.0]}}
+            ).encode()
+            for s, t in zip(strategic, tactical, strict=True)
+        ]
+        latencies: list[list[float]] = [[] for _ in range(clients)]
+        stop = time.perf_counter() + seconds
+
+        def client(k: int) -> None:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            i = k
+            while time.perf_counter() < stop:
+                start = time.perf_counter()
+                connection.request(
+                    "POST", "/invocations", bodies[i % len(bodies)], {"Content-Type": "application/json"}
+                )
+                response = connection.getresponse()
+                response.read()
+                assert response.status == 200
+                latencies[k].append(time.perf_counter() - start)
+                i += clients
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+        begin = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - begin
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    ms = np.concatenate([np.array(x) for x in latencies]) * 1000
+    return {
+        "clients": clients,
+        "decisions_per_s": len(ms) / elapsed,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "requests": len(ms),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--skip-export", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="hrm-bench-serving-") as tmp:
+        home = Path(tmp) / "home"
+        setup = {**registered_home(home), "home": home}
+        print("served model: CPU preset HRM, 3×7 cycles, halt_max_steps 8, two symbols (sample data)")
+        formats = format_times(setup, Path(tmp), export=not args.skip_export)
+        for r in formats:
+            print(f"cold load + decide, {r['format']:<22} {r['cold_seconds']:>6.2f} s")
+        predict = predict_times(setup)
+        for case, seconds in predict.items():
+            print(f"hrm-trading predict, {case:<22} {seconds:>6.2f} s")
+        print(f"\nhrm-trading serve, POST /invocations at batch 1, {args.seconds:g} s each")
+        print(f"{'clients':>7} {'decisions/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9}")
+        loads = []
+        for clients in (1, 8):
+            r = load_test(setup, clients, args.seconds)
+            loads.append(r)
+            rate, p50, p99 = r["decisions_per_s"], r["p50_ms"], r["p99_ms"]
+            print(f"{clients:>7} {rate:>12,.0f} {p50:>8.2f} {p99:>8.2f} {r['requests']:>9}")
+    print(json.dumps({"formats": formats, "predict": predict, "load": loads}))
+
+
+if __name__ == "__main__":
+    main()
