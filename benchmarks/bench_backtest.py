@@ -1,6 +1,8 @@
 """Simulation speed: ``simulate_orders`` beside vectorbt's ``Portfolio.from_orders`` on the same 1 M
 bars and random order stream (both numba; first calls, which compile, are excluded), and
-``VectorTradingEnv`` env-steps per second at N = 1024 episodes with random actions.
+``VectorTradingEnv`` env-steps per second at N = 1024 episodes with random actions, alone and as
+RL sees it (``ExposureEnv``: exposure rules, reward shaping, and every episode's feature windows
+gathered each step).
 
     python benchmarks/bench_backtest.py [--bars 1000000] [--repeats 5] [--envs 1024]
 """
@@ -12,10 +14,13 @@ import time
 
 import numpy as np
 import pandas as pd
+import torch
 import vectorbt as vbt
 
 from hrm_core import load_config, simulate_orders
+from hrm_core.rl.env import ExposureEnv
 from hrm_core.sim.vector_env import VectorTradingEnv
+from hrm_core.training.api import prepare_market_data
 from hrm_core.training.scenarios import planted_regime_market
 
 
@@ -80,6 +85,22 @@ def vector_env_speed(n_envs: int, steps: int = 500) -> None:
         env.step(actions[k], quantity[k], stops[k], targets[k])
     seconds = time.perf_counter() - start
     print(f"VectorTradingEnv, N = {n_envs}: {steps * n_envs / seconds:,.0f} env-steps/s")
+    data = prepare_market_data(config)
+    env = ExposureEnv(data, config, n_envs=n_envs, episode_bars=64, seed=0)
+    env.reset()
+    signals = torch.rand(steps, n_envs) * 2 - 1
+    env.windows(env.rows)
+    env.step(signals[0])
+    start = time.perf_counter()
+    for k in range(steps):
+        env.windows(env.rows)  # the observations a policy reads
+        env.step(signals[k])
+    seconds = time.perf_counter() - start
+    print(
+        f"ExposureEnv with observations (windows {config.hierarchical_features.high_level_lookback} + "
+        f"{config.hierarchical_features.low_level_lookback} bars), N = {n_envs}: "
+        f"{steps * n_envs / seconds:,.0f} env-steps/s"
+    )
 
 
 if __name__ == "__main__":

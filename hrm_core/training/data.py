@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from hrm_core.config import HRMConfig
-from hrm_core.data.market import MarketData
+from hrm_core.data.market import MarketData, gather_windows, window_view
 from hrm_core.model.exposure import exposure_cap
 from hrm_core.model.trader import MarketInputs
 from hrm_core.training.targets import outcome_targets
@@ -48,8 +48,8 @@ class WindowSampler:
         self.device = device
         hf = config.hierarchical_features
         self.high, self.low = hf.high_level_lookback, hf.low_level_lookback
-        self.strategic = torch.tensor(data.strategic, device=device)
-        self.tactical = torch.tensor(data.tactical, device=device)
+        self.strategic = window_view(torch.tensor(data.strategic, device=device), self.high)
+        self.tactical = window_view(torch.tensor(data.tactical, device=device), self.low)
         self.next_return = torch.tensor(np.nan_to_num(data.next_returns(), nan=0.0), device=device)
         close = torch.tensor(data.close, device=device)
         atr = torch.tensor(np.nan_to_num(data.atr, nan=0.0), device=device)
@@ -61,9 +61,7 @@ class WindowSampler:
 
     def windows(self, rows: torch.Tensor) -> MarketInputs:
         """Inputs for decisions at ``rows`` [n] (rows with a full window of their own symbol)."""
-        strategic = self.strategic[rows[:, None] + torch.arange(-self.high + 1, 1, device=self.device)]
-        tactical = self.tactical[rows[:, None] + torch.arange(-self.low + 1, 1, device=self.device)]
-        return MarketInputs(strategic=strategic, tactical=tactical)
+        return MarketInputs(gather_windows(self.strategic, rows), gather_windows(self.tactical, rows))
 
     def chunk_starts(self, part: str) -> np.ndarray:
         """Start rows of every chunk wholly inside ``part``."""
