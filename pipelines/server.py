@@ -93,6 +93,9 @@ class ModelServer(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     server: ModelServer
     protocol_version = "HTTP/1.1"  # keep-alive: a client's requests share one connection
+    disable_nagle_algorithm = (
+        True  # else a response's header and body wait out the client's delayed ACK (40 ms)
+    )
 
     def do_GET(self) -> None:
         self._answer(self._get)
