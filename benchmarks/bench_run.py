@@ -42,12 +42,12 @@ def main() -> None:
                         steps.append((job, stat.step_key, stat.start_time, stat.end_time - stat.start_time))
     steps.sort(key=lambda s: s[2])
     print(f"hrm-trading run ({args.config}, sample data, fresh home): {total:.0f} s wall, by step:")
-    print(f"{'job':<14} {'step':<34} {'seconds':>8} {'share':>6}")
+    print(f"{'job':<14} {'step':<52} {'seconds':>8} {'share':>6}")
     for job, key, _, seconds in steps:
-        print(f"{job:<14} {key:<34} {seconds:>8.1f} {seconds / total:>6.1%}")
+        print(f"{job:<14} {key:<52} {seconds:>8.1f} {seconds / total:>6.1%}")
     in_steps = sum(s[3] for s in steps)
     outside = total - in_steps
-    print(f"{'':<14} {'outside steps (start-up, Dagster, CLI)':<34} {outside:>8.1f} {outside / total:>6.1%}")
+    print(f"{'':<14} {'outside steps (start-up, Dagster, CLI)':<52} {outside:>8.1f} {outside / total:>6.1%}")
     print(
         json.dumps({"total": total, "steps": [{"job": j, "step": k, "seconds": s} for j, k, _, s in steps]})
     )

@@ -30,8 +30,14 @@ TABLE, STATE_TABLE = "features.hierarchical", "features.hierarchical_state"
 STAGING_TABLE, STATE_STAGING = "features.hierarchical_staging", "features.hierarchical_state_staging"
 ROWS_PER_BATCH = 1_000_000
 BARS = "ts, open, high, low, close, volume"
-FINGERPRINT = "bit_xor(hash(ts, open, high, low, close, volume))"
-"""Per symbol, what its bars hash to: a changed, added or removed bar changes it."""
+
+
+def fingerprint(table: str = "") -> str:
+    """Per symbol, what its bars hash to (``table``: a qualifier such as ``src.``): a changed,
+    added or removed bar changes it."""
+    return f"bit_xor(hash({', '.join(table + c for c in BARS.split(', '))}))"
+
+
 CALENDAR_SQL = {
     "s_dow_sin": "sin(2 * pi() * isodow(ts) / 7)",
     "s_dow_cos": "cos(2 * pi() * isodow(ts) / 7)",
@@ -103,8 +109,7 @@ def update_features(
             SELECT src.symbol, count(*) AS rows,
                    count(*) FILTER (WHERE src.ts > s.ts) AS new_rows,
                    count(*) FILTER (WHERE src.ts <= s.ts) AS old_rows,
-                   bit_xor(hash(src.ts, open, high, low, close, volume)) FILTER (WHERE src.ts <= s.ts)
-                       AS old_fingerprint
+                   {fingerprint("src.")} FILTER (WHERE src.ts <= s.ts) AS old_fingerprint
             FROM {source} AS src LEFT JOIN {STATE_TABLE} AS s USING (symbol)
             GROUP BY src.symbol
         ) AS b LEFT JOIN {STATE_TABLE} AS s USING (symbol)
@@ -275,7 +280,7 @@ def _continue_symbols(con: duckdb.DuckDBPyConnection, source: str, symbols: list
 def _fingerprints(con: duckdb.DuckDBPyConnection, source: str, symbols: list[str]) -> list[tuple]:
     """(symbol, bars, fingerprint) of each of ``symbols``, in symbol order."""
     return con.execute(
-        f"SELECT symbol, count(*), {FINGERPRINT} FROM {source} "
+        f"SELECT symbol, count(*), {fingerprint()} FROM {source} "
         "WHERE symbol IN (SELECT unnest(?::VARCHAR[])) GROUP BY symbol ORDER BY symbol",
         [symbols],
     ).fetchall()
