@@ -89,13 +89,13 @@ def vector_env_speed(n_envs: int, steps: int = 500) -> None:
     env = ExposureEnv(data, config, n_envs=n_envs, episode_bars=64, seed=0)
     env.reset()
     signals = torch.rand(steps, n_envs) * 2 - 1
-    env.windows(env.rows)
-    env.step(signals[0])
-    start = time.perf_counter()
-    for k in range(steps):
-        env.windows(env.rows)  # the observations a policy reads
-        env.step(signals[k])
-    seconds = time.perf_counter() - start
+
+    def rollout() -> None:
+        for k in range(steps):
+            env.windows(env.rows)  # the observations a policy reads
+            env.step(signals[k])
+
+    seconds = best_of(3, rollout)
     print(
         f"ExposureEnv with observations (windows {config.hierarchical_features.high_level_lookback} + "
         f"{config.hierarchical_features.low_level_lookback} bars), N = {n_envs}: "

@@ -9,7 +9,8 @@ every decision runs all 8 segments) registered in a temporary home on the sample
    from the served cache.
 3. ``hrm-trading serve`` under load: ``POST /invocations`` at batch 1 from 1 and 8 concurrent
    clients (keep-alive connections, threads of one client process), ``--seconds`` each:
-   decisions/s and p50 / p99 latency.
+   decisions/s and p50 / p99 latency, against a server pinned to 1 BLAS thread and one given 2
+   (``HRM_THREADS``).
 
     python benchmarks/bench_serving.py [--seconds 10] [--skip-export]
 """
@@ -156,8 +157,8 @@ def format_times(setup: dict, folder: Path, export: bool) -> list[dict]:
     return results
 
 
-def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(REPO), "HRM_THREADS": "1"}
+def _env(threads: int = 1) -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO), "HRM_THREADS": str(threads)}
 
 
 def predict_times(setup: dict) -> dict:
@@ -173,8 +174,9 @@ def predict_times(setup: dict) -> dict:
     return times
 
 
-def load_test(setup: dict, clients: int, seconds: float) -> dict:
-    """``clients`` keep-alive connections posting batch-1 invocations for ``seconds``."""
+def load_test(setup: dict, clients: int, seconds: float, threads: int = 1) -> dict:
+    """``clients`` keep-alive connections posting batch-1 invocations for ``seconds`` to a server
+    whose BLAS and OpenMP use ``threads`` threads."""
     command = [
         sys.executable,
         "-m",
@@ -217,11 +219,11 @@ def load_test(setup: dict, clients: int, seconds: float) -> dict:
                 latencies[k].append(time.perf_counter() - start)
                 i += clients
 
-        threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+        workers = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
         begin = time.perf_counter()
-        for thread in threads:
+        for thread in workers:
             thread.start()
-        for thread in threads:
+        for thread in workers:
             thread.join()
         elapsed = time.perf_counter() - begin
     finally:
@@ -230,6 +232,7 @@ def load_test(setup: dict, clients: int, seconds: float) -> dict:
     ms = np.concatenate([np.array(x) for x in latencies]) * 1000
     return {
         "clients": clients,
+        "threads": threads,
         "decisions_per_s": len(ms) / elapsed,
         "p50_ms": float(np.percentile(ms, 50)),
         "p99_ms": float(np.percentile(ms, 99)),
@@ -254,13 +257,15 @@ def main() -> None:
         for case, seconds in predict.items():
             print(f"hrm-trading predict, {case:<22} {seconds:>6.2f} s")
         print(f"\nhrm-trading serve, POST /invocations at batch 1, {args.seconds:g} s each")
-        print(f"{'clients':>7} {'decisions/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9}")
+        print(
+            f"{'clients':>7} {'threads':>7} {'decisions/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9}"
+        )
         loads = []
-        for clients in (1, 8):
-            r = load_test(setup, clients, args.seconds)
+        for clients, threads in ((1, 1), (1, 2), (8, 1), (8, 2)):
+            r = load_test(setup, clients, args.seconds, threads)
             loads.append(r)
             rate, p50, p99 = r["decisions_per_s"], r["p50_ms"], r["p99_ms"]
-            print(f"{clients:>7} {rate:>12,.0f} {p50:>8.2f} {p99:>8.2f} {r['requests']:>9}")
+            print(f"{clients:>7} {threads:>7} {rate:>12,.0f} {p50:>8.2f} {p99:>8.2f} {r['requests']:>9}")
     print(json.dumps({"formats": formats, "predict": predict, "load": loads}))
 
 
