@@ -19,7 +19,9 @@ from hrm_core.sim.promotion import decide_promotion
 from pipelines.cli import main
 from pipelines.definitions import build_definitions
 from pipelines.jobs import drift_retrain_sensor, partition_range_tags, sync_symbol_partitions
+from pipelines.locations import REGISTRY_FILE, SERVED_DIR
 from pipelines.resources import local_resources
+from pipelines.served_cache import ServedCache
 
 pytestmark = pytest.mark.slow
 
@@ -129,6 +131,10 @@ def test_the_full_graph_registers_versions_and_moves_aliases(project: Path, caps
     assert main(["run", "--config", config_path]) == 0  # the second run as a user makes it: the CLI
     printed = capsys.readouterr().out
     assert "registered hrm-trader version 2 (alias staging)" in printed
+    served = ServedCache(
+        project.parent / "hrm_home" / SERVED_DIR / "hrm-trader", project.parent / "hrm_home" / REGISTRY_FILE
+    )
+    assert served.version_for("staging") == "2"  # the run warmed the cache: predict needs no registry
     # fold 0's model is backtested on every later test fold: 2011 to the last decision bar of 2018
     assert re.search(r"out of sample 2011-01-03 → 2018-12-\d\d, net of costs", printed)
     assert "| buy_and_hold" in printed
