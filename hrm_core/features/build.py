@@ -104,9 +104,9 @@ def update_features(
     plan = con.execute(
         f"""
         SELECT b.symbol, b.rows, b.new_rows, b.old_fingerprint = s.fingerprint AND b.old_rows = s.n + 1
-            AND s.n + 1 >= {HISTORY_BARS} AS continues
+            AND s.n + 1 >= {HISTORY_BARS} AS continues, b.fingerprint
         FROM (
-            SELECT src.symbol, count(*) AS rows,
+            SELECT src.symbol, count(*) AS rows, {fingerprint("src.")} AS fingerprint,
                    count(*) FILTER (WHERE src.ts > s.ts) AS new_rows,
                    count(*) FILTER (WHERE src.ts <= s.ts) AS old_rows,
                    {fingerprint("src.")} FILTER (WHERE src.ts <= s.ts) AS old_fingerprint
@@ -127,8 +127,9 @@ def update_features(
             )
         _build_batches(con, source, _batches_of(plan, rebuilt, rows_per_batch), TABLE, STATE_TABLE)
         appended = 0
+        current = {symbol: (symbol, rows, fingerprint_now) for symbol, rows, *_, fingerprint_now in plan}
         for symbols in _batches_of(plan, continued, rows_per_batch):
-            appended += _continue_symbols(con, source, symbols)
+            appended += _continue_symbols(con, source, symbols, [current[symbol] for symbol in symbols])
     rows = con.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
     return Update(rows, appended, rebuilt, full=False)
 
@@ -241,8 +242,11 @@ def _store(
     )
 
 
-def _continue_symbols(con: duckdb.DuckDBPyConnection, source: str, symbols: list[str]) -> int:
-    """Compute the new bars of ``symbols`` from their saved state and history; return the rows."""
+def _continue_symbols(
+    con: duckdb.DuckDBPyConnection, source: str, symbols: list[str], fingerprints: list[tuple]
+) -> int:
+    """Compute the new bars of ``symbols`` from their saved state and history; return the rows.
+    ``fingerprints``: (symbol, bars, fingerprint) of all their bars now, from the update's plan."""
     saved = con.execute(
         f"SELECT symbol, n, ts, history_ts, {', '.join(STATE_COLUMNS)} FROM {STATE_TABLE} "
         "WHERE symbol IN (SELECT unnest(?::VARCHAR[])) ORDER BY symbol",
@@ -271,7 +275,6 @@ def _continue_symbols(con: duckdb.DuckDBPyConnection, source: str, symbols: list
         [bars["ts"][a + k : b] for a, b, k in zip(starts[:-1], starts[1:], history, strict=True)]
     )
     _write(con, TABLE, symbols, lengths - history, new_ts, out)
-    fingerprints = _fingerprints(con, source, symbols)
     con.execute(f"DELETE FROM {STATE_TABLE} WHERE symbol IN (SELECT unnest(?::VARCHAR[]))", [symbols])
     _write_state(con, STATE_TABLE, fingerprints, starts, bars["ts"], states, last_n + lengths - history)
     return int(out.shape[0])
