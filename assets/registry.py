@@ -48,6 +48,7 @@ def serving_signature(model: TraderBase, high: int, low: int) -> tuple[ModelSign
         rng.standard_normal((2, low, tactical)).astype(np.float32),
         np.ones(2, np.float32),
         np.array([0.0, 1.0], np.float32),
+        np.array([0.8, 0.8], np.float32),
     )
     example = dict(zip(INPUT_NAMES, arrays, strict=True))
     inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *x.shape[1:]), n) for n, x in example.items()])

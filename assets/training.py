@@ -320,6 +320,7 @@ def checkpoint_loads(hrm_stage_3_full: dict) -> dg.AssetCheckResult:
         np.zeros((1, hf.low_level_lookback, tactical)),
         np.ones(1),
         np.zeros(1),
+        np.ones(1),
     )
     return dg.AssetCheckResult(
         passed=bool(np.isfinite(decision).all()),

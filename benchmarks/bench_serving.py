@@ -58,7 +58,7 @@ class ExportedDecision(torch.nn.Module):
         run = run_segments(
             self.model, MarketInputs(strategic, tactical), self.segments, True, stop_when_all_halted=False
         )
-        target = run.final.signal * cap
+        target = run.final.tilt_logit * cap
         position = next_position(target, held, self.band)
         return torch.stack([action_of(position, held).float(), target, position, run.steps.float()], -1)
 

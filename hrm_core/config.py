@@ -158,12 +158,33 @@ class TradingConfig(_Strict):
     periods_per_year: float = Field(252.0, gt=0)
 
 
-class LossWeights(_Strict):
-    """L = −growth·G − sharpe·S + drawdown·D + outcome·L_outcome + q·L_Q (``training/losses.py``)."""
+class PolicyConfig(_Strict):
+    """The policy is a benchmark a user could simply hold plus a learned, bounded tilt
+    (``model/exposure.py``): target = clip(benchmark + max_tilt · tilt, ±cap), tilt in [−1, 1].
+    ``benchmark``: ``volatility_targeted`` (long, scaled to ``target_volatility`` over the last
+    ``volatility_window`` returns, capped at ``max_position_size``; Moreira and Muir), ``buy_and_hold``
+    (long ``max_position_size``) or ``flat`` (absolute-return use, e.g. FX). The tilt head starts at
+    zero, so an untrained model is exactly the benchmark; a tilt is deployed only when validation
+    shows it pays (``min_tilt_evidence`` standard errors of the validation active Sharpe, deflated
+    for the candidates tried)."""
 
-    growth: float = Field(1.0, ge=0)
-    sharpe: float = Field(0.5, ge=0)
-    drawdown: float = Field(0.25, ge=0)
+    benchmark: Literal["volatility_targeted", "buy_and_hold", "flat"] = "volatility_targeted"
+    max_tilt: float = Field(0.5, gt=0)
+    target_volatility: float = Field(0.15, gt=0)
+    volatility_window: int = Field(20, ge=2)
+    min_tilt_evidence: float = Field(1.0, ge=0)
+
+
+class LossWeights(_Strict):
+    """L = −active·A + risk_aversion/2·V + turnover·T + tilt_l2·K + outcome·L_outcome + q·L_Q, with A
+    and V the annualised mean and variance of the active net return against the benchmark pooled
+    over the batch, T the turnover of the raw targets and K the mean squared tilt
+    (``training/losses.py``)."""
+
+    active: float = Field(1.0, ge=0)
+    risk_aversion: float = Field(2.0, ge=0)
+    turnover: float = Field(1.0, ge=0)
+    tilt_l2: float = Field(0.01, ge=0)
     outcome: float = Field(0.1, ge=0)
     q: float = Field(0.5, ge=0)
 
@@ -192,6 +213,9 @@ class TrainingConfig(_Strict):
     grad_clip: float = Field(1.0, gt=0)
     eval_every: int = Field(25, ge=1)
     patience: int = Field(4, ge=1)
+    selection_ema: float = Field(
+        0.5, gt=0, le=1
+    )  # weight of the newest validation Sharpe in the smoothed score
     checkpoint_every: int = Field(50, ge=1)
     checkpoint_seconds: float = Field(60.0, gt=0)  # also checkpoint this often: slow stages resume too
     fold: int = Field(0, ge=0)
@@ -329,6 +353,7 @@ class HRMConfig(_Strict):
     splits: SplitConfig = SplitConfig()
     model: ModelConfig = ModelConfig()
     trading: TradingConfig = TradingConfig()
+    policy: PolicyConfig = PolicyConfig()
     training: TrainingConfig = TrainingConfig()
     promotion: PromotionConfig = PromotionConfig()
     monitoring: MonitoringConfig = MonitoringConfig()

@@ -15,7 +15,7 @@ import numpy as np
 from hrm_core.config import HRMConfig, TradingConfig
 from hrm_core.data.market import read_market_data
 from hrm_core.errors import HRMError
-from hrm_core.model.exposure import exposure_cap
+from hrm_core.model.exposure import benchmark_exposure, exposure_cap
 from hrm_core.model.serving import ServedModel
 from hrm_core.vocabulary import ACTIONS
 
@@ -44,7 +44,8 @@ def decide_latest(
 ) -> list[dict]:
     """One decision per symbol (all symbols in the warehouse, or ``symbols``) at its latest bar, with
     no position held: the windows the model was trained on (features normalised with the
-    statistics in its metadata) and the sizing cap of its trading rules at that bar."""
+    statistics in its metadata), the sizing cap of its trading rules and its benchmark's exposure
+    at that bar."""
     meta = loaded.meta
     normalization = {name: tuple(stats) for name, stats in meta["normalization"].items()}
     data = read_market_data(con, config, normalization, "NULL")
@@ -64,7 +65,8 @@ def decide_latest(
     strategic, tactical = data.windows(rows, meta["high_level_lookback"], meta["low_level_lookback"])
     trading = TradingConfig.model_validate(meta["trading"])
     cap = exposure_cap(data.close[rows], np.nan_to_num(data.atr[rows]), trading)
-    decision = loaded.model.decide(strategic, tactical, cap, np.zeros(len(rows)))
+    benchmark = benchmark_exposure(data.close, data.symbol_id, loaded.model.policy, trading)[rows]
+    decision = loaded.model.decide(strategic, tactical, cap, np.zeros(len(rows)), benchmark)
     results = []
     for symbol, t, row in zip(wanted, rows, decision, strict=True):
         out = dict(zip(meta["output_columns"], row.tolist(), strict=True))

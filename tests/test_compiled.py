@@ -21,8 +21,9 @@ def random_hrm(layers: int = 1) -> HRMTrader:
     config = ModelConfig(hidden_size=32, num_heads=4, H_layers=layers, L_layers=layers, h_pool=10)
     model = HRMTrader(config, N_STRATEGIC, N_TACTICAL, HIGH, LOW).eval()
     with torch.no_grad():
-        for p in model.heads.parameters():
-            p.normal_(0.0, 0.5)
+        for name, p in model.heads.named_parameters():
+            if name != "hold":  # the linear heads; the hold weight is set where a test needs it
+                p.normal_(0.0, 0.5)
     model.set_cycles(2, 3)
     return model
 
@@ -56,7 +57,7 @@ def test_the_kernels_compute_the_eager_segments_halting_and_carry(layers, act):
     if act:
         assert len(set(steps.tolist())) > 1  # samples halted at different segments
     out = outputs_of(raw)
-    for name in ("signal", "up_logit", "log_volatility", "regime_logits", "q_halt", "q_continue"):
+    for name in ("tilt_logit", "up_logit", "log_volatility", "regime_logits", "q_halt", "q_continue"):
         torch.testing.assert_close(getattr(out, name), getattr(run.final, name), atol=2e-5, rtol=1e-4)
     torch.testing.assert_close(torch.from_numpy(z_H), run.carry.z_H, atol=2e-5, rtol=1e-4)
 
@@ -72,7 +73,7 @@ def test_the_kernels_keep_h_fixed_between_refreshes_as_the_eager_segment_does():
         inputs.strategic.numpy(), inputs.tactical.numpy(), 3, False, z_H=z_H.numpy(), update_H=False
     )
     torch.testing.assert_close(torch.from_numpy(kept), z_H)
-    torch.testing.assert_close(outputs_of(raw).signal, run.final.signal, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(outputs_of(raw).tilt_logit, run.final.tilt_logit, atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("interval", [1, 3])
@@ -87,10 +88,15 @@ def test_the_compiled_agent_streams_the_eager_agents_decisions(interval):
     )
     assert fast.compiled is not None and eager.compiled is None
     held_fast = held_eager = torch.zeros(2)
-    cap = torch.tensor([1.0, 0.5])
+    cap, benchmark = torch.tensor([1.0, 0.5]), torch.tensor([0.7, 0.3])
+    with torch.no_grad():
+        model.heads.hold.fill_(1.0)
     for bar in range(8):
         inputs = windows(batch=2, seed=10 + bar)
-        a, b = fast.decide(inputs, cap, held_fast), eager.decide(inputs, cap, held_eager)
+        a, b = (
+            fast.decide(inputs, cap, held_fast, benchmark),
+            eager.decide(inputs, cap, held_eager, benchmark),
+        )
         assert a.action_index.tolist() == b.action_index.tolist()
         assert a.segments.tolist() == b.segments.tolist()
         torch.testing.assert_close(a.position, b.position, atol=2e-5, rtol=1e-4)

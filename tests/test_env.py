@@ -8,7 +8,7 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from hrm_core.config import load_config
+from hrm_core.config import PolicyConfig, load_config
 from hrm_core.model.act import run_segments
 from hrm_core.model.exposure import action_of, execute_path
 from hrm_core.sim.decisions import run_decisions
@@ -113,15 +113,17 @@ def test_a_bad_action_is_refused_naming_the_symbol_and_bar(market, key, value, r
 
 
 def test_the_hrm_env_executes_exactly_the_positions_the_loss_trains_on(market):
-    """The loss's position path (targets of the batch model through the band, ``execute_path``) is
-    what the HRM env asks the engine for, bar by bar, and the engine holds exactly that exposure
-    of equity from the next open."""
+    """The loss's position path (the batch model's tilts, each reading the position the previous
+    one left, through the band: ``execute_path``) is what the HRM env asks the engine for, bar by
+    bar, and the engine holds exactly that exposure of equity from the next open."""
+    config = CONFIG.model_copy(update={"policy": PolicyConfig(benchmark="flat", max_tilt=1.0)})
     torch.manual_seed(0)
-    model = build_model(CONFIG, market).eval()
+    model = build_model(config, market).eval()
     with torch.no_grad():
-        model.heads.signal.weight.normal_(0.0, 0.5)  # an untrained but trading policy
-    check_env(HRMTradingEnv(market, CONFIG, model), skip_render_check=True)
-    env = HRMTradingEnv(market, CONFIG, model)
+        model.heads.tilt.weight.normal_(0.0, 0.5)  # an untrained but trading policy
+        model.heads.hold.fill_(1.0)
+    check_env(HRMTradingEnv(market, config, model), skip_render_check=True)
+    env = HRMTradingEnv(market, config, model)
     env.reset(seed=0)
     steps = 150
     actions, quantities, shares = [], [], []
@@ -134,12 +136,20 @@ def test_the_hrm_env_executes_exactly_the_positions_the_loss_trains_on(market):
         actions.append(int(decision.action_index[0]))
         quantities.append(float(decision.position[0]))
         shares.append((info["shares"], float(decision.position[0]) * equity_at_decision / market.close[t]))
-    sampler = WindowSampler(market, CONFIG, torch.device("cpu"))
+    sampler = WindowSampler(market, config, torch.device("cpu"))
     rows = torch.as_tensor(env.rows[:steps])
     with torch.no_grad():
-        run = run_segments(model, sampler.windows(rows), CONFIG.model.halt_max_steps, act=True)
-        targets = run.final.signal * sampler.cap[rows]
-        loss_positions = execute_path(targets[None], CONFIG.trading.no_trade_band)[0]
+        run = run_segments(model, sampler.windows(rows), config.model.halt_max_steps, act=True)
+        heads, path = model.heads, (sampler.benchmark[rows][None], sampler.cap[rows][None])
+        _, _, loss_positions = execute_path(
+            run.final.tilt_logit[None],
+            *path,
+            heads.hold,
+            heads.tilt_gate,
+            config.policy,
+            config.trading.no_trade_band,
+        )
+        loss_positions = loss_positions[0]
     held = torch.cat([torch.zeros(1), loss_positions[:-1]])
     # the env's agent runs the compiled kernels: float32 in another summation order
     assert quantities == pytest.approx(loss_positions.tolist(), abs=1e-5)

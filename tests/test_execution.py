@@ -7,8 +7,10 @@ import pytest
 import vectorbt as vbt
 
 from hrm_core import simulate_orders
+from hrm_core.config import PolicyConfig, TradingConfig
 from hrm_core.sim.baselines import BASELINES, sma_crossover, time_series_momentum, volatility_targeted
 from hrm_core.sim.execution import simulate_exposures
+from hrm_core.vocabulary import ACTIONS
 
 
 def bars(n: int, seed: int) -> pd.DataFrame:
@@ -136,10 +138,68 @@ def test_the_training_loss_and_the_backtester_agree_on_the_same_positions():
     open_ = frame["open"].to_numpy()
     next_return = torch.tensor(open_[2:] / open_[1:-1] - 1)  # decided at t: open[t+1] -> open[t+2]
     position = torch.tensor(target[:-2])[None]
-    loss_pnl = net_returns(position, next_return[None], commission + slippage)[0].numpy()
+    trading = TradingConfig(commission=commission, slippage=slippage)
+    loss_pnl = net_returns(position, next_return[None], trading)[0].numpy()
     # equity at open[t+2] = equity at close[t+1]; at open[t+1] before the fill = equity at close[t]
     value = result.value.to_numpy()
     backtest_pnl = value[1:-1] / value[:-2] - 1
     assert np.abs(loss_pnl - backtest_pnl).max() < 2e-4  # |Δ| ≤ w·r² ≈ 1e-4 per bar
     np.testing.assert_allclose(np.corrcoef(loss_pnl, backtest_pnl)[0, 1], 1.0, atol=1e-3)
     assert np.prod(1 + loss_pnl) == pytest.approx(value[-2] / 1e5, rel=5e-3)
+
+
+def test_the_loss_pays_what_the_decision_engine_charges_with_every_cost_on():
+    """The policy's path (benchmark + tilt through the band, ``exposure.execute_path``) run by the
+    engine every backtest uses (``run_decisions``) with commission, slippage, a $5 fixed fee and a
+    1 bp a bar borrow on shorts: the loss's net returns track the engine's bar returns up to the
+    drift of the held fraction (the engine holds shares through a HOLD, the loss a fraction), and
+    the costs each charges agree."""
+    import torch
+
+    from hrm_core.model.exposure import action_of, benchmark_exposure, execute_path
+    from hrm_core.sim.decisions import run_decisions
+    from hrm_core.training.losses import net_returns
+
+    rng = np.random.default_rng(11)
+    n = 500
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_ = np.concatenate([[100.0], close[:-1]])  # no gaps: a fill at the next open is the close
+    bars = pd.DataFrame(
+        {
+            "open": open_,
+            "high": np.maximum(open_, close) * 1.001,
+            "low": np.minimum(open_, close) * 0.999,
+            "close": close,
+            "atr": 1.0,
+        }  # fmt: skip
+    )
+    trading = TradingConfig(fixed_fee=5.0, borrow_rate=0.0001)
+    policy = PolicyConfig(max_tilt=1.0)
+    benchmark = torch.tensor(benchmark_exposure(close, np.zeros(n, int), policy, trading))[None]
+    logits = torch.tensor(np.cumsum(rng.normal(0, 0.4, n)) * 0.5 - 1.0)[None]  # a wandering tilt, often short
+    one = torch.ones(())
+    _, _, position = execute_path(logits, benchmark, torch.ones_like(benchmark), 0 * one, one, policy, 0.05)
+    position = position[0]
+    held = torch.cat([torch.zeros(1, dtype=position.dtype), position[:-1]])
+    decisions = pd.DataFrame(
+        {
+            "action": action_of(position, held).numpy(),
+            "quantity": position.abs().numpy(),
+            "stop_loss": 0.0,
+            "take_profit": 0.0,
+        }  # fmt: skip
+    )
+    assert (position < 0).sum() > 50 and (decisions["action"] != ACTIONS.index("HOLD")).sum() > 30
+    result = run_decisions(bars, decisions, trading)
+    equity = result.equity.to_numpy()
+    next_return = torch.tensor(open_[2:] / open_[1:-1] - 1)
+    loss_pnl = net_returns(position[None, :-2], next_return[None], trading)[0].numpy()
+    engine_pnl = equity[1:-1] / equity[:-2] - 1  # equity at close[t+1] (= open[t+2]) over close[t]
+    assert np.abs(loss_pnl - engine_pnl).max() < 1e-3
+    np.testing.assert_allclose(np.corrcoef(loss_pnl, engine_pnl)[0, 1], 1.0, atol=2e-3)
+    assert np.prod(1 + loss_pnl) == pytest.approx(equity[-2] / trading.initial_capital, rel=1e-2)
+    free = TradingConfig(fixed_fee=0.0, borrow_rate=0.0)
+    loss_costs = (net_returns(position[None, :-2], next_return[None], free) - net_returns(
+        position[None, :-2], next_return[None], trading))[0].sum().item()  # fmt: skip
+    engine_costs = run_decisions(bars, decisions, free).equity.to_numpy()[-2] - equity[-2]
+    assert loss_costs == pytest.approx(engine_costs / trading.initial_capital, rel=0.05)

@@ -11,11 +11,11 @@ import quantstats as qs
 from scipy import stats
 
 from hrm_core.sim.metrics import (
-    EULER_GAMMA,
     deflated_sharpe_ratio,
     performance_summary,
     probabilistic_sharpe_ratio,
 )
+from hrm_core.stats import EULER_GAMMA
 
 PERIODS = {"daily equities": 252, "hourly equities": 252 * 6.5, "crypto hours": 365 * 24}
 

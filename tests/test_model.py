@@ -1,13 +1,22 @@
 """HRM model: one-step gradient, O(1) activation memory, ACT halting, heads, exposure → actions and
 the agent."""
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from hrm_core.config import HRMConfig, ModelConfig, TradingConfig
+from hrm_core.config import HRMConfig, ModelConfig, PolicyConfig, TradingConfig
 from hrm_core.model.act import run_segments
 from hrm_core.model.agent import HRMTradingAgent
-from hrm_core.model.exposure import action_of, execute_path, exposure_cap, next_position
+from hrm_core.model.exposure import (
+    action_of,
+    benchmark_exposure,
+    decide_exposure,
+    execute_path,
+    exposure_cap,
+    next_position,
+)
 from hrm_core.model.hrm import HRMTrader
 from hrm_core.model.trader import MarketInputs
 from hrm_core.vocabulary import BUY_LONG, CLOSE_LONG, CLOSE_SHORT, HOLD, SELL_SHORT
@@ -20,7 +29,7 @@ def make_model(**overrides) -> HRMTrader:
     config = ModelConfig(hidden_size=32, num_heads=4, H_layers=1, L_layers=1, h_pool=10, **overrides)
     model = HRMTrader(config, N_STRATEGIC, N_TACTICAL, HIGH, LOW)
     with torch.no_grad():  # a non-zero signal head, so every output depends on the input
-        model.heads.signal.weight.normal_(0.0, 0.3)
+        model.heads.tilt.weight.normal_(0.0, 0.3)
     return model
 
 
@@ -35,7 +44,10 @@ def make_inputs(batch: int = 6, seed: int = 1) -> MarketInputs:
 def output_loss(out) -> torch.Tensor:
     """A scalar that every trained output feeds."""
     return (
-        out.signal.pow(2).sum() + out.up_logit.sum() + out.log_volatility.sum() + out.regime_probs[:, 0].sum()
+        out.tilt_logit.pow(2).sum()
+        + out.up_logit.sum()
+        + out.log_volatility.sum()
+        + out.regime_probs[:, 0].sum()
     )
 
 
@@ -129,11 +141,54 @@ def test_target_exposures_become_the_seeds_actions_through_the_no_trade_band():
 
 
 def test_the_loss_path_executes_the_band_and_lets_gradient_through():
-    targets = torch.tensor([[0.3, 0.32, 0.5, 0.02, -0.3]], requires_grad=True)
-    positions = execute_path(targets, band=0.05)
-    assert positions.tolist()[0] == pytest.approx([0.3, 0.3, 0.5, 0.0, -0.3])
+    policy = PolicyConfig(max_tilt=1.0)
+    targets = torch.tensor([[0.3, 0.32, 0.5, 0.02, -0.3]])
+    logits = torch.atanh(targets).requires_grad_()
+    zero, one = torch.zeros(()), torch.ones(())
+    bench, cap = torch.zeros_like(targets), torch.ones_like(targets)
+    _, raw, positions = execute_path(logits, bench, cap, zero, one, policy, band=0.05)
+    assert raw.tolist()[0] == pytest.approx(targets.tolist()[0], abs=1e-6)
+    assert positions.tolist()[0] == pytest.approx([0.3, 0.3, 0.5, 0.0, -0.3], abs=1e-6)
     positions.sum().backward()
-    assert targets.grad.tolist() == [[1.0] * 5]  # straight through: the held bar still learns
+    expected = (1 - targets**2).tolist()  # d tanh: straight through the band, the held bar still learns
+    assert logits.grad.tolist()[0] == pytest.approx(expected[0], rel=1e-5)
+
+
+def test_the_policy_is_the_benchmark_plus_a_bounded_tilt_that_reads_the_tilt_held():
+    policy = PolicyConfig(max_tilt=0.5)
+    bench, cap = torch.tensor([0.8, 0.8, 0.0]), torch.tensor([1.0, 1.0, 1.0])
+    logit = torch.tensor([0.0, 5.0, -5.0])
+    zero, one = torch.zeros(()), torch.ones(())
+    _, target, _ = decide_exposure(logit, torch.zeros(3), bench, cap, zero, one, policy, 0.05)
+    assert target.tolist() == pytest.approx(
+        [0.8, 1.0, -0.5], abs=1e-4
+    )  # a zero tilt is the benchmark; capped
+    _, gated, _ = decide_exposure(logit, torch.zeros(3), bench, cap, zero, zero, policy, 0.05)
+    assert gated.tolist() == pytest.approx(bench.tolist())  # the gate off: exactly the benchmark
+    held = torch.tensor([0.3, 0.3, 0.3])  # a tilt of −1 held on the first two, +0.6 on the last
+    hold = torch.tensor(2.0)
+    kept, _, _ = decide_exposure(logit, held, bench, cap, hold, one, policy, 0.05)
+    assert kept.tolist() == pytest.approx(torch.tanh(logit + 2.0 * torch.tensor([-1.0, -1.0, 0.6])).tolist())
+
+
+def test_the_volatility_targeted_benchmark_uses_only_bars_up_to_the_decision():
+    rng = np.random.default_rng(0)
+    close = np.concatenate(
+        [100 * np.exp(np.cumsum(rng.normal(0, 0.01, 300))), 50 * np.exp(np.cumsum(rng.normal(0, 0.02, 200)))]
+    )
+    symbol = np.repeat([0, 1], [300, 200])
+    policy, trading = PolicyConfig(), TradingConfig()
+    got = benchmark_exposure(close, symbol, policy, trading)
+    for sid in (0, 1):
+        series = pd.Series(close[symbol == sid])
+        vol = np.log(series).diff().rolling(20).std() * np.sqrt(252)
+        expected = (0.15 / vol).clip(upper=1.0).fillna(0.0).to_numpy()
+        np.testing.assert_allclose(got[symbol == sid], expected, rtol=1e-9, atol=1e-12)
+    changed = close.copy()
+    changed[150:] *= 1.5
+    assert np.array_equal(benchmark_exposure(changed, symbol, policy, trading)[:150], got[:150])
+    assert (benchmark_exposure(close, symbol, PolicyConfig(benchmark="flat"), trading) == 0).all()
+    assert (benchmark_exposure(close, symbol, PolicyConfig(benchmark="buy_and_hold"), trading) == 1).all()
 
 
 def test_volatility_adjusted_sizing_caps_the_exposure_at_the_risk_budget():
@@ -147,10 +202,9 @@ def test_volatility_adjusted_sizing_caps_the_exposure_at_the_risk_budget():
 def test_every_served_head_receives_gradient():
     model = make_model()
     _, out = model.segment(model.initial_carry(6), make_inputs())
-    assert ((out.signal >= -1) & (out.signal <= 1)).all()
     assert torch.allclose(out.regime_probs.sum(-1), torch.ones(6))
     output_loss(out).backward()
-    for name in ("signal", "outcome", "regime"):
+    for name in ("tilt", "outcome", "regime"):
         head = getattr(model.heads, name)
         assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0, name
 
@@ -197,7 +251,9 @@ def test_halted_samples_keep_their_decision_and_reset_restores_initial_states():
     assert early.any() and not early.all()
     for m, decision in enumerate(run.outputs):
         halted_before = run.steps < m + 1
-        torch.testing.assert_close(decision.signal[halted_before], run.outputs[m - 1].signal[halted_before])
+        torch.testing.assert_close(
+            decision.tilt_logit[halted_before], run.outputs[m - 1].tilt_logit[halted_before]
+        )
         assert (run.live[m] == ~halted_before).all()
     carry = run.carry
     reset = model.reset(carry, torch.tensor([True, False, True, False, False, False]))
@@ -212,12 +268,14 @@ def agent_config(**model) -> HRMConfig:
 
 def test_the_streaming_agent_decides_as_the_batch_model_does_on_the_same_bars():
     model = make_model().eval()
+    with torch.no_grad():
+        model.heads.hold.fill_(1.5)  # each decision reads the tilt the previous one left
     agent = HRMTradingAgent(model, agent_config(), act=True)
     bars = [make_inputs(batch=1, seed=s) for s in range(5)]
     cap = torch.ones(1)
     held, streamed = torch.zeros(1), []
     for inputs in bars:
-        decision = agent.decide(inputs, cap, held)
+        decision = agent.decide(inputs, cap, held, torch.zeros_like(cap))
         streamed.append(float(decision.target[0]))
         held = decision.position
     batch = MarketInputs(
@@ -225,19 +283,24 @@ def test_the_streaming_agent_decides_as_the_batch_model_does_on_the_same_bars():
     )
     with torch.no_grad():
         run = run_segments(model, batch, 3, act=True)
-    assert streamed == pytest.approx(run.final.signal.tolist(), abs=1e-6)
+        heads, config = model.heads, agent_config()
+        zeros = torch.zeros(1, len(bars))
+        _, targets, _ = execute_path(
+            run.final.tilt_logit[None], zeros, zeros + 1, heads.hold, heads.tilt_gate, config.policy, 0.05
+        )
+    assert streamed == pytest.approx(targets[0].tolist(), abs=1e-6)
 
 
 def test_the_agent_keeps_h_between_refreshes_when_asked_to():
     model = make_model().eval()
     agent = HRMTradingAgent(model, agent_config(h_update_interval=3), act=False)
     cap, held = torch.ones(6), torch.zeros(6)
-    agent.decide(make_inputs(seed=0), cap, held)
+    agent.decide(make_inputs(seed=0), cap, held, held)
     kept = agent.z_H.clone()
-    agent.decide(make_inputs(seed=1), cap, held)  # bar 1: no refresh, H unchanged
+    agent.decide(make_inputs(seed=1), cap, held, held)  # bar 1: no refresh, H unchanged
     torch.testing.assert_close(agent.z_H, kept)
-    agent.decide(make_inputs(seed=2), cap, held)
-    agent.decide(make_inputs(seed=3), cap, held)  # bar 3: refresh
+    agent.decide(make_inputs(seed=2), cap, held, held)
+    agent.decide(make_inputs(seed=3), cap, held, held)  # bar 3: refresh
     assert not torch.allclose(agent.z_H, kept)
 
 
@@ -252,7 +315,7 @@ def test_the_flat_baseline_has_the_same_parameter_count_and_no_recurrence():
     assert count(hrm) == count(flat)
     carry = flat.initial_carry(6)
     same_carry, out = flat.segment(carry, make_inputs())
-    assert same_carry is carry and out.signal.shape == (6,)
+    assert same_carry is carry and out.tilt_logit.shape == (6,)
 
 
 @pytest.mark.parametrize("hidden, H_layers, L_layers", [(32, 1, 1), (32, 2, 1), (64, 2, 2)])
@@ -266,7 +329,7 @@ def test_the_gru_baseline_is_within_a_quarter_of_the_hrms_parameter_count(hidden
     assert abs(count(gru) / count(hrm) - 1) < 0.25
     carry = gru.initial_carry(6)
     same_carry, out = gru.segment(carry, make_inputs())
-    assert same_carry is carry and out.signal.shape == (6,)
+    assert same_carry is carry and out.tilt_logit.shape == (6,)
     output_loss(out).backward()
     assert all(p.grad is not None for p in gru.gru.parameters())
 

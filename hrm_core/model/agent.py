@@ -1,11 +1,12 @@
 """Streaming decisions, one bar at a time: the seed's ``HRMTradingEnv.step`` loop.
 
 Each bar the agent runs the model's segments on the bar's windows until the Q head halts (ACT) or
-the budget is spent, turns the signal into a target exposure and, through the no-trade band, into
-the position and the seed's action (``exposure.py``). With ``h_update_interval`` 1 (the default)
-this is exactly the decision the batch model makes on the same bar, which is how it was trained.
-A larger interval keeps z_H across bars and refreshes it only every that many bars (segments in
-between update L alone): cheaper, but a mode the trainer never saw, so it is off by default.
+the budget is spent, turns its tilt from the benchmark (reading the position held) into a target
+exposure and, through the no-trade band, into the position and the seed's action
+(``exposure.py``). With ``h_update_interval`` 1 (the default) this is exactly the decision the
+batch model makes on the same bar, which is how it was trained. A larger interval keeps z_H across
+bars and refreshes it only every that many bars (segments in between update L alone): cheaper, but
+a mode the trainer never saw, so it is off by default.
 
 On CPU the HRM decides through its numba kernels (``compiled.py``), which compute the same decision
 without torch's per-operation overhead (86 ms → under 5 ms a bar at the CPU preset's 8 segments);
@@ -27,11 +28,11 @@ from hrm_core.model.compiled import (
     Q_CONTINUE,
     Q_HALT,
     REGIME_0,
-    SIGNAL,
+    TILT_LOGIT,
     UP_LOGIT,
     CompiledHRM,
 )
-from hrm_core.model.exposure import action_of, next_position
+from hrm_core.model.exposure import action_of, decide_exposure
 from hrm_core.model.heads import TradingOutputs
 from hrm_core.model.hrm import HRMTrader
 from hrm_core.model.trader import Carry, MarketInputs, TraderBase
@@ -43,7 +44,8 @@ class Decision:
     """The decision for each sample of one bar, and the full head outputs."""
 
     action_index: torch.Tensor  # [B] into ACTIONS
-    target: torch.Tensor  # [B] target exposure (signal × cap)
+    tilt: torch.Tensor  # [B] the tilt from the benchmark, in [−1, 1]
+    target: torch.Tensor  # [B] target exposure (benchmark + max_tilt × tilt, within the cap)
     position: torch.Tensor  # [B] exposure after the band: what the engine is asked to hold
     confidence: torch.Tensor  # [B]
     segments: torch.Tensor  # [B] ACT segments used
@@ -70,6 +72,7 @@ class HRMTradingAgent:
         self.compiled = CompiledHRM.from_model(model) if compiled and compiles(model) else None
         self.segments, self.act = model_segments(model, config, act)
         self.band = config.trading.no_trade_band
+        self.policy = config.policy
         self.h_update_interval = config.model.h_update_interval
         self.reset()
 
@@ -79,9 +82,12 @@ class HRMTradingAgent:
         self.z_H: torch.Tensor | None = None
 
     @torch.inference_mode()
-    def decide(self, inputs: MarketInputs, cap: torch.Tensor, held: torch.Tensor) -> Decision:
+    def decide(
+        self, inputs: MarketInputs, cap: torch.Tensor, held: torch.Tensor, benchmark: torch.Tensor
+    ) -> Decision:
         """One decision per sample for the current bar (deterministic: no exploration), given the
-        sizing cap and the exposure held (the previous decision's position)."""
+        sizing cap, the exposure held (the previous decision's position) and the benchmark's
+        exposure at this bar."""
         refresh = self.z_H is None or self.bar % self.h_update_interval == 0
         if self.compiled is not None:
             out, steps = self._decide_compiled(inputs, refresh)
@@ -92,10 +98,13 @@ class HRMTradingAgent:
             run = run_segments(self.model, inputs, self.segments, self.act, carry=carry, update_H=refresh)
             self.z_H, out, steps = run.carry.z_H, run.final, run.steps
         self.bar += 1
-        target = out.signal * cap
-        position = next_position(target, held, self.band)
+        heads = self.model.heads
+        tilt, target, position = decide_exposure(
+            out.tilt_logit, held, benchmark, cap, heads.hold, heads.tilt_gate, self.policy, self.band
+        )
         return Decision(
             action_index=action_of(position, held),
+            tilt=tilt,
             target=target,
             position=position,
             confidence=out.confidence(position),
@@ -122,7 +131,7 @@ def outputs_of(raw: np.ndarray) -> TradingOutputs:
     raw = torch.from_numpy(raw)
     regimes = slice(REGIME_0, REGIME_0 + len(REGIMES))
     return TradingOutputs(
-        signal=raw[:, SIGNAL],
+        tilt_logit=raw[:, TILT_LOGIT],
         up_logit=raw[:, UP_LOGIT],
         log_volatility=raw[:, LOG_VOLATILITY],
         regime_logits=raw[:, regimes],

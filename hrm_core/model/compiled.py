@@ -25,7 +25,7 @@ from hrm_core.vocabulary import REGIMES
 
 N_REGIMES = len(REGIMES)
 HEAD_OUTPUTS = (
-    "signal",
+    "tilt_logit",
     "up_logit",
     "log_volatility",
     *(f"regime_logit_{name}" for name in REGIMES),
@@ -33,7 +33,7 @@ HEAD_OUTPUTS = (
     "q_continue",
 )
 """Columns of the kernels' raw outputs: ``TradingOutputs``' fields, the regime logits spread out."""
-SIGNAL, UP_LOGIT, LOG_VOLATILITY, REGIME_0 = 0, 1, 2, 3
+TILT_LOGIT, UP_LOGIT, LOG_VOLATILITY, REGIME_0 = 0, 1, 2, 3
 Q_HALT, Q_CONTINUE = REGIME_0 + N_REGIMES, REGIME_0 + N_REGIMES + 1
 RMS_EPS = np.float32(1e-5)
 LOG2E = np.float32(1.4426950408889634)
@@ -97,7 +97,7 @@ class CompiledHRM:
         self.embed_H = np.ascontiguousarray(state["embed_H.weight"].T, dtype=f32)
         self.embed_L = np.ascontiguousarray(state["embed_L.weight"].T, dtype=f32)
         self.H_init, self.L_init = state["H_init"], state["L_init"]
-        heads = ("heads.signal", "heads.outcome", "heads.q")  # summary -> signal, up, vol, q_halt, q_cont
+        heads = ("heads.tilt", "heads.outcome", "heads.q")  # summary -> tilt logit, up, vol, q_halt, q_cont
         self.head_w = np.ascontiguousarray(np.concatenate([state[f"{h}.weight"] for h in heads]).T, dtype=f32)
         self.head_b = np.concatenate([state[f"{h}.bias"] for h in heads]).astype(f32)
         self.regime_w = np.ascontiguousarray(state["heads.regime.weight"].T, dtype=f32)
@@ -288,7 +288,6 @@ def _heads(z_H: np.ndarray, z_L: np.ndarray, head_w, head_b, regime_w, regime_b,
             acc += summary[k] * head_w[k, j]
         column = j if j < REGIME_0 else j + N_REGIMES  # the regime columns come from their own head
         out[column] = acc
-    out[SIGNAL] = np.tanh(out[SIGNAL])
     for r in range(N_REGIMES):
         acc = regime_b[r]
         for k in range(hidden):

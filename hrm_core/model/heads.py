@@ -1,8 +1,10 @@
-"""Output heads (f_O): the target-exposure signal, the outcome heads and the ACT Q values.
+"""Output heads (f_O): the tilt from the benchmark, the outcome heads and the ACT Q values.
 
 Every output is trained (``training/losses.py``):
-- ``signal`` in [−1, 1]: the target exposure as a fraction of the sizing cap (``exposure.py``),
-  trained by the trading loss through the executed path;
+- ``tilt_logit``: the market's part of the tilt; the tilt itself also reads the tilt held
+  (``hold`` weight) and the deployment ``tilt_gate`` (``exposure.policy_tilt``), and the target
+  exposure is the benchmark plus ``max_tilt`` × tilt. Trained by the active trading loss through
+  the executed path. The head starts at zero, so an untrained model holds the benchmark;
 - ``up_logit``: P(the next ``outcome_horizon`` bars' return from the next open is positive),
   trained by cross-entropy; served as the confidence of the decision's direction;
 - ``log_volatility``: the log of the realised annualised volatility over those bars (market risk),
@@ -27,7 +29,7 @@ from hrm_core.vocabulary import REGIMES
 class TradingOutputs:
     """One decision per sample; every field is [B] unless noted."""
 
-    signal: torch.Tensor  # [−1, 1]: target exposure / cap
+    tilt_logit: torch.Tensor  # the tilt before the held tilt and the gate (``exposure.policy_tilt``)
     up_logit: torch.Tensor
     log_volatility: torch.Tensor
     regime_logits: torch.Tensor  # [B, len(REGIMES)]
@@ -70,13 +72,17 @@ class TradingHeads(nn.Module):
 
     def __init__(self, features: int, hidden_size: int) -> None:
         super().__init__()
-        self.signal = nn.Linear(features, 1)
+        self.tilt = nn.Linear(features, 1)
+        self.hold = nn.Parameter(torch.zeros(()))  # weight of the tilt held in the next tilt
+        self.register_buffer(
+            "tilt_gate", torch.ones(())
+        )  # 0: validation showed no skill; trade the benchmark
         self.outcome = nn.Linear(features, 2)  # up logit, log volatility
         self.regime = nn.Linear(hidden_size, len(REGIMES))
         self.q = nn.Linear(features, 2)
-        with torch.no_grad():  # start flat, and never halt early until the Q head has learned to
-            self.signal.weight.zero_()
-            self.signal.bias.zero_()
+        with torch.no_grad():  # start at the benchmark, and never halt early until the Q head has learned to
+            self.tilt.weight.zero_()
+            self.tilt.bias.zero_()
             self.outcome.bias[1].fill_(-1.6)  # log(0.2): a typical annualised volatility
             self.q.weight.zero_()
             self.q.bias.fill_(-5.0)
@@ -85,7 +91,7 @@ class TradingHeads(nn.Module):
         outcome = self.outcome(summary).float()
         q = self.q(summary).float()
         return TradingOutputs(
-            signal=torch.tanh(self.signal(summary).float()[:, 0]),
+            tilt_logit=self.tilt(summary).float()[:, 0],
             up_logit=outcome[:, 0],
             log_volatility=outcome[:, 1],
             regime_logits=self.regime(h_summary).float(),

@@ -1,17 +1,17 @@
 """The H-MTR (hierarchical multi-task) trader: a master over one worker per task, all on a shared
 recurrent backbone (the HRM's H and L modules, or the GRU baseline's recurrence).
 
-- Worker k reads the backbone's tactical state (the last L token) and proposes a signal
-  s_k = tanh(w_k · z_L) in [−1, 1]: its own target exposure as a fraction of the cap.
+- Worker k reads the backbone's tactical state (the last L token) and proposes a tilt logit
+  s_k = w_k · z_L: its own tilt from the benchmark, before the bounding tanh (``exposure.py``).
 - The master reads the strategic state (mean z_H) and outputs a weighting over workers,
-  softmax(logits), and a risk budget b = sigmoid(·) in (0, 1) that caps the exposure.
-- The executed signal is b · Σ_k weight_k · s_k. It replaces the supervised signal head in
+  softmax(logits), and a risk budget b = sigmoid(·) in (0, 1) that scales the tilt.
+- The executed tilt logit is b · Σ_k weight_k · s_k. It replaces the supervised tilt head in
   ``TradingOutputs``, so the backtester, the environments, the agent and serving execute exactly
   what the master and workers decide; the outcome and Q heads are the backbone's own.
 
 The master acts on z_H, which the streaming agent refreshes every ``h_update_interval`` bars
 (``model/agent.py``): between refreshes its weighting and budget stay fixed while L and the workers
-follow every bar. ``active_worker`` routes the signal to one worker alone (its pre-training on its
+follow every bar. ``active_worker`` routes the tilt to one worker alone (its pre-training on its
 task, ``rl/hmtr.py``). Worker k is task ``TASKS[k]``.
 """
 
@@ -35,18 +35,18 @@ class Routing:
 
     weights: torch.Tensor  # [B, workers], sums to 1
     budget: torch.Tensor  # [B] in (0, 1)
-    signals: torch.Tensor  # [B, workers] in [−1, 1]
+    signals: torch.Tensor  # [B, workers] tilt logits
 
 
 class MasterWorkers(nn.Module):
-    """Worker signal heads on z_L, the master's weighting and budget heads on z_H."""
+    """Worker tilt heads on z_L, the master's weighting and budget heads on z_H."""
 
     def __init__(self, hidden: int, workers: int = len(TASKS)) -> None:
         super().__init__()
         self.workers = nn.Linear(hidden, workers)
         self.master = nn.Linear(hidden, workers)
         self.budget = nn.Linear(hidden, 1)
-        with torch.no_grad():  # workers start flat, the master even-handed at half the cap
+        with torch.no_grad():  # workers start at the benchmark, the master even-handed at half budget
             self.workers.weight.zero_()
             self.workers.bias.zero_()
             self.master.weight.zero_()
@@ -59,12 +59,12 @@ class MasterWorkers(nn.Module):
         return Routing(
             weights=self.master(strategic).float().softmax(-1),
             budget=torch.sigmoid(self.budget(strategic).float()[:, 0]),
-            signals=torch.tanh(self.workers(z_L[:, -1]).float()),
+            signals=self.workers(z_L[:, -1]).float(),
         )
 
 
 class _MasterWorkerTrader:
-    """Mixed into a backbone trader: ``decide`` routes the signal through master and workers."""
+    """Mixed into a backbone trader: ``decide`` routes the tilt through master and workers."""
 
     active_worker: int | None = None
 
@@ -75,13 +75,13 @@ class _MasterWorkerTrader:
         out = super().decide(z_H, z_L)
         routing = self.route(z_H, z_L)
         if self.active_worker is None:
-            out.signal = routing.budget * (routing.weights * routing.signals).sum(-1)
+            out.tilt_logit = routing.budget * (routing.weights * routing.signals).sum(-1)
         else:
-            out.signal = routing.signals[:, self.active_worker]
+            out.tilt_logit = routing.signals[:, self.active_worker]
         return out
 
     def routing(self, inputs) -> Routing:
-        """The master's weights and budget and the workers' signals on ``inputs`` (one segment)."""
+        """The master's weights and budget and the workers' tilt logits on ``inputs`` (one segment)."""
         carry, _ = self.segment(self.initial_carry(inputs.batch), inputs)
         return self.route(carry.z_H, carry.z_L)
 

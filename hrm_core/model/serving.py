@@ -9,8 +9,10 @@ decides through its numba kernels (``compiled.py``) without importing torch. Oth
 (the baselines, the H-MTR) are rebuilt from the config and decide through the eager agent.
 
 A decision is what the streaming agent makes on a fresh bar: H starts afresh, ACT halts on the Q
-head within ``halt_max_steps`` segments, and the target exposure goes through the no-trade band
-from the exposure held. Every column is a trained output or follows from one.
+head within ``halt_max_steps`` segments, the tilt reads the tilt held, and the target exposure
+(the benchmark's exposure at the bar plus the bounded tilt) goes through the no-trade band from the
+exposure held. Every column is a trained output or follows from one; a model registered with its
+tilt gate off (no skill shown on validation) answers the benchmark.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from hrm_core.model.compiled import LOG_VOLATILITY, REGIME_0, SIGNAL, UP_LOGIT, CompiledHRM, HRMShape
-from hrm_core.model.exposure import action_of, direction_confidence, next_position
+from hrm_core.config import PolicyConfig
+from hrm_core.model.compiled import LOG_VOLATILITY, REGIME_0, TILT_LOGIT, UP_LOGIT, CompiledHRM, HRMShape
+from hrm_core.model.exposure import action_of, decide_exposure, direction_confidence
 from hrm_core.vocabulary import REGIMES
 
 OUTPUT_COLUMNS = (
     "action",
+    "tilt",
     "target_exposure",
     "position",
     "confidence",
@@ -35,7 +39,7 @@ OUTPUT_COLUMNS = (
     *(f"regime_{name}" for name in REGIMES),
     "segments",
 )
-INPUT_NAMES = ("strategic", "tactical", "cap", "held")
+INPUT_NAMES = ("strategic", "tactical", "cap", "held", "benchmark")
 WEIGHTS_FILE, SPEC_FILE = "weights.npz", "spec.json"
 
 
@@ -56,13 +60,16 @@ def save_served(folder: Path, model: Any, config: Any) -> tuple[Path, Path]:
 
 
 class ServedModel:
-    """Decisions from the served files: ``decide(strategic, tactical, cap, held)``."""
+    """Decisions from the served files: ``decide(strategic, tactical, cap, held, benchmark)``."""
 
     def __init__(self, spec: dict, weights: dict[str, np.ndarray]) -> None:
         self.spec = spec
         config = spec["config"]
         self.segments = config["model"]["halt_max_steps"]
         self.band = config["trading"]["no_trade_band"]
+        self.policy = PolicyConfig.model_validate(config.get("policy", {}))
+        self.hold_weight = np.float32(weights["heads.hold"])
+        self.tilt_gate = np.float32(weights["heads.tilt_gate"])
         hf = config["hierarchical_features"]
         self.lookbacks = (hf["high_level_lookback"], hf["low_level_lookback"])
         self.features = tuple(len(names) for names in spec["feature_names"])
@@ -87,8 +94,18 @@ class ServedModel:
             state = {name: arrays[name] for name in arrays.files}
         return cls(json.loads(spec.read_text()), state)
 
+    @property
+    def tilt_on(self) -> bool:
+        """Whether this version trades its tilt (validation showed skill) or the benchmark."""
+        return bool(self.tilt_gate)
+
     def check_inputs(
-        self, strategic: np.ndarray, tactical: np.ndarray, cap: np.ndarray, held: np.ndarray
+        self,
+        strategic: np.ndarray,
+        tactical: np.ndarray,
+        cap: np.ndarray,
+        held: np.ndarray,
+        benchmark: np.ndarray,
     ) -> None:
         """Refuse inputs of the wrong shape or with non-finite values, naming what was expected."""
         (high, low), (n_strategic, n_tactical) = self.lookbacks, self.features
@@ -97,9 +114,10 @@ class ServedModel:
             "tactical": (low, n_tactical),
             "cap": (),
             "held": (),
+            "benchmark": (),
         }
         batch = strategic.shape[0] if strategic.ndim else 0
-        for name, array in zip(INPUT_NAMES, (strategic, tactical, cap, held), strict=True):
+        for name, array in zip(INPUT_NAMES, (strategic, tactical, cap, held, benchmark), strict=True):
             want = (batch, *expected[name])
             if array.shape != want or batch == 0:
                 raise ValueError(f"{name}: expected shape {list(want)} (batch, ...), got {list(array.shape)}")
@@ -107,34 +125,50 @@ class ServedModel:
                 raise ValueError(f"{name}: holds a NaN or an infinity")
 
     def decide(
-        self, strategic: np.ndarray, tactical: np.ndarray, cap: np.ndarray, held: np.ndarray
+        self,
+        strategic: np.ndarray,
+        tactical: np.ndarray,
+        cap: np.ndarray,
+        held: np.ndarray,
+        benchmark: np.ndarray,
     ) -> np.ndarray:
         """strategic [B, high, Fs], tactical [B, low, Ft], cap [B] (the sizing cap), held [B] (the
-        exposure held) -> [B, len(OUTPUT_COLUMNS)] float32; ``action`` indexes ``ACTIONS``."""
-        arrays = [np.ascontiguousarray(a, dtype=np.float32) for a in (strategic, tactical, cap, held)]
+        exposure held), benchmark [B] (the benchmark's exposure at the bar,
+        ``exposure.benchmark_exposure``) -> [B, len(OUTPUT_COLUMNS)] float32; ``action`` indexes
+        ``ACTIONS``."""
+        arrays = [
+            np.ascontiguousarray(a, dtype=np.float32) for a in (strategic, tactical, cap, held, benchmark)
+        ]
         self.check_inputs(*arrays)
-        strategic, tactical, cap, held = arrays
+        strategic, tactical, cap, held, benchmark = arrays
         if self.compiled is not None:
             raw, steps, _ = self.compiled.run(strategic, tactical, self.segments, act=True)
         else:
             raw, steps = self.agent(strategic, tactical)
-        return decision_columns(raw, steps, cap, held, self.band)
+        tilt, target, position = decide_exposure(
+            raw[:, TILT_LOGIT], held, benchmark, cap, self.hold_weight, self.tilt_gate, self.policy, self.band
+        )
+        return decision_columns(raw, steps, held, tilt, target, position)
 
 
 def decision_columns(
-    raw: np.ndarray, steps: np.ndarray, cap: np.ndarray, held: np.ndarray, band: float
+    raw: np.ndarray,
+    steps: np.ndarray,
+    held: np.ndarray,
+    tilt: np.ndarray,
+    target: np.ndarray,
+    position: np.ndarray,
 ) -> np.ndarray:
-    """``OUTPUT_COLUMNS`` from the heads' raw outputs (``compiled.HEAD_OUTPUTS``), as the agent
-    derives them: target = signal × cap, the position through the band, the action that moves
-    there, and the heads' probabilities."""
-    target = raw[:, SIGNAL] * cap
-    position = next_position(target, held, band)
+    """``OUTPUT_COLUMNS`` from the heads' raw outputs (``compiled.HEAD_OUTPUTS``) and the decided
+    exposure (``exposure.decide_exposure``, as the agent decides it): the action that moves there,
+    and the heads' probabilities."""
     p_up = 1.0 / (1.0 + np.exp(-raw[:, UP_LOGIT]))
     logits = raw[:, REGIME_0 : REGIME_0 + len(REGIMES)]
     regimes = np.exp(logits - logits.max(axis=1, keepdims=True))
     regimes /= regimes.sum(axis=1, keepdims=True)
     columns = [
         action_of(position, held),
+        tilt,
         target,
         position,
         direction_confidence(position, p_up),
@@ -166,11 +200,11 @@ def _eager_agent(spec: dict, weights: dict[str, np.ndarray]):
         agent = HRMTradingAgent(model, config, act=True, compiled=False)  # H afresh, as served
         inputs = MarketInputs(torch.from_numpy(strategic), torch.from_numpy(tactical))
         batch = strategic.shape[0]
-        decision = agent.decide(inputs, torch.ones(batch), torch.zeros(batch))
+        decision = agent.decide(inputs, torch.ones(batch), torch.zeros(batch), torch.zeros(batch))
         out = decision.outputs
         raw = torch.cat(
             [
-                torch.stack([out.signal, out.up_logit, out.log_volatility], dim=-1),
+                torch.stack([out.tilt_logit, out.up_logit, out.log_volatility], dim=-1),
                 out.regime_logits,
                 torch.stack([out.q_halt, out.q_continue], dim=-1),
             ],

@@ -1,13 +1,14 @@
-"""The policy interface every model satisfies: a Gaussian over the signal (target exposure as a
-fraction of the sizing cap) and a value estimate.
+"""The policy interface every model satisfies: a Gaussian over the tilt from the benchmark
+(``model/exposure.py``) and a value estimate.
 
-The mean is the model's own signal in [−1, 1]; an action a ~ N(mean, σ) is executed as
-clamp(a, −1, 1) × cap through the no-trade band (``rl/env.py``). σ is one learned parameter
+The mean is the model's own tilt in [−1, 1] (``exposure.policy_tilt``, reading the tilt held); an
+action a ~ N(mean, σ) is executed as the benchmark plus ``max_tilt`` × clamp(a, −1, 1), within the
+cap, through the no-trade band (``rl/env.py``). σ is one learned parameter
 (state-independent, as in CleanRL), so the deterministic policy — the mean — is exactly what the
 backtester, the agent and serving run: what RL trains is what is executed and served.
 
-Observations: the decision bar's feature windows (what the models read) and the exposure held.
-The critic is a small MLP on the windows' last rows and the held exposure, the same for every
+Observations: the decision bar's feature windows (what the models read) and the tilt held.
+The critic is a small MLP on the windows' last rows and the tilt held, the same for every
 policy, so the algorithms compare models and not critics. ``TraderPolicy`` wraps any trading
 model (HRM with its ACT segments and one-step gradient, flat, GRU, H-MTR); ``MLPPolicy`` is the
 plain baseline (and the policy of the stable-baselines3 comparison).
@@ -25,6 +26,7 @@ from torch import nn
 from hrm_core.config import HRMConfig
 from hrm_core.model.act import run_segments
 from hrm_core.model.agent import model_segments
+from hrm_core.model.exposure import policy_tilt
 from hrm_core.model.trader import MarketInputs, TraderBase
 
 LOG_2PI = math.log(2 * math.pi)
@@ -96,7 +98,8 @@ class TraderPolicy(Policy):
         self.segments, self.act = model_segments(model, config, act=True)
 
     def mean(self, inputs: MarketInputs, held: torch.Tensor) -> torch.Tensor:
-        return run_segments(self.model, inputs, self.segments, self.act).final.signal
+        logit = run_segments(self.model, inputs, self.segments, self.act).final.tilt_logit
+        return policy_tilt(logit, held, self.model.heads.hold, self.model.heads.tilt_gate)
 
 
 class MLPPolicy(Policy):

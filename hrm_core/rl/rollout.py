@@ -55,10 +55,10 @@ def collect(env: ExposureEnv, policy: Policy, bars: int, generator: torch.Genera
     steps |= {"rewards": [], "dones": [], "net": []}
     for _ in range(bars):
         rows = torch.from_numpy(env.rows.copy())
-        out = policy(env.windows(rows), env.held)
+        out = policy(env.windows(rows), env.held_tilt)
         action = out.sample(generator)
         steps["rows"].append(rows)
-        steps["held"].append(env.held.clone())
+        steps["held"].append(env.held_tilt)
         steps["actions"].append(action)
         steps["log_probs"].append(out.log_prob(action))
         steps["values"].append(out.value)
@@ -66,7 +66,7 @@ def collect(env: ExposureEnv, policy: Policy, bars: int, generator: torch.Genera
         steps["rewards"].append(reward)
         steps["dones"].append(done)
         steps["net"].append(net)
-    last = policy(env.windows(env.rows.copy()), env.held).value
+    last = policy(env.windows(env.rows.copy()), env.held_tilt).value
     return Rollout(**{k: torch.stack(v) for k, v in steps.items()}, last_value=last)
 
 
@@ -79,7 +79,7 @@ def deterministic_returns(
     env.reset(np.array([start_row]))
     net = []
     for _ in range(bars):
-        _, done, r = env.step(decide(env.windows(env.rows.copy()), env.held))
+        _, done, r = env.step(decide(env.windows(env.rows.copy()), env.held_tilt))
         net.append(float(r[0]))
         if bool(done[0]):
             break

@@ -14,7 +14,7 @@ import torch
 from hrm_core.config import HRMConfig
 from hrm_core.data.market import MarketData
 from hrm_core.model.agent import Decision, HRMTradingAgent
-from hrm_core.model.exposure import exposure_cap
+from hrm_core.model.exposure import benchmark_exposure, exposure_cap
 from hrm_core.model.trader import MarketInputs, TraderBase
 from hrm_core.sim.decisions import SHARES, exit_levels
 from hrm_core.sim.env import TradingEnv
@@ -36,6 +36,7 @@ class HRMTradingEnv(TradingEnv):
         self.agent = HRMTradingAgent(model, config, act)
         self.device = next(model.parameters()).device
         self.stop_atr, self.target_atr = exit_levels(config.trading)
+        self.benchmark = benchmark_exposure(data.close, data.symbol_id, config.policy, config.trading)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         self.agent.reset()
@@ -63,6 +64,7 @@ class HRMTradingEnv(TradingEnv):
             exposure = self.state[SHARES] * self.data.close[self.bar] / max(self.equity, 1e-12)
             self.held = torch.tensor([exposure], device=self.device, dtype=torch.float32)
         info |= {
+            "tilt": float(decision.tilt[0]),
             "target": float(decision.target[0]),
             "segments": int(decision.segments[0]),
             "p_up": float(out.p_up[0]),
@@ -81,4 +83,6 @@ class HRMTradingEnv(TradingEnv):
         )
         price = torch.tensor([self.data.close[t]], device=self.device)
         atr = torch.tensor([np.nan_to_num(self.data.atr[t])], device=self.device)
-        return self.agent.decide(inputs, exposure_cap(price, atr, self.config.trading).float(), self.held)
+        cap = exposure_cap(price, atr, self.config.trading).float()
+        benchmark = torch.tensor([self.benchmark[t]], device=self.device, dtype=torch.float32)
+        return self.agent.decide(inputs, cap, self.held, benchmark)

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-EULER_GAMMA = 0.5772156649015329
+from hrm_core.stats import expected_max_sharpe
 
 
 def performance_summary(
@@ -130,14 +130,7 @@ def probabilistic_sharpe_ratio(r: np.ndarray, benchmark_sharpe: float = 0.0) -> 
 
 def deflated_sharpe_ratio(r: np.ndarray, trials_sharpe: Sequence[float]) -> float:
     """PSR against the best Sharpe expected from ``len(trials_sharpe)`` skill-less trials (DSR)."""
-    trials = np.asarray(trials_sharpe, dtype=float)
-    n = trials.size
-    if n < 2:
-        return probabilistic_sharpe_ratio(r)
-    expected_max = math.sqrt(trials.var(ddof=1)) * (
-        (1 - EULER_GAMMA) * stats.norm.ppf(1 - 1 / n) + EULER_GAMMA * stats.norm.ppf(1 - 1 / (n * math.e))
-    )
-    return probabilistic_sharpe_ratio(r, expected_max)
+    return probabilistic_sharpe_ratio(r, expected_max_sharpe(trials_sharpe))
 
 
 PERCENT_METRICS = ("total_return", "cagr", "max_drawdown", "trade_win_rate", "exposure", "costs")

@@ -118,7 +118,7 @@ class VectorTradingEnv:
 
     def reset(self, start_rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Start every episode (at random decision rows, or at ``start_rows``)."""
-        self._start(np.arange(self.n_envs), start_rows)
+        self.start_episodes(np.arange(self.n_envs), start_rows)
         return self.observation()
 
     def step(
@@ -150,7 +150,7 @@ class VectorTradingEnv:
             done,
         )
         if done.any():
-            self._start(np.flatnonzero(done), None)
+            self.start_episodes(np.flatnonzero(done), None)
         observation = self.observation()
         if device is None:
             return observation, rewards, done
@@ -187,7 +187,7 @@ class VectorTradingEnv:
         """Strategic [N, high, Fs] and tactical [N, low, Ft] feature windows ending at ``rows``."""
         return self.data.windows(rows, self.high, self.low)
 
-    def _start(self, envs: np.ndarray, start_rows: np.ndarray | None) -> None:
+    def start_episodes(self, envs: np.ndarray, start_rows: np.ndarray | None) -> None:
         rows = self.rng.choice(self.starts, size=len(envs)) if start_rows is None else np.asarray(start_rows)
         for env, row in zip(envs, rows, strict=True):
             self.states[env] = new_account(self.config.trading.initial_capital)

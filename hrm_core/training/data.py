@@ -17,7 +17,7 @@ import torch
 
 from hrm_core.config import HRMConfig
 from hrm_core.data.market import MarketData, gather_windows, window_view
-from hrm_core.model.exposure import exposure_cap
+from hrm_core.model.exposure import benchmark_exposure, exposure_cap
 from hrm_core.model.trader import MarketInputs
 from hrm_core.training.targets import outcome_targets
 
@@ -29,6 +29,7 @@ class Chunks:
     inputs: MarketInputs
     next_return: torch.Tensor  # [B, T] open[t+1] -> open[t+2]
     cap: torch.Tensor  # [B, T] sizing cap of each decision
+    benchmark: torch.Tensor  # [B, T] the benchmark's exposure at each decision
     up: torch.Tensor  # [B, T] 1.0 when the outcome horizon's return is positive, NaN unknown
     log_volatility: torch.Tensor  # [B, T] realised annualised log volatility, NaN unknown
     regime: torch.Tensor  # [B, T] index into REGIMES, -1 unknown
@@ -54,6 +55,8 @@ class WindowSampler:
         close = torch.tensor(data.close, device=device)
         atr = torch.tensor(np.nan_to_num(data.atr, nan=0.0), device=device)
         self.cap = exposure_cap(close, atr, config.trading).float()
+        benchmark = benchmark_exposure(data.close, data.symbol_id, config.policy, config.trading)
+        self.benchmark = torch.tensor(benchmark, device=device, dtype=torch.float32)
         targets = outcome_targets(data, config.training.outcome_horizon, config.trading.periods_per_year)
         self.up = torch.tensor(targets.up, device=device, dtype=torch.float32)
         self.log_volatility = torch.tensor(targets.log_volatility, device=device, dtype=torch.float32)
@@ -81,6 +84,7 @@ class WindowSampler:
             inputs=self.windows(rows.reshape(-1)),
             next_return=self.next_return[rows],
             cap=self.cap[rows],
+            benchmark=self.benchmark[rows],
             up=self.up[rows],
             log_volatility=self.log_volatility[rows],
             regime=self.regime[rows],

@@ -1,8 +1,8 @@
 """Out-of-sample rollouts for training-side checks: the model decides every bar of a fold part in
-one batch (it reads only market features, so batch and streaming decisions are the same), its
-targets go through the no-trade band bar by bar as the engine executes them, and each position
-earns the next open-to-open return net of commission and slippage on its changes. The full
-engine (share drift between rebalances, exit rules, borrow) is the backtester's.
+one batch, its tilts read the position held and go through the no-trade band bar by bar as the
+engine executes them (``exposure.execute_path``), and each position earns the next open-to-open
+return net of every cost (``losses.net_returns``); the benchmark policy runs beside it on the same
+bars. The full engine (share drift between rebalances, exit rules) is the backtester's.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class Rollout:
     positions: np.ndarray
     segments: np.ndarray
     buy_and_hold: np.ndarray  # next-bar returns of holding 1 unit on the same bars
+    benchmark: np.ndarray  # net returns of the benchmark policy on the same bars
 
     def sharpe(self, periods_per_year: float) -> float:
         return annualised_sharpe(self.net_returns, periods_per_year)
@@ -47,20 +48,25 @@ def rollout(model: TraderBase, data: MarketData, part: str, config: HRMConfig, a
     device = next(model.parameters()).device
     sampler = WindowSampler(data, config, device)
     segments, halting = model_segments(model, config, act)
-    cost_rate = config.trading.commission + config.trading.slippage
     rows_all = data.decision_rows(part, config.hierarchical_features.high_level_lookback)
-    net, positions, used, hold = [], [], [], []
+    net, positions, used, hold, bench = [], [], [], [], []
     for symbol in np.unique(data.symbol_id[rows_all]):
         rows = torch.as_tensor(rows_all[data.symbol_id[rows_all] == symbol], device=device)
-        targets, steps = [], []
+        logits, steps = [], []
         for batch in rows.split(BATCH_ROWS):
             run = run_segments(model, sampler.windows(batch), segments, halting)
-            targets.append(run.final.signal * sampler.cap[batch])
+            logits.append(run.final.tilt_logit)
             steps.append(run.steps)
-        position = execute_path(torch.cat(targets)[None], config.trading.no_trade_band)
+        benchmark, cap = sampler.benchmark[rows][None], sampler.cap[rows][None]
+        band, heads = config.trading.no_trade_band, model.heads
+        path = (torch.cat(logits)[None], benchmark, cap)
+        position = execute_path(*path, heads.hold, heads.tilt_gate, config.policy, band)[2]
+        zero = benchmark.new_zeros(())
+        benchmark_position = execute_path(*path, zero, zero, config.policy, band)[2]
         next_return = sampler.next_return[rows][None].float()
-        net.append(net_returns(position, next_return, cost_rate)[0].cpu().numpy())
+        net.append(net_returns(position, next_return, config.trading)[0].cpu().numpy())
+        bench.append(net_returns(benchmark_position, next_return, config.trading)[0].cpu().numpy())
         positions.append(position[0].cpu().numpy())
         used.append(torch.cat(steps).cpu().numpy())
         hold.append(next_return[0].cpu().numpy())
-    return Rollout(*(np.concatenate(x).astype(float) for x in (net, positions, used, hold)))
+    return Rollout(*(np.concatenate(x).astype(float) for x in (net, positions, used, hold, bench)))

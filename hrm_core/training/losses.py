@@ -1,25 +1,33 @@
-"""The training objective: the trading loss of the executed position path, the outcome heads' losses
-and the ACT Q loss, with deep supervision over segments.
+"""The training objective: the active trading loss of the executed position path against the
+benchmark, the outcome heads' losses and the ACT Q loss, with deep supervision over segments.
 
-Per chunk, the model's targets (signal × cap) go through the no-trade band exactly as the engine
-executes them (``exposure.execute_path``): position w_t is held from open[t+1] to open[t+2], and
-costs are charged on the model's own position changes, so r_t = w_t·R_t − c·|w_t − w_{t−1}|
-(starting flat, c = commission + slippage). Raw returns; the terms are scaled, not the returns:
+Per chunk, the model's tilts give targets (benchmark + max_tilt · tilt) that go through the no-trade
+band exactly as the engine executes them, each decision reading the position the previous one left
+(``exposure.execute_path``): position w_t is held from open[t+1] to open[t+2] and pays every cost
+the engine charges, r_t = w_t·R_t − c·|Δw_t| − f·1[Δw_t ≠ 0] − b·max(−w_t, 0), with c = commission
++ slippage, f = fixed_fee / initial_capital and b the borrow rate (``net_returns``; from a flat
+start). The benchmark's own path through the same band earns r^B_t, and the active return is
+a_t = r_t − r^B_t. Pooled over every decision of the batch (not per chunk: a 128-bar chunk's
+Sharpe is mostly noise, and fitting its sign is worth far more than any cost):
 
-- growth G: mean log(1 + r_t), annualised (× periods per year);
-- sharpe S: each chunk's annualised Sharpe ratio, averaged over chunks;
-- drawdown D: each chunk's maximum drawdown of cumulative log growth, averaged.
+- active A: the mean of a_t, annualised (× periods per year);
+- variance V: the variance of a_t over the batch, annualised;
+- turnover T: the raw targets' tilt changes |Δ(target − benchmark)| charged at c, annualised: the
+  band holds a position without a cost gradient, so this keeps the raw target from drifting and
+  then trading the whole gap (Deep Momentum Networks' turnover regulariser);
+- tilt K: the mean squared tilt, pulling the policy back to the benchmark without evidence.
 
-L_trade = −w_G·G − w_S·S + w_D·D. Its optimum for i.i.d. returns (mean μ, deviation σ per bar)
-and a constant exposure p > 0: S = μ/σ·√P does not depend on |p|, G ≈ P·(pμ − p²σ²/2) and D grows
-about linearly, D ≈ p·d₁, so p* = (μ − w_D·d₁/(w_G·P)) / σ², the Kelly fraction μ/σ² shrunk by the
-drawdown weight, then capped at the sizing cap; with μ = 0 it is flat. ``constant_exposure_loss``
-scores any constant exposure on real returns, so the optimum can be checked before training.
+L_trade = −w_A·A + (γ/2)·V + w_T·T + w_K·K, γ = ``risk_aversion``. A zero tilt scores exactly 0 on
+every term, so training can only leave the benchmark by earning it. For i.i.d. returns (mean μ,
+deviation σ per bar) and a constant tilt k from a constant benchmark, A = P·k·μ and V = P·k²σ², so
+k* = μ / (γσ²) (a Kelly fraction scaled by 1/γ), less the L2 pull, bounded by ``max_tilt`` and the
+cap; with μ = 0 it is the benchmark. ``constant_tilt_loss`` scores any constant tilt on real
+returns, so the optimum can be checked before training.
 
 The outcome heads add cross-entropy for p_up and the regime, and squared error for log volatility
 (weight ``outcome``). Deep supervision: every segment's decision carries the whole loss, averaged
 over segments. Q targets (ACT): q_halt learns whether one more segment would *not* have raised the
-decision's one-bar return; q_continue is bootstrapped from the next segment's max(q_halt,
+decision's one-bar active return; q_continue is bootstrapped from the next segment's max(q_halt,
 q_continue), as in the reference.
 
 Every mean over the batch is a sum divided by a count that ``Share`` may total over processes:
@@ -30,17 +38,19 @@ slice's part of the global loss, and the summed gradients are exactly the single
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hrm_core.config import HRMConfig
+from hrm_core.config import HRMConfig, TradingConfig
 from hrm_core.model.act import SegmentRun
-from hrm_core.model.exposure import execute_path
+from hrm_core.model.exposure import execute_path, held_tilt, policy_target, policy_tilt
 from hrm_core.model.heads import TradingOutputs
 from hrm_core.training.data import Chunks
 
-TERMS = ("growth", "sharpe", "drawdown")
+TERMS = ("active", "variance", "turnover", "tilt")
 
 Share = Callable[[torch.Tensor], torch.Tensor]
 """Sums a per-process quantity (a count, a loss part) over the processes; the identity in one."""
@@ -60,38 +70,106 @@ def batch_mean(
     return values.sum() / count.clamp_min(1.0)
 
 
-def net_returns(position: torch.Tensor, next_return: torch.Tensor, cost_rate: float) -> torch.Tensor:
-    """[B, T] net return of each chunk's position path (held from the next open), starting flat."""
-    previous = torch.cat([torch.zeros_like(position[:, :1]), position[:, :-1]], dim=1)
-    return position * next_return - cost_rate * (position - previous).abs()
+def _changes(path: torch.Tensor) -> torch.Tensor:
+    """[B, T] change of each chunk's path from the previous bar, starting from 0 (flat)."""
+    return path - torch.cat([torch.zeros_like(path[:, :1]), path[:, :-1]], dim=1)
+
+
+def net_returns(position: torch.Tensor, next_return: torch.Tensor, trading: TradingConfig) -> torch.Tensor:
+    """[B, T] net return of each chunk's position path (held from the next open), starting flat,
+    with every cost the engine charges: commission and slippage on the traded fraction, the fixed
+    fee per fill (as a fraction of the starting capital) and the borrow rate on shorts."""
+    traded = _changes(position)
+    fills = (traded != 0).to(position.dtype)
+    costs = (trading.commission + trading.slippage) * traded.abs()
+    costs = costs + trading.fixed_fee / trading.initial_capital * fills
+    costs = costs + trading.borrow_rate * (-position).clamp_min(0.0)
+    return position * next_return - costs
+
+
+@dataclass
+class PolicyPath:
+    """A chunk batch's decisions along the executed path: [B, T] each."""
+
+    tilt: torch.Tensor
+    target: torch.Tensor
+    position: torch.Tensor
+
+
+def policy_path(
+    logits: torch.Tensor, chunks: Chunks, heads: torch.nn.Module, config: HRMConfig
+) -> PolicyPath:
+    """The executed path of tilt logits [B*T] on ``chunks`` (``exposure.execute_path``)."""
+    tilt, target, position = execute_path(
+        logits.view(chunks.shape),
+        chunks.benchmark,
+        chunks.cap,
+        heads.hold,
+        heads.tilt_gate,
+        config.policy,
+        config.trading.no_trade_band,
+    )
+    return PolicyPath(tilt, target, position)
+
+
+def benchmark_positions(chunks: Chunks, config: HRMConfig) -> torch.Tensor:
+    """[B, T] the benchmark policy's own path through the band, starting flat (no gradient)."""
+    zero = chunks.benchmark.new_zeros(())
+    return execute_path(
+        torch.zeros_like(chunks.benchmark),
+        chunks.benchmark,
+        chunks.cap,
+        zero,
+        zero,
+        config.policy,
+        config.trading.no_trade_band,
+    )[2]
 
 
 def trading_terms(
-    r: torch.Tensor, periods_per_year: float, share: Share = whole_batch
+    path: PolicyPath,
+    chunks: Chunks,
+    benchmark_position: torch.Tensor,
+    config: HRMConfig,
+    share: Share = whole_batch,
 ) -> dict[str, torch.Tensor]:
-    """The three terms of net returns ``r`` [B, T]."""
-    log_growth = torch.log1p(r.clamp_min(-0.99))
-    sharpe = r.mean(-1) / (r.std(-1) + 1e-4) * periods_per_year**0.5
-    wealth = log_growth.cumsum(-1)
-    peak = torch.cummax(torch.cat([torch.zeros_like(wealth[:, :1]), wealth], dim=-1), -1).values[:, 1:]
+    """The four terms of a path (see the module docstring), pooled over the global batch."""
+    trading, periods = config.trading, config.trading.periods_per_year
+    active = net_returns(path.position, chunks.next_return, trading) - net_returns(
+        benchmark_position, chunks.next_return, trading
+    )
+    mean = batch_mean(active, share)
+    variance = batch_mean(active.pow(2), share) - mean.pow(2)
+    tilt_change = _changes(path.target - chunks.benchmark)[:, 1:].abs()
     return {
-        "growth": batch_mean(log_growth, share) * periods_per_year,
-        "sharpe": batch_mean(sharpe, share),
-        "drawdown": batch_mean((peak - wealth).amax(-1), share),
+        "active": mean * periods,
+        "variance": variance * periods,
+        "turnover": batch_mean(tilt_change, share) * (trading.commission + trading.slippage) * periods,
+        "tilt": batch_mean(path.tilt.pow(2), share),
     }
 
 
 def trading_loss(terms: dict[str, torch.Tensor], config: HRMConfig) -> torch.Tensor:
     w = config.training.loss_weights
-    return -w.growth * terms["growth"] - w.sharpe * terms["sharpe"] + w.drawdown * terms["drawdown"]
+    return (
+        -w.active * terms["active"]
+        + w.risk_aversion / 2 * terms["variance"]
+        + w.turnover * terms["turnover"]
+        + w.tilt_l2 * terms["tilt"]
+    )
 
 
-def constant_exposure_loss(exposure: float, next_return: torch.Tensor, config: HRMConfig) -> float:
-    """The trading loss of holding ``exposure`` on every decision of chunks ``next_return`` [B, T]."""
-    position = torch.full_like(next_return, exposure)
-    cost_rate = config.trading.commission + config.trading.slippage
-    r = net_returns(position, next_return, cost_rate)
-    return float(trading_loss(trading_terms(r, config.trading.periods_per_year), config))
+def constant_tilt_loss(tilt: float, chunks: Chunks, config: HRMConfig) -> float:
+    """The trading loss of the policy that decides ``tilt`` on every decision of ``chunks`` (no
+    reading of the position held): 0 for a zero tilt, by construction."""
+    logit = torch.full(chunks.shape, float(np.arctanh(np.clip(tilt, -1 + 1e-7, 1 - 1e-7))))
+    zero, one = torch.zeros(()), torch.ones(())
+    band = config.trading.no_trade_band
+    t, target, position = execute_path(logit, chunks.benchmark, chunks.cap, zero, one, config.policy, band)
+    path = PolicyPath(t, target, position)
+    return float(
+        trading_loss(trading_terms(path, chunks, benchmark_positions(chunks, config), config), config)
+    )
 
 
 def outcome_loss(out: TradingOutputs, chunks: Chunks, share: Share = whole_batch) -> torch.Tensor:
@@ -109,34 +187,51 @@ def outcome_loss(out: TradingOutputs, chunks: Chunks, share: Share = whole_batch
 
 
 def act_loss(
-    run: SegmentRun, chunks: Chunks, config: HRMConfig, act: bool, share: Share = whole_batch
+    run: SegmentRun,
+    chunks: Chunks,
+    config: HRMConfig,
+    act: bool,
+    heads: torch.nn.Module,
+    share: Share = whole_batch,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """This process's part of the total loss over the run's segments, and the logged numbers of the
-    whole batch (the last segment's terms)."""
-    trading = config.trading
+    whole batch (the last segment's terms). ``heads``: the model's heads (hold weight, tilt gate)."""
     weights = config.training.loss_weights
-    cost_rate = trading.commission + trading.slippage
-    shape = chunks.shape
+    benchmark_position = benchmark_positions(chunks, config)
     total = torch.zeros((), device=chunks.next_return.device)
     one_bar = []
     for m, decision in enumerate(run.outputs):
-        targets = decision.signal.view(shape) * chunks.cap
-        positions = execute_path(targets, trading.no_trade_band)
-        r = net_returns(positions, chunks.next_return, cost_rate)
-        terms = trading_terms(r, trading.periods_per_year, share)
+        path = policy_path(decision.tilt_logit, chunks, heads, config)
+        terms = trading_terms(path, chunks, benchmark_position, config, share)
         outcome = outcome_loss(decision, chunks, share)
         total = total + trading_loss(terms, config) + weights.outcome * outcome
-        raw_targets = run.raw[m].signal.view(shape) * chunks.cap
-        one_bar.append((raw_targets * chunks.next_return).reshape(-1))
+        one_bar.append(_one_bar_active(run.raw[m].tilt_logit.detach(), path, chunks, heads, config))
     total = total / len(run.outputs)
     if act:
         q_loss = _q_loss(run, one_bar, share)
         total = total + weights.q * q_loss
     parts = {**terms, "outcome": outcome, **({"q": q_loss} if act else {}), "loss": total}
     logged = {name: float(share(value.detach())) for name, value in parts.items()}  # whole-batch values
-    logged["exposure"] = float(share(batch_mean(positions.detach().abs(), share)))
+    logged["exposure"] = float(share(batch_mean(path.position.detach().abs(), share)))
+    logged["tilt_abs"] = float(share(batch_mean(path.tilt.detach().abs(), share)))
     logged["segments"] = float(share(batch_mean(run.steps.float(), share)))
     return total, logged
+
+
+def _one_bar_active(
+    logits: torch.Tensor, path: PolicyPath, chunks: Chunks, heads: torch.nn.Module, config: HRMConfig
+) -> torch.Tensor:
+    """[B*T] one-bar active return of a segment's own (raw) decision, reading the position the
+    executed path held before it: what the Q head's halting target compares between segments."""
+    held = torch.cat([torch.zeros_like(path.position[:, :1]), path.position[:, :-1]], dim=1).detach()
+    tilt = policy_tilt(
+        logits.view(chunks.shape),
+        held_tilt(held, chunks.benchmark, config.policy),
+        heads.hold.detach(),
+        heads.tilt_gate,
+    )
+    target = policy_target(tilt, chunks.benchmark, chunks.cap, config.policy)
+    return ((target - chunks.benchmark) * chunks.next_return).reshape(-1)
 
 
 def _q_loss(run: SegmentRun, one_bar: list[torch.Tensor], share: Share) -> torch.Tensor:
@@ -156,3 +251,13 @@ def _q_loss(run: SegmentRun, one_bar: list[torch.Tensor], share: Share) -> torch
         bce = bce + F.binary_cross_entropy_with_logits(decision.q_continue, continue_target, reduction="none")
         losses.append(batch_mean(bce, share, live))
     return torch.stack(losses).mean()
+
+
+def active_returns(
+    run: SegmentRun, chunks: Chunks, heads: torch.nn.Module, config: HRMConfig
+) -> torch.Tensor:
+    """[B, T] active net returns of the run's final decisions against the benchmark on ``chunks``:
+    what checkpoint selection and the tilt's deployment gate judge."""
+    path = policy_path(run.final.tilt_logit, chunks, heads, config)
+    own = net_returns(path.position, chunks.next_return, config.trading)
+    return own - net_returns(benchmark_positions(chunks, config), chunks.next_return, config.trading)

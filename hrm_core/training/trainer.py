@@ -2,9 +2,14 @@
 checkpoints that resume a killed run where it stopped, and bit-identical seeded runs on CPU.
 
 Each stage (``training.curriculum``) warm-starts from the previous one's best weights with a fresh
-AdamW (betas 0.9, 0.95), linear warm-up then cosine decay, and gradient clipping. Every
-``eval_every`` steps the validation loss (fixed validation chunks, no exploration) is measured; a
-stage stops after ``patience`` evaluations without improvement and keeps its best weights.
+AdamW (betas 0.9, 0.95), linear warm-up then cosine decay, and gradient clipping; weight decay
+applies to the weight matrices only (norm gains, biases, the hold weight and the initial states are
+exempt). Every ``eval_every`` steps the model is judged on every validation bar (non-overlapping
+chunks, no exploration) by its active net Sharpe against the benchmark, smoothed over evaluations
+(``selection.py``); the stage's start weights are a candidate too, evaluations inside the learning
+rate's warm-up are not; a stage stops after ``patience`` evaluations without improvement and keeps
+its best weights. After the last stage the tilt is deployed only if validation shows it pays
+(``selection.decide_tilt``); otherwise the model trades the benchmark.
 """
 
 from __future__ import annotations
@@ -31,9 +36,8 @@ from hrm_core.training.checkpoint import load_checkpoint, save_checkpoint
 from hrm_core.training.data import Chunks, WindowSampler
 from hrm_core.training.distributed import Distributed, launch
 from hrm_core.training.ewc import EWC
-from hrm_core.training.losses import act_loss, whole_batch
-
-VALIDATION_CHUNKS = 32
+from hrm_core.training.losses import act_loss, active_returns, whole_batch
+from hrm_core.training.selection import TiltGate, decide_tilt, per_period_sharpe, set_tilt_gate, tiling_starts
 
 
 def pick_device(preference: str) -> torch.device:
@@ -86,6 +90,36 @@ def load_trained_model(path: str | Path) -> tuple[TraderBase, HRMConfig, dict[st
 class TrainResult:
     model: TraderBase
     history: list[dict[str, Any]] = field(default_factory=list)
+    gate: TiltGate | None = None  # whether the tilt is deployed, and the validation evidence
+
+
+def validation_trials(history: list[dict[str, Any]]) -> list[float]:
+    """Every evaluation's annualised validation active Sharpe: the candidates selection tried."""
+    return [h["val_active_sharpe"] for h in history if "val_active_sharpe" in h]
+
+
+def gate_tilt(
+    result: TrainResult, config: HRMConfig, data: MarketData, prior_trials: list[float] | None = None
+) -> TrainResult:
+    """Decide and set the trained model's tilt gate on its validation evidence; ``prior_trials``:
+    the trials of earlier stages trained elsewhere (the pipeline trains a stage per asset)."""
+    model = result.model
+    set_tilt_gate(model, True)
+    stage = config.training.curriculum[-1]
+    device = next(model.parameters()).device
+    sampler = WindowSampler(data, config, device)
+    starts = tiling_starts(sampler.chunk_starts("validation"), config.training.chunk_bars)
+    active = np.zeros(0)
+    if len(starts):
+        model.eval()
+        segments = config.model.halt_max_steps if stage.act else config.training.deep_supervision_segments
+        with torch.no_grad():
+            chunks = sampler.chunks(starts)
+            run = run_segments(model, chunks.inputs, segments, stage.act, 0.0)
+            active = active_returns(run, chunks, model.heads, config).cpu().numpy()
+    gate = decide_tilt(active, [*(prior_trials or []), *validation_trials(result.history)], config)
+    set_tilt_gate(model, gate.deployed)
+    return TrainResult(model, result.history, gate)
 
 
 def fit(
@@ -95,16 +129,20 @@ def fit(
     progress: bool = True,
     model: TraderBase | None = None,
     ewc: EWC | None = None,
+    prior_trials: list[float] | None = None,
 ) -> TrainResult:
     """Train ``config``'s curriculum here, or in ``training.processes`` data-parallel processes
-    under ``torchrun`` (same weights, up to float summation order). Either way a killed run
-    resumes from ``checkpoint_dir`` (without one, processes share a temporary folder)."""
+    under ``torchrun`` (same weights, up to float summation order), then gate its tilt on the
+    validation evidence (``gate_tilt``). Either way a killed run resumes from ``checkpoint_dir``
+    (without one, processes share a temporary folder)."""
     processes = config.training.processes
     if processes == 1:
-        return Trainer(config, data, checkpoint_dir, progress, model, ewc).fit()
+        return gate_tilt(
+            Trainer(config, data, checkpoint_dir, progress, model, ewc).fit(), config, data, prior_trials
+        )
     if checkpoint_dir is None:
         with tempfile.TemporaryDirectory(prefix="hrm-torchrun-") as folder:
-            return fit(config, data, folder, progress, model, ewc)
+            return fit(config, data, folder, progress, model, ewc, prior_trials)
     start = model.state_dict() if model is not None else None
     job = Path(checkpoint_dir) / "torchrun"
     state, history = launch(job, processes, config, data, start, ewc, Path(checkpoint_dir))
@@ -112,7 +150,7 @@ def fit(
     trained.load_state_dict(state)
     last = config.training.curriculum[-1]
     trained.set_cycles(last.H_cycles, last.L_cycles)
-    return TrainResult(trained, history)
+    return gate_tilt(TrainResult(trained, history), config, data, prior_trials)
 
 
 @dataclass
@@ -121,7 +159,8 @@ class _State:
 
     stage: int = 0
     step: int = 0
-    best_loss: float = math.inf
+    best_score: float = -math.inf  # the best smoothed validation active Sharpe of this stage
+    smoothed: float | None = None
     bad_evals: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -153,6 +192,7 @@ class Trainer:
         self.writes_checkpoints = self.checkpoint_path is not None and main
         torch.manual_seed(config.seed)
         self.model = (model or build_model(config, data)).to(self.device)
+        set_tilt_gate(self.model, True)  # a warm start from a gated model learns its tilt again
         self.batch_slice = slice(None)
         self.share = whole_batch
         if distributed is not None:
@@ -166,11 +206,7 @@ class Trainer:
                 f"training data: no chunk of {self.training.chunk_bars} consecutive training decisions; "
                 "lower training.chunk_bars or the lookbacks, or use more data"
             )
-        validation_starts = self.sampler.chunk_starts("validation")
-        pick = np.random.default_rng(config.seed + 1)
-        chosen = np.sort(
-            pick.choice(validation_starts, min(VALIDATION_CHUNKS, len(validation_starts)), replace=False)
-        )
+        chosen = tiling_starts(self.sampler.chunk_starts("validation"), self.training.chunk_bars)
         self.validation = self.sampler.chunks(chosen) if len(chosen) else None
         self.rng = np.random.default_rng(config.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
@@ -194,6 +230,8 @@ class Trainer:
             total = self._stage_steps(stage)
             if self.best_state is None:
                 self.best_state = copy.deepcopy(self.model.state_dict())
+                if self.validation is not None:  # the stage's start is a candidate too
+                    state.best_score = self.validate(stage)[1]
             bar = tqdm(total=total, initial=state.step, desc=f"stage {stage.name}", disable=not self.progress)
             while state.step < total and (
                 self.validation is None or state.bad_evals < self.training.patience
@@ -205,9 +243,13 @@ class Trainer:
                 bar.set_postfix(loss=f"{logged['loss']:.3f}", segments=f"{logged['segments']:.2f}")
                 evaluate = state.step % self.training.eval_every == 0 or state.step == total
                 if evaluate and self.validation is not None:
-                    logged["val_loss"] = self.validation_loss(stage)
-                    if logged["val_loss"] < state.best_loss:
-                        state.best_loss, state.bad_evals = logged["val_loss"], 0
+                    logged["val_loss"], logged["val_active_sharpe"] = self.validate(stage)
+                    newest = self.training.selection_ema
+                    previous = logged["val_active_sharpe"] if state.smoothed is None else state.smoothed
+                    state.smoothed = newest * logged["val_active_sharpe"] + (1 - newest) * previous
+                    logged["val_score"] = state.smoothed
+                    if state.step > self.training.warmup_steps and state.smoothed > state.best_score:
+                        state.best_score, state.bad_evals = state.smoothed, 0
                         self.best_state = copy.deepcopy(self.model.state_dict())
                     else:
                         state.bad_evals += 1
@@ -234,8 +276,12 @@ class Trainer:
         return self.config.model.halt_max_steps if stage.act else self.training.deep_supervision_segments
 
     def _optimizer(self) -> torch.optim.Optimizer:
+        """AdamW with weight decay on the weight matrices only: decaying norm gains, biases or the
+        hold weight would pull them towards 0, not towards a simpler model."""
+        decayed = [p for p in self.model.parameters() if p.dim() >= 2]
+        exempt = [p for p in self.model.parameters() if p.dim() < 2]
         return torch.optim.AdamW(
-            self.model.parameters(),
+            [{"params": decayed}, {"params": exempt, "weight_decay": 0.0}],
             lr=self.training.learning_rate,
             betas=(0.9, 0.95),
             weight_decay=self.training.weight_decay,
@@ -272,7 +318,7 @@ class Trainer:
                 generator=self.generator,
                 **split,
             )
-        return act_loss(run, chunks, self.config, stage.act, share)
+        return act_loss(run, chunks, self.config, stage.act, self.model.heads, share)
 
     def _train_step(
         self, stage: StageConfig, optimizer: torch.optim.Optimizer, step: int
@@ -299,11 +345,16 @@ class Trainer:
         return {**logged, "grad_norm": float(norm), "lr": lr}
 
     @torch.no_grad()
-    def validation_loss(self, stage: StageConfig) -> float:
-        """Loss on the fixed validation chunks (deterministic, no exploration)."""
+    def validate(self, stage: StageConfig) -> tuple[float, float]:
+        """Loss and annualised active net Sharpe on every validation bar (deterministic, no
+        exploration)."""
         self.model.eval()
-        _, logged = self._forward(stage, self.validation, explore=False)
-        return logged["loss"]
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            run = run_segments(self.model, self.validation.inputs, self._segments(stage), stage.act, 0.0)
+        _, logged = act_loss(run, self.validation, self.config, stage.act, self.model.heads)
+        active = active_returns(run, self.validation, self.model.heads, self.config).cpu().numpy().ravel()
+        sharpe = per_period_sharpe(active) * math.sqrt(self.config.trading.periods_per_year)
+        return logged["loss"], sharpe
 
     def _save(self, state: _State, optimizer: torch.optim.Optimizer | None) -> None:
         if not self.writes_checkpoints:
@@ -318,7 +369,8 @@ class Trainer:
                 "config": self.config.model_dump(mode="json"),
                 "stage": state.stage,
                 "step": state.step,
-                "best_loss": state.best_loss,
+                "best_score": state.best_score,
+                "smoothed": state.smoothed,
                 "bad_evals": state.bad_evals,
                 "history": state.history,
                 "torch_rng": torch.get_rng_state(),
@@ -337,4 +389,11 @@ class Trainer:
         torch.set_rng_state(saved["torch_rng"])
         self.generator.set_state(saved["generator"])
         self.rng.bit_generator.state = saved["numpy_rng"]
-        return _State(saved["stage"], saved["step"], saved["best_loss"], saved["bad_evals"], saved["history"])
+        return _State(
+            saved["stage"],
+            saved["step"],
+            saved["best_score"],
+            saved["smoothed"],
+            saved["bad_evals"],
+            saved["history"],
+        )
