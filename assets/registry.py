@@ -32,10 +32,10 @@ from hrm_core.data.market import MarketData, load_market_data
 from hrm_core.model import pyfunc_model
 from hrm_core.model.serving import INPUT_NAMES, OUTPUT_COLUMNS, save_served
 from hrm_core.model.trader import TraderBase
-from hrm_core.sim.backtest import MODEL_BASELINES, backtest_models, baseline_config
+from hrm_core.sim.backtest import BENCHMARK, MODEL_BASELINES, backtest_models, baseline_config
 from hrm_core.sim.promotion import decide_promotion
 from hrm_core.sim.report import metrics_table, write_report
-from hrm_core.training.trainer import Trainer, load_trained_model, save_trained_model
+from hrm_core.training.trainer import fit, load_trained_model, save_trained_model
 from hrm_core.vocabulary import ALIAS_PRODUCTION, ALIAS_STAGING
 
 
@@ -145,6 +145,8 @@ def candidate_model(
         "fold": str(saved["fold"]),
         **{f"fold.{part}": " → ".join(dates) for part, dates in fold_dates.items()},
         **{tag: str(rl_finetune[tag]) for tag in LINEAGE_TAGS},
+        "tilt.deployed": "true" if bool(model.heads.tilt_gate) else "false",
+        "tilt.evidence": rl_finetune.get("tilt_reason", "not recorded"),
     }
     registered = mlflow.register_model(info.model_uri, tracking.model_name, tags=tags)
     client.set_registered_model_alias(tracking.model_name, ALIAS_STAGING, registered.version)
@@ -292,21 +294,21 @@ def _baseline(
     if path.exists() and not force:
         return load_trained_model(path)[0]
     baseline = baseline_config(config, architecture)
-    model = Trainer(baseline, data, progress=False).fit().model
+    model = fit(baseline, data, progress=False).model  # gated on validation like the HRM
     save_trained_model(path, model, baseline, data, config.training.fold)
     return model
 
 
 def latest_evaluation_difference(config: HRMConfig) -> dict[str, float] | None:
-    """The paired HRM − buy-and-hold Sharpe difference of the latest evaluation, when that
-    evaluation was of this configuration (None otherwise)."""
+    """The paired HRM − benchmark Sharpe difference of the latest evaluation (clustered by fold),
+    when that evaluation was of this configuration (None otherwise)."""
     path = evaluation_dir() / "latest" / "evaluation.json"
     if not path.exists():
         return None
     evaluation = json.loads(path.read_text())
     if config_key(HRMConfig.model_validate(evaluation["config"])) != config_key(config):
         return None
-    return evaluation["summary"]["paired_sharpe_difference"].get("hrm - buy_and_hold")
+    return evaluation["summary"]["paired_sharpe_difference"].get(f"hrm - {BENCHMARK}")
 
 
 def comparison_problem(
@@ -358,7 +360,7 @@ def promotion_decision(
     record the decision and its reasons on the model version."""
     config = settings.config()
     portfolio = backtest_report["portfolio"]
-    incumbent_name = "production" if backtest_report["production_version"] else "buy_and_hold"
+    incumbent_name = "production" if backtest_report["production_version"] else BENCHMARK
     decision = decide_promotion(
         portfolio["hrm"],
         portfolio[incumbent_name],
@@ -366,6 +368,7 @@ def promotion_decision(
         config.promotion,
         sanity_problems(portfolio),
         across_folds=latest_evaluation_difference(config),
+        benchmark=portfolio[BENCHMARK] if incumbent_name == "production" else None,
     )
     client = tracking.client()
     version = candidate_model["version"]

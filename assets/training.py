@@ -35,7 +35,13 @@ from hrm_core.model.trader import TraderBase
 from hrm_core.training.api import with_scenarios
 from hrm_core.training.checkpoint import load_checkpoint
 from hrm_core.training.ewc import EWC, ewc_from
-from hrm_core.training.trainer import fit, load_trained_model, pick_device, save_trained_model
+from hrm_core.training.trainer import (
+    fit,
+    load_trained_model,
+    pick_device,
+    save_trained_model,
+    validation_trials,
+)
 
 GPU_OP_TAGS = {
     "dagster-k8s/config": {
@@ -208,6 +214,7 @@ def train_stage(
             progress=settings.progress,
             model=model,
             ewc=ewc,
+            prior_trials=previous.get("validation_trials") if previous else None,
         )
         for entry in result.history:
             mlflow.log_metrics(
@@ -230,6 +237,9 @@ def train_stage(
         "mlflow_run_id": stage_run_id,
         "parent_run_id": parent,
         "ewc_version": base_version if ewc is not None else None,
+        "validation_trials": [*(previous or {}).get("validation_trials", []), *validation_trials(history)],
+        "tilt_deployed": result.gate.deployed,
+        "tilt_reason": result.gate.reason,
         **lineage,
     }
     tmp = done.with_suffix(".tmp")
@@ -261,6 +271,8 @@ def stage_metadata(value: dict, reused: bool, tracking: MlflowResource) -> dict:
         **{k: value[k] for k in shown},
         **{k: value[k] for k in ("data_version", "feature_hash", "config_hash", "git_commit", "lineage_key")},
         "mlflow_run": dg.MetadataValue.url(tracking.run_url(value["mlflow_run_id"])),
+        "tilt": "deployed" if value.get("tilt_deployed") else "off: trades the benchmark",
+        "tilt_evidence": value.get("tilt_reason", "not recorded"),
         "reused": reused,
         "checkpoint": dg.MetadataValue.path(value["checkpoint"]),
     }

@@ -3,8 +3,8 @@
 MLflow's scoring protocol, so MLflow clients and load balancers work unchanged:
 - ``GET /ping``: 200 while a version is loaded (503 when none holds the alias);
 - ``POST /invocations`` (``application/json``): ``{"inputs": {"strategic": [...], "tactical": [...],
-  "cap": [...], "held": [...]}}`` (named tensors) or ``{"instances": [{...}, ...]}`` (one object per
-  sample) → ``{"predictions": [[...], ...], "columns": [...], "model": ..., "version": ...}``;
+  "cap": [...], "held": [...], "benchmark": [...]}}`` (named tensors) or
+  ``{"instances": [{...}, ...]}`` (one object per sample) → ``{"predictions": [[...], ...], "columns": [...], "model": ..., "version": ...}``;
 and ``GET /decisions/latest[?symbol=S]``: the rows ``hrm-trading predict --json`` prints.
 
 Every response names the version that answered (``X-Model-Version``). A thread polls the registry
@@ -204,8 +204,9 @@ def parse_inputs(body: bytes) -> dict[str, np.ndarray]:
     else:
         raise RequestError(
             HTTPStatus.BAD_REQUEST,
-            'send {"inputs": {"strategic": [...], "tactical": [...], "cap": [...], "held": [...]}} '
-            'or {"instances": [{"strategic": ..., "tactical": ..., "cap": ..., "held": ...}]}',
+            'send {"inputs": {"strategic": [...], "tactical": [...], "cap": [...], "held": [...], '
+            '"benchmark": [...]}} or {"instances": [{"strategic": ..., "tactical": ..., "cap": ..., '
+            '"held": ..., "benchmark": ...}]}',
         )
     missing = [name for name in INPUT_NAMES if columns.get(name) is None]
     if missing:

@@ -171,7 +171,7 @@ def test_the_loss_pays_what_the_decision_engine_charges_with_every_cost_on():
             "low": np.minimum(open_, close) * 0.999,
             "close": close,
             "atr": 1.0,
-        }  # fmt: skip
+        }
     )
     trading = TradingConfig(fixed_fee=5.0, borrow_rate=0.0001)
     policy = PolicyConfig(max_tilt=1.0)
@@ -187,7 +187,7 @@ def test_the_loss_pays_what_the_decision_engine_charges_with_every_cost_on():
             "quantity": position.abs().numpy(),
             "stop_loss": 0.0,
             "take_profit": 0.0,
-        }  # fmt: skip
+        }
     )
     assert (position < 0).sum() > 50 and (decisions["action"] != ACTIONS.index("HOLD")).sum() > 30
     result = run_decisions(bars, decisions, trading)

@@ -47,23 +47,26 @@ def trading_model(config: HRMConfig, data, seed: int):
     torch.manual_seed(seed)
     model = build_model(config, data).eval()
     model.set_cycles(1, 2)
-    strategic, tactical, _, _ = sample_windows(data, config, 12)
+    strategic, tactical, *_ = sample_windows(data, config, 12)
     with torch.no_grad():
-        for p in model.heads.parameters():
-            p.normal_(0.0, 0.5)
+        for name, p in model.heads.named_parameters():
+            if name != "hold":
+                p.normal_(0.0, 0.5)
+        model.heads.hold.fill_(0.7)  # decisions read the tilt held
         _, out = model.segment(
             model.initial_carry(12), MarketInputs(torch.tensor(strategic), torch.tensor(tactical))
         )
-        model.heads.q.bias[0] -= (out.q_halt - out.q_continue).median()
+        model.heads.q.bias[0] -= (out.q_halt - out.q_continue).median() + 1e-3  # no sample on the edge
     return model
 
 
-def eager_columns(model, config: HRMConfig, strategic, tactical, cap, held) -> np.ndarray:
+def eager_columns(model, config: HRMConfig, strategic, tactical, cap, held, benchmark) -> np.ndarray:
     """The decision columns the eager agent (no kernels) gives on the same windows."""
     agent = HRMTradingAgent(model, config, act=True, compiled=False)
-    d = agent.decide(MarketInputs(torch.from_numpy(strategic), torch.from_numpy(tactical)), cap, held)
+    inputs = MarketInputs(torch.from_numpy(strategic), torch.from_numpy(tactical))
+    d = agent.decide(inputs, cap, held, benchmark)
     out = d.outputs
-    columns = [d.action_index.float(), d.target, d.position, d.confidence, out.p_up, out.market_risk]
+    columns = [d.action_index.float(), d.tilt, d.target, d.position, d.confidence, out.p_up, out.market_risk]
     return torch.stack([*columns, *out.regime_probs.unbind(-1), d.segments.float()], -1).numpy()
 
 
@@ -123,7 +126,8 @@ def sample_windows(data, config: HRMConfig, n: int):
     strategic, tactical = data.windows(rows, hf.high_level_lookback, hf.low_level_lookback)
     cap = np.linspace(0.5, 1.0, n).astype(np.float32)
     held = np.resize(np.array([0.0, 0.6, -0.6], np.float32), n)
-    return strategic.astype(np.float32), tactical.astype(np.float32), cap, held
+    benchmark = np.resize(np.array([0.8, 0.4, 0.0], np.float32), n)
+    return strategic.astype(np.float32), tactical.astype(np.float32), cap, held, benchmark
 
 
 @pytest.mark.parametrize("architecture", ["hrm", "flat"])
@@ -134,10 +138,10 @@ def test_the_served_files_decide_as_the_eager_agent(served, tmp_path, architectu
     model = trading_model(config, served["data"], seed=3)
     loaded = ServedModel.load(*save_served(tmp_path, model, config))
     assert (loaded.compiled is not None) == (architecture == "hrm")  # the HRM needs no torch
-    strategic, tactical, cap, held = sample_windows(served["data"], config, 12)
-    decision = loaded.decide(strategic, tactical, cap, held)
+    strategic, tactical, cap, held, benchmark = sample_windows(served["data"], config, 12)
+    decision = loaded.decide(strategic, tactical, cap, held, benchmark)
     expected = eager_columns(
-        model, config, strategic, tactical, torch.from_numpy(cap), torch.from_numpy(held)
+        model, config, strategic, tactical, *map(torch.from_numpy, (cap, held, benchmark))
     )
     assert decision.shape == (12, len(OUTPUT_COLUMNS))
     column = OUTPUT_COLUMNS.index
@@ -150,14 +154,16 @@ def test_the_served_files_decide_as_the_eager_agent(served, tmp_path, architectu
 
 def test_the_served_model_refuses_inputs_of_the_wrong_shape_or_with_nans(served, tmp_path):
     loaded = ServedModel.load(*save_served(tmp_path, served["models"]["1"], served["config"]))
-    strategic, tactical, cap, held = sample_windows(served["data"], served["config"], 2)
+    strategic, tactical, cap, held, benchmark = sample_windows(served["data"], served["config"], 2)
     with pytest.raises(ValueError, match=r"strategic: expected shape \[2, 20, \d+\]"):
-        loaded.decide(strategic[:, :5], tactical, cap, held)
+        loaded.decide(strategic[:, :5], tactical, cap, held, benchmark)
     with pytest.raises(ValueError, match=r"cap: expected shape \[2\]"):
-        loaded.decide(strategic, tactical, cap[:1], held)
+        loaded.decide(strategic, tactical, cap[:1], held, benchmark)
+    with pytest.raises(ValueError, match=r"benchmark: expected shape \[2\]"):
+        loaded.decide(strategic, tactical, cap, held, benchmark[:1])
     tactical[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="tactical: holds a NaN"):
-        loaded.decide(strategic, tactical, cap, held)
+        loaded.decide(strategic, tactical, cap, held, benchmark)
 
 
 def predict_process(served) -> tuple[list[dict], set[str]]:
@@ -223,7 +229,7 @@ def server(served):
 
 def invocation(served, n: int = 3) -> tuple[dict, tuple]:
     arrays = sample_windows(served["data"], served["config"], n)
-    names = ("strategic", "tactical", "cap", "held")
+    names = ("strategic", "tactical", "cap", "held", "benchmark")
     return {"inputs": {k: a.tolist() for k, a in zip(names, arrays, strict=True)}}, arrays
 
 
@@ -233,7 +239,7 @@ def test_the_server_answers_the_scoring_protocol_with_the_eager_decisions(served
         200,
         {"status": "ok", "model": "hrm-trader@production", "version": "1"},
     )
-    body, (strategic, tactical, cap, held) = invocation(served)
+    body, (strategic, tactical, cap, held, benchmark) = invocation(served)
     status, payload, version = client.request("POST", "/invocations", body)
     assert status == 200 and version == "1" and payload["columns"] == list(OUTPUT_COLUMNS)
     expected = eager_columns(
@@ -243,6 +249,7 @@ def test_the_server_answers_the_scoring_protocol_with_the_eager_decisions(served
         tactical,
         torch.from_numpy(cap),
         torch.from_numpy(held),
+        torch.from_numpy(benchmark),
     )
     np.testing.assert_allclose(np.array(payload["predictions"]), expected, atol=2e-5, rtol=1e-4)
     instances = [

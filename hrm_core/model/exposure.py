@@ -122,6 +122,16 @@ def direction_confidence(position: Array, p_up: Array) -> Array:
     return _xp(position).where(position < 0, 1 - p_up, p_up)
 
 
+def band_path(targets: np.ndarray, band: float) -> np.ndarray:
+    """[T] positions a path of targets leads to through the band, starting flat (``next_position``
+    bar by bar): how a rule baseline or the benchmark trades, exactly as a model's targets do."""
+    positions, held = np.empty(len(targets)), np.zeros(())
+    for t, target in enumerate(np.asarray(targets, dtype=float)):
+        held = next_position(np.asarray(target), held, band)
+        positions[t] = held
+    return positions
+
+
 def decide_exposure(
     tilt_logit: Array,
     held: Array,

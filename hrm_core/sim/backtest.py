@@ -14,7 +14,7 @@ import torch
 from hrm_core.config import HRMConfig, StageConfig
 from hrm_core.data.market import MarketData
 from hrm_core.errors import DataError
-from hrm_core.model.exposure import action_of, next_position
+from hrm_core.model.exposure import action_of, band_path, benchmark_exposure
 from hrm_core.model.trader import TraderBase
 from hrm_core.sim.baselines import BASELINES
 from hrm_core.sim.decisions import SHARES, exit_levels, ledger_frame, run_decisions
@@ -27,6 +27,7 @@ from hrm_core.training.targets import outcome_targets
 from hrm_core.vocabulary import BUY_LONG, HOLD, REGIMES
 
 MODEL_BASELINES = ("flat", "gru")
+BENCHMARK = "benchmark"
 BUY_AND_HOLD_WITH_EXITS = "buy_and_hold_exit_rules"
 
 TRADE_COLUMNS = [
@@ -75,10 +76,35 @@ class BacktestResult:
         frame = pd.concat({s: r.returns for s, r in self.runs[strategy].items()}, axis=1)
         return frame.mean(axis=1, skipna=True)
 
+    def position_stats(self, strategy: str) -> dict[str, float]:
+        """Time in the market, mean |exposure| and turnover (mean |Δexposure| a bar), computed per
+        symbol and then averaged, so opposite trades of two symbols do not cancel."""
+        runs = [run.exposure.to_numpy() for run in self.runs[strategy].values()]
+        return {
+            "exposure": float(np.mean([(e != 0).mean() for e in runs])),
+            "mean_abs_exposure": float(np.mean([np.abs(e).mean() for e in runs])),
+            "turnover": float(np.mean([np.abs(np.diff(e, prepend=0.0)).mean() for e in runs])),
+        }
+
+    def active_stats(self, strategy: str) -> dict[str, float]:
+        """The portfolio's return less the benchmark policy's on the same bars: annualised mean
+        (active return), deviation (tracking error) and their ratio (active Sharpe)."""
+        active = (self.portfolio_returns(strategy) - self.portfolio_returns(BENCHMARK)).to_numpy()
+        periods = self.periods_per_year
+        deviation = float(active.std(ddof=1)) if active.size > 1 else 0.0
+        return {
+            "active_return": float(active.mean() * periods),
+            "tracking_error": deviation * float(np.sqrt(periods)),
+            "active_sharpe": float(active.mean() / deviation * np.sqrt(periods))
+            if deviation > 1e-12
+            else 0.0,
+        }
+
     def summary(self) -> pd.DataFrame:
         """One row per strategy: ``performance_summary`` of the equal-weight portfolio, with the
-        trades of every symbol, the mean exposure across symbols, costs as a share of the starting
-        capital, and the DSR against every strategy compared here as the trials."""
+        trades of every symbol, exposure and turnover per symbol then averaged, costs as a share of
+        the starting capital, the active return and Sharpe against the benchmark policy, and the
+        DSR against every strategy compared here as the trials."""
         returns = {strategy: self.portfolio_returns(strategy).to_numpy() for strategy in self.runs}
         trials = [sharpe_ratio(r) for r in returns.values()]
         trials = [t for t in trials if np.isfinite(t)]
@@ -87,15 +113,18 @@ class BacktestResult:
             trades = [
                 {"pnl": t.pnl, "bars": t.bars} for run in runs.values() for t in run.trades.itertuples()
             ]
-            exposure = pd.concat([run.exposure for run in runs.values()], axis=1).mean(axis=1)
-            rows[strategy] = performance_summary(
-                returns[strategy],
-                periods_per_year=self.periods_per_year,
-                trades=trades,
-                positions=exposure.to_numpy(),
-                costs=sum(run.costs for run in runs.values()) / (len(runs) * self.initial_capital),
-                trials_sharpe=trials if len(trials) > 1 else None,
-            ) | {"brier": float(np.mean([run.brier for run in runs.values()]))}
+            rows[strategy] = (
+                performance_summary(
+                    returns[strategy],
+                    periods_per_year=self.periods_per_year,
+                    trades=trades,
+                    costs=sum(run.costs for run in runs.values()) / (len(runs) * self.initial_capital),
+                    trials_sharpe=trials if len(trials) > 1 else None,
+                )
+                | self.position_stats(strategy)
+                | self.active_stats(strategy)
+                | {"brier": float(np.mean([run.brier for run in runs.values()]))}
+            )
         return pd.DataFrame(rows).T
 
 
@@ -145,19 +174,38 @@ def run_agent(
 
 
 def run_baseline(name: str, data: MarketData, config: HRMConfig, symbol: str, part: str) -> SymbolRun:
-    """A baseline's target exposures on the same decision bars, through the same engine, fills and
-    costs (borrow included) as the models, rebalanced whenever the target changes. The rule sees
-    the symbol's whole history up to each bar, so its look-back is warm at the first test bar,
-    but it trades inside the part only."""
-    rows = TradingEnv(data, config, symbol=symbol, part=part).rows
+    """A rule baseline (``BASELINES``) on the same decision bars as the models."""
     history = np.flatnonzero(data.symbol_id == data.symbols.index(symbol))
-    exposure = BASELINES[name](pd.Series(data.close[history]), config.trading.periods_per_year)
-    target = torch.tensor(exposure.to_numpy()[rows[0] - history[0] : rows[-1] - history[0] + 1])
-    target = target.clamp(-config.trading.max_position_size, config.trading.max_position_size)
-    held = torch.cat([torch.zeros(1, dtype=target.dtype), target[:-1]])
-    action = action_of(next_position(target, held, 0.0), held)
+    exposure = BASELINES[name](pd.Series(data.close[history]), config.trading.periods_per_year).to_numpy()
+    return run_targets(exposure, data, config, symbol, part)
+
+
+def run_benchmark(data: MarketData, config: HRMConfig, symbol: str, part: str) -> SymbolRun:
+    """The policy's benchmark (``policy.benchmark``): what an untrained or gated-off model trades."""
+    history = np.flatnonzero(data.symbol_id == data.symbols.index(symbol))
+    exposure = benchmark_exposure(data.close[history], data.symbol_id[history], config.policy, config.trading)
+    return run_targets(exposure, data, config, symbol, part)
+
+
+def run_targets(
+    exposure: np.ndarray, data: MarketData, config: HRMConfig, symbol: str, part: str
+) -> SymbolRun:
+    """Target exposures decided over ``symbol``'s whole history (so a rule's look-back is warm at
+    the first test bar), traded inside the part only, through the configured no-trade band and the
+    same engine, fills and costs (borrow included) as the models."""
+    rows = TradingEnv(data, config, symbol=symbol, part=part).rows
+    first = np.flatnonzero(data.symbol_id == data.symbols.index(symbol))[0]
+    limit = config.trading.max_position_size
+    target = np.clip(exposure[rows[0] - first : rows[-1] - first + 1], -limit, limit)
+    position = band_path(target, config.trading.no_trade_band)
+    held = np.concatenate([[0.0], position[:-1]])
     decisions = pd.DataFrame(
-        {"action": action.numpy(), "quantity": target.abs().numpy(), "stop_loss": 0.0, "take_profit": 0.0}
+        {
+            "action": action_of(position, held),
+            "quantity": np.abs(position),
+            "stop_loss": 0.0,
+            "take_profit": 0.0,
+        }
     )
     return _engine_run(data, config, rows, decisions)
 
@@ -232,6 +280,7 @@ def backtest_models(
     runs = {
         name: {s: run_agent(m, data, config, s, part, act, up) for s in symbols} for name, m in models.items()
     }
+    runs[BENCHMARK] = {s: run_benchmark(data, config, s, part) for s in symbols}
     for name in BASELINES if rules else ():
         runs[name] = {s: run_baseline(name, data, config, s, part) for s in symbols}
     if rules and config.trading.exit_rules != "none":

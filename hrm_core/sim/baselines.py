@@ -1,12 +1,16 @@
 """Baseline strategies, as target exposures (fraction of capital, + long / − short) decided at each
 bar's close from that bar's information and earlier; the execution model fills them at the next
-open like any policy. Reported beside every HRM result (the flat transformer is the model
-baseline, ``hrm_core.model.flat``)."""
+open like any policy, through the same no-trade band as the models. Reported beside every HRM
+result (the flat transformer is the model baseline, ``hrm_core.model.flat``), with the policy's own
+benchmark (``policy.benchmark``) as the ``benchmark`` strategy."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from hrm_core.config import PolicyConfig, TradingConfig
+from hrm_core.model.exposure import benchmark_exposure
 
 
 def buy_and_hold(close: pd.Series) -> pd.Series:
@@ -33,9 +37,15 @@ def volatility_targeted(
     window: int = 20,
     max_exposure: float = 1.0,
 ) -> pd.Series:
-    """Long, scaled to ``target`` annualised volatility of the last ``window`` returns, capped."""
-    vol = np.log(close).diff().rolling(window).std() * np.sqrt(periods_per_year)
-    return (target / vol).clip(upper=max_exposure).fillna(0.0)
+    """Long, scaled to ``target`` annualised volatility of the last ``window`` log returns, capped
+    (Moreira and Muir): the policy's default benchmark, through its one definition
+    (``exposure.benchmark_exposure``)."""
+    policy = PolicyConfig(benchmark="volatility_targeted", target_volatility=target, volatility_window=window)
+    trading = TradingConfig(max_position_size=max_exposure, periods_per_year=periods_per_year)
+    exposure = benchmark_exposure(
+        close.to_numpy(float), np.zeros(len(close), dtype=np.int64), policy, trading
+    )
+    return pd.Series(exposure, index=close.index)
 
 
 BASELINES = {

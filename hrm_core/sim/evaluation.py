@@ -4,11 +4,18 @@ same blocks, at the configuration's own budget. A cell that never trades scores 
 earned exactly nothing), so a model that gives up is not dropped from the means.
 
 A *cell* is (model, fold, seed). Its row holds the equal-weight portfolio's Sharpe, total return,
-max drawdown, mean absolute exposure, turnover, costs (share of capital) and PSR, all out of
-sample and net of costs; the DSR of each row deflates its Sharpe by every trial run here (all
-models, folds and seeds), so picking the best cell is not mistaken for skill. The summary gives
-each model's mean ± std across cells, and paired differences (HRM − baseline on the same fold and
-seed) with a bootstrap confidence interval.
+max drawdown, mean absolute exposure and turnover (per symbol, then averaged), costs (share of
+capital), PSR, and the active return and active Sharpe against the benchmark policy on the same
+bars, all out of sample and net of costs, and whether the cell's tilt was deployed (validation
+showed skill) or it traded the benchmark; the DSR of each row deflates its Sharpe by every trial
+run here (all models, folds and seeds), so picking the best cell is not mistaken for skill.
+
+The summary gives each model's mean ± std across cells, and paired differences (HRM − another
+model or baseline on the same fold and seed) with a 95 % interval clustered by fold: the seeds of
+a fold share its test block, so they are averaged into one difference per fold and the interval is
+Student's t over the F fold means (F − 1 degrees of freedom); treating the cells as independent
+covers far less than 95 %. Hansen's SPA test (``arch``) asks whether any model beats the benchmark
+over the concatenated test blocks, with a stationary bootstrap for serially dependent returns.
 
 Model variants (``MODELS``): the HRM, the flat transformer and GRU of about equal size, and the
 ablations that answer the known critique of HRM: ``hrm_no_act`` (deep supervision without learned
@@ -23,6 +30,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -32,18 +40,20 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from hrm_core.config import HRMConfig
 from hrm_core.data.market import MarketData, load_market_data
 from hrm_core.model.trader import TraderBase
-from hrm_core.sim.backtest import BacktestResult, backtest_models, baseline_config
+from hrm_core.sim.backtest import BENCHMARK, BacktestResult, backtest_models, baseline_config
 from hrm_core.sim.baselines import BASELINES
 from hrm_core.sim.metrics import deflated_sharpe_ratio, performance_summary
 from hrm_core.vocabulary import RL_ALGORITHMS
 
 ROW_COLUMNS = ("model", "fold", "seed", "sharpe", "total_return", "max_drawdown", "exposure", "turnover")
-ROW_COLUMNS += ("costs", "psr", "dsr")
-BOOTSTRAP_SAMPLES = 2000
+ROW_COLUMNS += ("costs", "psr", "dsr", "active_return", "active_sharpe")
+SPA_REPS = 1000
+SPA_BLOCK = 10  # bars: the stationary bootstrap's mean block length
 
 
 def _no_act(config: HRMConfig) -> HRMConfig:
@@ -109,7 +119,7 @@ def run_cell(
     """Train ``model`` on ``fold`` with ``seed`` and backtest it on the fold's own test block. The
     RL models fine-tune the cell's supervised HRM; ``supervised`` (one dict per cell) keeps that
     model so the ``hrm`` row and every RL row of a cell train it once (seeded: the same weights)."""
-    from hrm_core.training.trainer import Trainer
+    from hrm_core.training.trainer import fit
 
     to_config, to_data = MODELS[model]
     cell_config = to_config(config)
@@ -120,21 +130,22 @@ def run_cell(
     if shared and "hrm" in supervised:
         trained = copy.deepcopy(supervised["hrm"])
     else:
-        trained = Trainer(cell_config, to_data(train_data), progress=False).fit().model
+        trained = fit(cell_config, to_data(train_data), progress=False).model  # its tilt gated on validation
         if shared:
             supervised["hrm"] = copy.deepcopy(trained)
     if model in RL_ALGORITHMS:
         from hrm_core.rl.api import finetune
 
         trained, _ = finetune(trained, to_data(train_data), cell_config, model, progress=False)
-    result = backtest_models({model: trained}, to_data(test_data), cell_config, rules=False)
-    return _row(result, model, fold, seed)
+    act = any(stage.act for stage in cell_config.training.curriculum)  # as it trained
+    result = backtest_models({model: trained}, to_data(test_data), cell_config, act=act, rules=False)
+    return _row(result, model, fold, seed) | {"tilt_deployed": bool(trained.heads.tilt_gate)}
 
 
 def rule_rows(config: HRMConfig, fold: int, test_data: MarketData) -> list[dict[str, Any]]:
-    """The rule baselines on ``fold``'s test block (seed-free)."""
+    """The benchmark policy and the rule baselines on ``fold``'s test block (seed-free)."""
     result = backtest_models({}, test_data, config)
-    return [_row(result, name, fold, None) for name in BASELINES]
+    return [_row(result, name, fold, None) for name in (BENCHMARK, *BASELINES)]
 
 
 def _cell_in_memory(config: HRMConfig, model: str, fold: int, seed: int) -> dict[str, Any]:
@@ -147,13 +158,12 @@ def _cell_in_memory(config: HRMConfig, model: str, fold: int, seed: int) -> dict
 def _row(result: BacktestResult, strategy: str, fold: int, seed: int | None) -> dict[str, Any]:
     returns = result.portfolio_returns(strategy)
     runs = result.runs[strategy].values()
-    exposure = pd.concat([run.exposure for run in runs], axis=1).mean(axis=1).to_numpy()
     summary = performance_summary(
         returns.to_numpy(),
         periods_per_year=result.periods_per_year,
-        positions=exposure,
         costs=sum(run.costs for run in runs) / (len(runs) * result.initial_capital),
     )
+    positions, active = result.position_stats(strategy), result.active_stats(strategy)
     flat = not np.any(returns.to_numpy())  # never traded: it earned exactly 0, not an undefined ratio
     return {
         "model": strategy,
@@ -162,10 +172,12 @@ def _row(result: BacktestResult, strategy: str, fold: int, seed: int | None) -> 
         "sharpe": 0.0 if flat else summary["sharpe"],
         "total_return": summary["total_return"],
         "max_drawdown": summary["max_drawdown"],
-        "exposure": float(np.abs(exposure).mean()),
-        "turnover": summary["turnover"],
+        "exposure": positions["mean_abs_exposure"],
+        "turnover": positions["turnover"],
         "costs": summary["costs"],
         "psr": summary["psr"],
+        "active_return": active["active_return"],
+        "active_sharpe": active["active_sharpe"],
         "period": result.period(),
         "returns": returns.to_numpy().tolist(),
     }
@@ -224,38 +236,85 @@ def _per_period_sharpe(returns: list[float]) -> float:
     return float(r.mean() / r.std(ddof=1)) if r.std(ddof=1) > 0 else 0.0
 
 
+def fold_clustered_interval(diff: pd.Series) -> dict[str, float]:
+    """Mean and 95 % interval of paired differences indexed by (fold, seed): one mean per fold,
+    then Student's t over the fold means (F − 1 degrees of freedom); no interval from one fold."""
+    per_fold = diff.groupby(level="fold").mean().to_numpy()
+    folds, mean = len(per_fold), float(per_fold.mean())
+    if folds < 2:
+        return {"mean": mean, "ci_low": math.nan, "ci_high": math.nan, "folds": folds, "pairs": len(diff)}
+    half = float(stats.t.ppf(0.975, folds - 1) * per_fold.std(ddof=1) / math.sqrt(folds))
+    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "folds": folds, "pairs": len(diff)}
+
+
+def spa_test(frame: pd.DataFrame, seed: int = 0) -> dict[str, Any] | None:
+    """Hansen's SPA test (``arch.bootstrap.SPA``): can any model beat the benchmark policy? Each
+    model's bars are its seeds' mean return on each fold's block, the blocks concatenated in fold
+    order, against the benchmark's on the same bars; p-values (lower, consistent, upper) of the
+    null that none does."""
+    from arch.bootstrap import SPA
+
+    bench = frame[frame["model"] == BENCHMARK].sort_values("fold")
+    models = [
+        m for m in dict.fromkeys(frame["model"]) if frame.loc[frame["model"] == m, "seed"].notna().all()
+    ]
+    if bench.empty or not models:
+        return None
+    folds = bench["fold"].tolist()
+    benchmark = np.concatenate([np.asarray(r) for r in bench["returns"]])
+    columns = []
+    for model in models:
+        cells = frame[frame["model"] == model]
+        if sorted(set(cells["fold"])) != sorted(folds):
+            return None
+        per_fold = [
+            np.mean(np.stack(cells.loc[cells["fold"] == f, "returns"].map(np.asarray)), axis=0) for f in folds
+        ]
+        columns.append(np.concatenate(per_fold))
+    spa = SPA(-benchmark, -np.column_stack(columns), block_size=SPA_BLOCK, reps=SPA_REPS, seed=seed)
+    spa.compute()
+    return {"models": models, "bars": int(benchmark.size), **{k: float(v) for k, v in spa.pvalues.items()}}
+
+
 def summarise(frame: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
     """Per model: mean and std of every metric across cells; paired Sharpe differences of the HRM
-    against every other model and baseline on the same folds (and seeds, for models), with a
-    bootstrap 95 % confidence interval."""
+    against every other model, the benchmark and the rule baselines on the same folds (and seeds,
+    for models), with a fold-clustered 95 % interval; the same for each model's active Sharpe
+    against the benchmark; and the SPA test of all models against the benchmark."""
     metrics = [c for c in ROW_COLUMNS if c not in ("model", "fold", "seed")]
     per_model = {
         model: {
             **{f"{m}_mean": float(group[m].mean()) for m in metrics},
             **{f"{m}_std": float(group[m].std(ddof=1)) if len(group) > 1 else 0.0 for m in metrics},
             "cells": len(group),
+            **(
+                {"tilt_deployed_cells": int(group["tilt_deployed"].fillna(False).astype(bool).sum())}
+                if "tilt_deployed" in group
+                else {}
+            ),
         }
         for model, group in frame.groupby("model", sort=False)
     }
-    rng = np.random.default_rng(seed)
     hrm = frame[frame["model"] == "hrm"].set_index(["fold", "seed"])["sharpe"]
     paired = {}
     for other, group in frame[frame["model"] != "hrm"].groupby("model", sort=False):
         if group["seed"].notna().all():
             diff = hrm - group.set_index(["fold", "seed"])["sharpe"]
-        else:  # a rule baseline: the same block for every seed
+        else:  # a rule baseline or the benchmark: the same block for every seed
             diff = hrm - hrm.index.get_level_values("fold").map(group.set_index("fold")["sharpe"]).to_numpy()
-        diff = diff.dropna().to_numpy()
-        if len(diff) == 0:
-            continue
-        boot = rng.choice(diff, size=(BOOTSTRAP_SAMPLES, len(diff))).mean(axis=1)
-        paired[f"hrm - {other}"] = {
-            "mean": float(diff.mean()),
-            "ci_low": float(np.percentile(boot, 2.5)),
-            "ci_high": float(np.percentile(boot, 97.5)),
-            "pairs": len(diff),
-        }
-    return {"models": per_model, "paired_sharpe_difference": paired}
+        diff = diff.dropna()
+        if len(diff):
+            paired[f"hrm - {other}"] = fold_clustered_interval(diff)
+    active = {
+        model: fold_clustered_interval(group.set_index(["fold", "seed"])["active_sharpe"])
+        for model, group in frame[frame["seed"].notna()].groupby("model", sort=False)
+    }
+    return {
+        "models": per_model,
+        "paired_sharpe_difference": paired,
+        "active_sharpe": active,
+        "spa_vs_benchmark": spa_test(frame, seed),
+    }
 
 
 def write_evaluation(frame: pd.DataFrame, config: HRMConfig, out_dir: str | Path) -> dict[str, Path]:
@@ -293,9 +352,18 @@ def write_evaluation(frame: pd.DataFrame, config: HRMConfig, out_dir: str | Path
     plt.close(fig)
     per_fold = rows.pivot_table(index="model", columns="fold", values="sharpe", aggfunc="mean", sort=False)
     means = pd.DataFrame(summary["models"]).T[
-        [f"{m}_{s}" for m in ("sharpe", "exposure", "turnover") for s in ("mean", "std")]
+        [f"{m}_{s}" for m in ("sharpe", "active_sharpe", "exposure", "turnover") for s in ("mean", "std")]
     ]
     paired = pd.DataFrame(summary["paired_sharpe_difference"]).T
+    active = pd.DataFrame(summary["active_sharpe"]).T
+    spa = summary["spa_vs_benchmark"]
+    spa_text = (
+        f"<p>SPA test, H0: no model beats the benchmark ({', '.join(spa['models'])}; {spa['bars']} bars): "
+        f"p = {spa['consistent']:.3f} (consistent), {spa['lower']:.3f} (lower), "
+        f"{spa['upper']:.3f} (upper)</p>"
+        if spa
+        else ""
+    )
     image = base64.b64encode(paths["boxplot"].read_bytes()).decode()
     periods = rows.groupby("fold")["period"].first().to_frame("test block")
     html = (
@@ -304,7 +372,10 @@ def write_evaluation(frame: pd.DataFrame, config: HRMConfig, out_dir: str | Path
         f"{periods.to_html()}<h2>Sharpe per fold (mean over seeds)</h2>"
         f"{per_fold.to_html(float_format='%.3f')}"
         f"<h2>Mean ± std across cells</h2>{means.to_html(float_format='%.3f')}"
-        f"<h2>Paired Sharpe differences (bootstrap 95 % CI)</h2>{paired.to_html(float_format='%.3f')}"
+        "<h2>Paired Sharpe differences (95 % interval clustered by fold)</h2>"
+        f"{paired.to_html(float_format='%.3f')}"
+        f"<h2>Active Sharpe against the benchmark (95 % interval clustered by fold)</h2>"
+        f"{active.to_html(float_format='%.3f')}{spa_text}"
         f"<img src='data:image/png;base64,{image}'/>"
         f"<h2>Every cell</h2>{rows.to_html(float_format='%.4f', index=False)}</body></html>"
     )

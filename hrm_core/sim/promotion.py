@@ -23,13 +23,16 @@ def decide_promotion(
     policy: PromotionConfig,
     failed_checks: list[str],
     across_folds: dict[str, float] | None = None,
+    benchmark: dict[str, float] | None = None,
 ) -> PromotionDecision:
-    """Promote only when every rule holds: no failed blocking check, a Sharpe above the incumbent's
-    (the production model, or buy-and-hold when there is none) on the same bars, a max drawdown no
-    deeper than the incumbent's by more than the margin, and PSR ≥ the minimum; with
-    ``policy.evaluation == "all_folds"`` also ``across_folds`` (the evaluation's paired HRM −
-    buy-and-hold Sharpe difference: mean, ci_low, ci_high, pairs) with its interval above 0. Each
-    rule adds a reason, passed or not, so the decision explains itself."""
+    """Promote only when every rule holds: no failed blocking check, a Sharpe at least the
+    benchmark policy's on the same bars (a model that trades the benchmark ties it), a Sharpe above
+    the incumbent's when the incumbent is a production model, a max drawdown no deeper than the
+    incumbent's by more than the margin, and PSR ≥ the minimum; with ``policy.evaluation ==
+    "all_folds"`` also ``across_folds`` (the evaluation's paired HRM − benchmark Sharpe difference:
+    mean, ci_low, ci_high, folds, clustered by fold) with its interval not below 0. ``benchmark``
+    defaults to the incumbent (the benchmark itself when there is no production model). Each rule
+    adds a reason, passed or not, so the decision explains itself."""
     rules = []
     rules.append(
         (
@@ -37,9 +40,15 @@ def decide_promotion(
             f"blocking checks: {'failed ' + ', '.join(failed_checks) if failed_checks else 'all passed'}",
         )
     )
-    sharpe, rival = _number(candidate, "sharpe"), _number(incumbent, "sharpe")
+    sharpe = _number(candidate, "sharpe")
+    if benchmark is not None:
+        floor = _number(benchmark, "sharpe")
+        shown = format_metric("sharpe", sharpe), format_metric("sharpe", floor)
+        rules.append((sharpe >= floor, f"Sharpe {shown[0]} vs the benchmark {shown[1]}"))
+    rival = _number(incumbent, "sharpe")
     shown = format_metric("sharpe", sharpe), format_metric("sharpe", rival)
-    rules.append((sharpe > rival, f"Sharpe {shown[0]} vs {incumbent_name} {shown[1]}"))
+    beats = sharpe > rival if benchmark is not None else sharpe >= rival
+    rules.append((beats, f"Sharpe {shown[0]} vs {incumbent_name} {shown[1]}"))
     drawdown, rival_drawdown = _number(candidate, "max_drawdown"), _number(incumbent, "max_drawdown")
     rules.append(
         (
@@ -55,12 +64,13 @@ def decide_promotion(
         if across_folds is None:
             rules.append((False, "no evaluation of this configuration: run `hrm-trading evaluate`"))
         else:
+            low = across_folds["ci_low"]
             rules.append(
                 (
-                    across_folds["ci_low"] > 0,
-                    f"across the evaluation, Sharpe − buy-and-hold {across_folds['mean']:+.3f} "
-                    f"[{across_folds['ci_low']:+.3f}, {across_folds['ci_high']:+.3f}] "
-                    f"over {across_folds['pairs']} fold × seed pairs",
+                    not math.isnan(low) and low >= 0,
+                    f"across the evaluation, Sharpe − benchmark {across_folds['mean']:+.3f} "
+                    f"[{low:+.3f}, {across_folds['ci_high']:+.3f}] over {across_folds['folds']} folds "
+                    f"({across_folds['pairs']} fold × seed pairs)",
                 )
             )
     reasons = [("pass: " if ok else "FAIL: ") + text for ok, text in rules]
