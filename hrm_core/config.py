@@ -227,7 +227,7 @@ class TrainingConfig(_Strict):
     task_mix: dict[str, float] = {"trend": 0.4, "mean_reversion": 0.3, "breakout": 0.2, "adverse": 0.1}
     min_task_chunks: int = Field(50, ge=0)
     synthetic_bars: int = Field(2000, ge=300)
-    ewc_strength: float = Field(5.0, ge=0)  # retraining from production: EWC weight (Fisher of mean 1)
+    ewc_strength: float = Field(20.0, ge=0)  # retraining from production: EWC weight (Fisher of mean 1)
     curriculum: list[StageConfig] = [
         StageConfig(name="basic", H_cycles=1, L_cycles=3, episodes=400),
         StageConfig(name="advanced", H_cycles=2, L_cycles=5, episodes=400),

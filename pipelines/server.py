@@ -4,7 +4,8 @@ MLflow's scoring protocol, so MLflow clients and load balancers work unchanged:
 - ``GET /ping``: 200 while a version is loaded (503 when none holds the alias);
 - ``POST /invocations`` (``application/json``): ``{"inputs": {"strategic": [...], "tactical": [...],
   "cap": [...], "held": [...], "benchmark": [...]}}`` (named tensors) or
-  ``{"instances": [{...}, ...]}`` (one object per sample) → ``{"predictions": [[...], ...], "columns": [...], "model": ..., "version": ...}``;
+  ``{"instances": [{...}, ...]}`` (one object per sample)
+  → ``{"predictions": [[...], ...], "columns": [...], "model": ..., "version": ...}``;
 and ``GET /decisions/latest[?symbol=S]``: the rows ``hrm-trading predict --json`` prints.
 
 Every response names the version that answered (``X-Model-Version``). A thread polls the registry

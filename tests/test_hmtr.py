@@ -29,9 +29,10 @@ def hmtr_config(**rl):
 
 
 def sharpe(model, data, config, worker=None) -> float:
+    """Out-of-sample active Sharpe against the benchmark (what the tilt adds)."""
     model.active_worker = worker
     try:
-        return rollout(model, data, "test", config, act=True).sharpe(config.trading.periods_per_year)
+        return rollout(model, data, "test", config, act=True).active_sharpe(config.trading.periods_per_year)
     finally:
         model.active_worker = None
 

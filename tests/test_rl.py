@@ -8,7 +8,7 @@ import torch
 
 from hrm_core.config import load_config
 from hrm_core.model.build import build_model_for
-from hrm_core.model.exposure import execute_path
+from hrm_core.model.exposure import held_tilt, next_position, policy_target
 from hrm_core.rl.env import ExposureEnv
 from hrm_core.rl.finetune import RLTrainer
 from hrm_core.rl.grpo import group_advantages, group_starts
@@ -51,11 +51,11 @@ def mlp_policy(config) -> MLPPolicy:
 
 
 def oos_sharpe(policy, data, config) -> float:
-    """Annualised Sharpe of the deterministic policy (its mean) through the test part in the
-    engine, net of costs."""
+    """Annualised active Sharpe against the benchmark of the deterministic policy (its mean)
+    through the test part in the engine, net of costs."""
     rows = data.decision_rows("test", config.hierarchical_features.high_level_lookback)
     env = ExposureEnv(data, config, 1, len(rows), seed=0, part="test")
-    net = deterministic_returns(lambda i, h: policy(i, h).mean, env, rows[0], len(rows) - 1)
+    net = deterministic_returns(lambda i, h: policy(i, h).mean, env, rows[0], len(rows) - 1, active=True)
     return float(net.mean() / net.std() * np.sqrt(252)) if net.std() > 0 else 0.0
 
 
@@ -167,14 +167,22 @@ def test_the_fine_tuned_model_serves_the_mean_rl_trained(momentum):
     model = build_model_for(config, momentum.strategic_names, momentum.tactical_names)
     policy = TraderPolicy(model, config)
     RLTrainer(policy, momentum, config, progress=False).fit()
+    served = rollout(model, momentum, "test", config, act=True)  # what backtests and serving run
     rows = momentum.decision_rows("test", 20)[:50]
     env = ExposureEnv(momentum, config, 1, 64, seed=0, part="test")
-    with torch.no_grad():
-        mean = policy.mean(env.windows(rows), torch.zeros(len(rows)))
-    served = rollout(model, momentum, "test", config, act=True)  # what backtests and serving run
-    executed = execute_path(mean[None] * 1.0, config.trading.no_trade_band)[0]  # cap 1: fixed fraction 1.0
-    assert np.allclose(served.positions[:50], executed.numpy(), atol=1e-6)
-    assert np.abs(executed.numpy()).max() > 0  # not a flat model agreeing with itself
+    held, executed = torch.zeros(1), []
+    with torch.no_grad():  # the policy's mean, bar by bar, reading the tilt it holds
+        for row in rows:
+            benchmark, cap = env.benchmark[row : row + 1], env.cap[row : row + 1]
+            tilt = policy.mean(env.windows(np.array([row])), held_tilt(held, benchmark, config.policy))
+            held = next_position(
+                policy_target(tilt, benchmark, cap, config.policy), held, config.trading.no_trade_band
+            )
+            executed.append(float(held[0]))
+    assert np.allclose(served.positions[:50], executed, atol=1e-6)
+    assert (
+        np.abs(np.diff(executed)).max() > 0
+    )  # the tilt moves the position: not the benchmark agreeing with itself
 
 
 def test_rl_models_are_cells_of_the_evaluation_harness(momentum):

@@ -54,6 +54,7 @@ class ExposureEnv:
         self.shaper = RewardShaper(config, n_envs)
         self.held = torch.zeros(n_envs)
         self.benchmark_held = torch.zeros(n_envs)
+        self.active = torch.zeros(n_envs)
 
     @property
     def rows(self) -> np.ndarray:
@@ -90,6 +91,7 @@ class ExposureEnv:
         benchmark_position = next_position(benchmark_target, self.benchmark_held, self.band)
         benchmark_net, _ = self._execute(self.twin, benchmark_position, self.benchmark_held)
         active = net - benchmark_net
+        self.active = active.float()  # the step's active net return of each episode
         reward = self.shaper(active, (position - self.held).double(), self.bar_return[rows], done)
         self.held = self._held_after(self.vec, position, done)
         self.benchmark_held = self._held_after(self.twin, benchmark_position, done)

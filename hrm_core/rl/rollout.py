@@ -72,15 +72,20 @@ def collect(env: ExposureEnv, policy: Policy, bars: int, generator: torch.Genera
 
 @torch.no_grad()
 def deterministic_returns(
-    decide: Callable[[MarketInputs, torch.Tensor], torch.Tensor], env: ExposureEnv, start_row: int, bars: int
+    decide: Callable[[MarketInputs, torch.Tensor], torch.Tensor],
+    env: ExposureEnv,
+    start_row: int,
+    bars: int,
+    active: bool = False,
 ) -> np.ndarray:
-    """Net returns of a deterministic policy ``decide(inputs, held) -> signal`` run for up to
-    ``bars`` steps of one episode from ``start_row`` (an env of one episode), in the engine."""
+    """Net returns (``active``: less the benchmark policy's) of a deterministic policy
+    ``decide(inputs, held_tilt) -> tilt`` run for up to ``bars`` steps of one episode from
+    ``start_row`` (an env of one episode), in the engine."""
     env.reset(np.array([start_row]))
     net = []
     for _ in range(bars):
         _, done, r = env.step(decide(env.windows(env.rows.copy()), env.held_tilt))
-        net.append(float(r[0]))
+        net.append(float(env.active[0] if active else r[0]))
         if bool(done[0]):
             break
     return np.asarray(net)

@@ -35,6 +35,10 @@ class Rollout:
     def sharpe(self, periods_per_year: float) -> float:
         return annualised_sharpe(self.net_returns, periods_per_year)
 
+    def active_sharpe(self, periods_per_year: float) -> float:
+        """The Sharpe of the net returns less the benchmark policy's on the same bars."""
+        return annualised_sharpe(self.net_returns - self.benchmark, periods_per_year)
+
 
 def annualised_sharpe(returns: np.ndarray, periods_per_year: float) -> float:
     std = returns.std(ddof=1) if len(returns) > 1 else 0.0

@@ -53,7 +53,7 @@ def fisher_information(
     for _ in range(batches):
         chunks = sampler.sample(starts, config.training.batch_chunks, rng)
         run = run_segments(model, chunks.inputs, segments, act=False)
-        loss, _ = act_loss(run, chunks, config, act=False)
+        loss, _ = act_loss(run, chunks, config, act=False, heads=model.heads)
         model.zero_grad(set_to_none=True)
         loss.backward()
         for name, p in model.named_parameters():
