@@ -20,7 +20,7 @@ from assets.resources import HRMSettings, MlflowResource
 from assets.training import GPU_OP_TAGS, finished_stage, lineage_hash, stage_metadata, training_data
 from hrm_core.config import hrm_home
 from hrm_core.rl.api import finetune
-from hrm_core.training.trainer import load_trained_model, save_trained_model
+from hrm_core.training.trainer import after_rl, load_trained_model, save_trained_model
 
 LINEAGE = ("data_version", "feature_hash", "config_hash", "git_commit")
 
@@ -70,6 +70,7 @@ def rl_finetune(
         model, history = finetune(
             model, data, config, checkpoint_dir=stage_dir / "resume", progress=settings.progress
         )
+        gated = after_rl(model, config, data)  # outcome heads retrained, the tilt gated on validation
         for phase, updates in history.items():
             for entry in updates:
                 metrics = {f"{phase}.{k}": float(v) for k, v in entry.items() if k != "update"}
@@ -92,6 +93,8 @@ def rl_finetune(
         "checkpoint": str(path),
         "mlflow_run_id": run_id,
         "parent_run_id": parent,
+        "tilt_deployed": gated.gate.deployed,
+        "tilt_reason": gated.gate.reason,
         **lineage,
     }
     tmp = done.with_suffix(".tmp")

@@ -305,10 +305,15 @@ def _predict(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     print(f"{rows[0]['model']}, latest bar of each symbol, with no position held:")
+    if not rows[0]["tilt_deployed"]:
+        print(
+            "  its tilt is off (validation did not show that it pays): it trades the benchmark "
+            "policy, and these are the benchmark's decisions"
+        )
     for r in rows:
         print(
             f"{r['symbol']:>8} {r['bar'][:10]}  {r['action']:<11} exposure {r['position']:+.2f} "
-            f"(target {r['target_exposure']:+.2f})  confidence {r['confidence']:.2f}  "
+            f"(target {r['target_exposure']:+.2f}, tilt {r['tilt']:+.2f})  confidence {r['confidence']:.2f}  "
             f"volatility {r['market_risk']:.2f}  "
             f"regime t/r/v {r['regime_trending']:.2f}/{r['regime_ranging']:.2f}/{r['regime_volatile']:.2f}  "
             f"segments {r['segments']}"
@@ -427,7 +432,7 @@ def _train(args: argparse.Namespace) -> int:
     from hrm_core.sim.backtest import backtest_models
     from hrm_core.sim.report import metrics_table
     from hrm_core.training.api import prepare_market_data
-    from hrm_core.training.trainer import fit, save_trained_model
+    from hrm_core.training.trainer import after_rl, fit, save_trained_model
 
     config = _settings(_source_settings(args)).config()
     started = time.perf_counter()
@@ -438,6 +443,7 @@ def _train(args: argparse.Namespace) -> int:
         from hrm_core.rl.api import finetune
 
         model, _ = finetune(model, data, config, args.algo)
+        model = after_rl(model, config, data).model
     path = home / "models" / args.algo / "model.pt"
     save_trained_model(path, model, config, data, config.training.fold)
     result = backtest_models({args.algo: model}, data, config)
@@ -512,12 +518,24 @@ def format_evaluation(summary: dict, seconds: float) -> str:
     for model, m in summary["models"].items():
         lines.append(
             f"{model:>22}: Sharpe {m['sharpe_mean']:+.2f} ± {m['sharpe_std']:.2f}  "
+            f"active {m['active_sharpe_mean']:+.2f}  "
             f"exposure {m['exposure_mean']:.2f}  turnover {m['turnover_mean']:.3f}  "
             f"costs {m['costs_mean']:.3f}  DSR {m['dsr_mean']:.2f}  ({m['cells']} cells)"
         )
+    lines.append("paired Sharpe differences, 95 % interval clustered by fold (t over the fold means):")
     for pair, d in summary["paired_sharpe_difference"].items():
         lines.append(
-            f"{pair:>30}: {d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}] ({d['pairs']} pairs)"
+            f"{pair:>30}: {d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}] "
+            f"({d['folds']} folds, {d['pairs']} pairs)"
+        )
+    lines.append("active Sharpe against the benchmark, 95 % interval clustered by fold:")
+    for model, d in summary["active_sharpe"].items():
+        lines.append(f"{model:>30}: {d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]")
+    spa = summary.get("spa_vs_benchmark")
+    if spa:
+        lines.append(
+            f"SPA test, H0 no model beats the benchmark: p = {spa['consistent']:.3f} "
+            f"({len(spa['models'])} models, {spa['bars']} bars)"
         )
     return "\n".join(lines)
 
@@ -716,6 +734,14 @@ def write_run_summary(result, path: Path) -> Path:
         "stages": {name: meta[name] for name in TRAINING_STAGES if "steps" in meta.get(name, {})},
         "registered_model": meta.get("candidate_model"),
         "promotion": meta.get("promotion_decision"),
+        "tilt": next(
+            (
+                {"deployed": meta[n]["tilt"] == "deployed", "evidence": meta[n]["tilt_evidence"]}
+                for n in reversed(TRAINING_STAGES)
+                if "tilt" in meta.get(n, {})
+            ),
+            None,
+        ),
         "backtest": json.loads(Path(backtest["summary_json"]).read_text()) if backtest else None,
         "reports": {
             "backtest": backtest.get("report"),
@@ -764,6 +790,9 @@ def format_summary(result) -> str:
                     else ""
                 )
             )
+    final_stage = next((meta[n] for n in reversed(TRAINING_STAGES) if "tilt" in meta.get(n, {})), None)
+    if final_stage is not None:
+        lines.append(f"policy: benchmark + tilt, tilt {final_stage['tilt']} — {final_stage['tilt_evidence']}")
     if "backtest_report" in meta:
         lines += [
             f"out of sample {meta['backtest_report']['test_period']}, net of costs (equal-weight portfolio):",

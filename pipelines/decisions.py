@@ -80,6 +80,7 @@ def decide_latest(
                 "segments": int(out["segments"]),
                 "model": loaded.label,
                 "version": loaded.version,
+                "tilt_deployed": loaded.model.tilt_on,
             }
         )
     return results

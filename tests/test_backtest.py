@@ -12,7 +12,13 @@ import torch
 from hrm_core.config import load_config
 from hrm_core.data.market import concat
 from hrm_core.errors import DataError
-from hrm_core.sim.backtest import BUY_AND_HOLD_WITH_EXITS, backtest, backtest_models, baseline_config
+from hrm_core.sim.backtest import (
+    BENCHMARK,
+    BUY_AND_HOLD_WITH_EXITS,
+    backtest,
+    backtest_models,
+    baseline_config,
+)
 from hrm_core.sim.baselines import BASELINES
 from hrm_core.sim.report import FIGURES, write_report
 from hrm_core.training.scenarios import planted_regime_market
@@ -42,13 +48,13 @@ def result(data, models):
 
 
 def test_every_strategy_runs_on_the_same_bars_of_every_symbol(result):
-    assert set(result.runs) == {"hrm", "gru", *BASELINES}
+    assert set(result.runs) == {"hrm", "gru", BENCHMARK, *BASELINES}
     for runs in result.runs.values():
         assert len(runs) == 2
         for run, reference in zip(runs.values(), result.runs["hrm"].values(), strict=True):
             assert run.returns.index.equals(reference.returns.index)
     summary = result.summary()
-    assert list(summary.index) == ["hrm", "gru", *BASELINES]
+    assert list(summary.index) == ["hrm", "gru", BENCHMARK, *BASELINES]
     assert {"sharpe", "psr", "dsr", "max_drawdown", "n_trades", "exposure", "turnover", "costs"} <= set(
         summary.columns
     )
@@ -148,7 +154,7 @@ def test_a_trained_cpu_preset_model_backtests_the_sample_data_into_a_report(tmp_
     )
     result = backtest(config, report_dir=tmp_path, progress=False)
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert set(summary["portfolio"]) == {"hrm", "flat", "gru", *BASELINES}
+    assert set(summary["portfolio"]) == {"hrm", "flat", "gru", BENCHMARK, *BASELINES}
     assert summary["symbols"] == ["NASDAQ", "SP500"]
     hrm = result.runs["hrm"]["SP500"]
     assert hrm.returns.index[0] > pd.Timestamp("2010-01-01")  # the test part: the last 40 % of time

@@ -1,4 +1,5 @@
-"""Honest evaluation: cells paired by fold and seed, bootstrap intervals, the DSR over every trial,
+"""Honest evaluation: cells paired by fold and seed, intervals clustered by fold, the SPA test against
+the benchmark, the DSR over every trial,
 and ``hrm-trading evaluate`` running fold × seed partitions through the Dagster code location."""
 
 import json
@@ -9,6 +10,7 @@ import dagster as dg
 import numpy as np
 import pytest
 import yaml
+from scipy import stats
 
 from hrm_core.sim.evaluation import summarise, with_dsr
 from pipelines.cli import main
@@ -27,6 +29,8 @@ def row(model, fold, seed, sharpe, returns):
         "turnover": 0.01,
         "costs": 0.001,
         "psr": 0.5,
+        "active_return": 0.0,
+        "active_sharpe": sharpe - 1.0,
         "period": "",
         "returns": returns,
     }
@@ -46,14 +50,50 @@ def test_differences_are_paired_by_fold_and_seed_and_rules_by_fold():
     assert frame["dsr"].between(0, 1).all()
     summary = summarise(frame)
     flat = summary["paired_sharpe_difference"]["hrm - flat"]
-    assert flat["pairs"] == 6 and flat["mean"] == pytest.approx(0.5 + 0.15)
-    assert flat["ci_low"] <= flat["mean"] <= flat["ci_high"]
-    assert flat["ci_high"] - flat["ci_low"] < 0.2  # every pair differs by 0.6 or 0.7
+    assert flat["pairs"] == 6 and flat["folds"] == 3 and flat["mean"] == pytest.approx(0.5 + 0.15)
+    assert flat["ci_low"] == pytest.approx(flat["mean"]) == pytest.approx(flat["ci_high"])  # every fold: 0.65
     bh = summary["paired_sharpe_difference"]["hrm - buy_and_hold"]
     assert bh["pairs"] == 6 and bh["mean"] == pytest.approx(
         np.mean([1.0 + f + 0.1 * s - 2 for f in range(3) for s in (1, 2)])
     )
     assert summary["models"]["hrm"]["cells"] == 6 and summary["models"]["buy_and_hold"]["cells"] == 3
+
+
+def test_the_interval_is_students_t_over_the_fold_means_not_over_the_cells():
+    """Seeds share their fold's test block: 3 folds × 5 seeds are 3 observations, not 15."""
+    rows = []
+    for fold, gain in enumerate((-0.5, 0.1, 0.9)):
+        for seed in range(5):
+            rows.append(row("hrm", fold, seed, 1.0 + gain + 0.01 * seed, [0.0] * 10))
+            rows.append(row("flat", fold, seed, 1.0, [0.0] * 10))
+    pair = summarise(with_dsr(rows))["paired_sharpe_difference"]["hrm - flat"]
+    fold_means = np.array([-0.5, 0.1, 0.9]) + 0.02
+    half = stats.t.ppf(0.975, 2) * fold_means.std(ddof=1) / np.sqrt(3)
+    assert pair["mean"] == pytest.approx(fold_means.mean())
+    assert (pair["ci_low"], pair["ci_high"]) == pytest.approx(
+        (fold_means.mean() - half, fold_means.mean() + half)
+    )
+    naive = 1.96 * np.repeat(fold_means, 5).std(ddof=1) / np.sqrt(15)
+    assert pair["ci_high"] - pair["ci_low"] > 4 * naive  # what treating cells as independent would claim
+    assert np.isnan(summarise(with_dsr([r for r in rows if r["fold"] == 0]))["paired_sharpe_difference"][
+        "hrm - flat"]["ci_low"])  # fmt: skip
+
+
+def test_the_spa_test_finds_a_model_that_beats_the_benchmark_and_not_one_that_does_not():
+    rng = np.random.default_rng(1)
+    bench = [rng.normal(0.0003, 0.01, 250) for _ in range(2)]
+    rows = []
+    for fold in range(2):
+        rows.append(row("benchmark", fold, None, 0.5, bench[fold].tolist()))
+        for seed in range(2):
+            rows.append(
+                row("hrm", fold, seed, 1.0, (bench[fold] + 0.002 + rng.normal(0, 0.002, 250)).tolist())
+            )
+            rows.append(row("flat", fold, seed, 0.5, (bench[fold] + rng.normal(0, 0.002, 250)).tolist()))
+    skilled = summarise(with_dsr(rows))["spa_vs_benchmark"]
+    assert skilled["models"] == ["hrm", "flat"] and skilled["bars"] == 500 and skilled["consistent"] < 0.05
+    unskilled = summarise(with_dsr([r for r in rows if r["model"] != "hrm"]))["spa_vs_benchmark"]
+    assert unskilled["consistent"] > 0.1
 
 
 @pytest.mark.slow

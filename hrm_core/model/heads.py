@@ -87,6 +87,11 @@ class TradingHeads(nn.Module):
             self.q.weight.zero_()
             self.q.bias.fill_(-5.0)
 
+    def set_tilt(self, on: bool) -> None:
+        """Switch the tilt on (trade benchmark + tilt) or off (trade the benchmark exactly)."""
+        with torch.no_grad():
+            self.tilt_gate.fill_(1.0 if on else 0.0)
+
     def forward(self, summary: torch.Tensor, h_summary: torch.Tensor) -> TradingOutputs:
         outcome = self.outcome(summary).float()
         q = self.q(summary).float()

@@ -27,9 +27,11 @@ def finetune(
     of its architecture (``scratch``); ``algorithm`` (default ``rl.algorithm``) is ``ppo``, ``grpo``,
     ``hybrid_grpo`` or ``hmtr``. The H-MTR's backbone starts as ``model``'s (the HRM's H and L, its
     embeddings and outcome heads), then trains its workers and master (``rl/hmtr.py``). Returns the
-    fine-tuned trading model and the history of each phase."""
+    fine-tuned trading model, its tilt on, and the history of each phase; the outcome heads and the
+    tilt's deployment are the trainer's to settle afterwards (``training.trainer.after_rl``)."""
     name = algorithm or config.rl.algorithm
     names = model.feature_names or (data.strategic_names, data.tactical_names)
+    model.heads.set_tilt(True)  # RL learns the tilt whether or not supervised training deployed it
     if name == "hmtr":
         backbone = "hmtr_gru" if config.model.architecture in ("gru", "hmtr_gru") else "hmtr"
         config = config.model_copy(

@@ -119,7 +119,7 @@ def run_cell(
     """Train ``model`` on ``fold`` with ``seed`` and backtest it on the fold's own test block. The
     RL models fine-tune the cell's supervised HRM; ``supervised`` (one dict per cell) keeps that
     model so the ``hrm`` row and every RL row of a cell train it once (seeded: the same weights)."""
-    from hrm_core.training.trainer import fit
+    from hrm_core.training.trainer import after_rl, fit
 
     to_config, to_data = MODELS[model]
     cell_config = to_config(config)
@@ -137,6 +137,7 @@ def run_cell(
         from hrm_core.rl.api import finetune
 
         trained, _ = finetune(trained, to_data(train_data), cell_config, model, progress=False)
+        trained = after_rl(trained, cell_config, to_data(train_data)).model
     act = any(stage.act for stage in cell_config.training.curriculum)  # as it trained
     result = backtest_models({model: trained}, to_data(test_data), cell_config, act=act, rules=False)
     return _row(result, model, fold, seed) | {"tilt_deployed": bool(trained.heads.tilt_gate)}

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
 from hrm_core.config import HRMConfig
 from hrm_core.stats import expected_max_sharpe, sharpe_standard_error
@@ -80,9 +79,3 @@ def decide_tilt(active: np.ndarray, trials_sharpe: Sequence[float], config: HRMC
         reason += ": the tilt is off and the model trades the benchmark"
     trials = len(trials_sharpe)
     return TiltGate(deployed, sharpe * root, threshold * root, error * root, trials, int(active.size), reason)
-
-
-def set_tilt_gate(model: torch.nn.Module, on: bool) -> None:
-    """Switch the model's tilt on (trade benchmark + tilt) or off (trade the benchmark)."""
-    with torch.no_grad():
-        model.heads.tilt_gate.fill_(1.0 if on else 0.0)

@@ -37,7 +37,7 @@ from hrm_core.training.data import Chunks, WindowSampler
 from hrm_core.training.distributed import Distributed, launch
 from hrm_core.training.ewc import EWC
 from hrm_core.training.losses import act_loss, active_returns, whole_batch
-from hrm_core.training.selection import TiltGate, decide_tilt, per_period_sharpe, set_tilt_gate, tiling_starts
+from hrm_core.training.selection import TiltGate, decide_tilt, per_period_sharpe, tiling_starts
 
 
 def pick_device(preference: str) -> torch.device:
@@ -104,7 +104,7 @@ def gate_tilt(
     """Decide and set the trained model's tilt gate on its validation evidence; ``prior_trials``:
     the trials of earlier stages trained elsewhere (the pipeline trains a stage per asset)."""
     model = result.model
-    set_tilt_gate(model, True)
+    model.heads.set_tilt(True)
     stage = config.training.curriculum[-1]
     device = next(model.parameters()).device
     sampler = WindowSampler(data, config, device)
@@ -118,7 +118,7 @@ def gate_tilt(
             run = run_segments(model, chunks.inputs, segments, stage.act, 0.0)
             active = active_returns(run, chunks, model.heads, config).cpu().numpy()
     gate = decide_tilt(active, [*(prior_trials or []), *validation_trials(result.history)], config)
-    set_tilt_gate(model, gate.deployed)
+    model.heads.set_tilt(gate.deployed)
     return TrainResult(model, result.history, gate)
 
 
@@ -151,6 +151,37 @@ def fit(
     last = config.training.curriculum[-1]
     trained.set_cycles(last.H_cycles, last.L_cycles)
     return gate_tilt(TrainResult(trained, history), config, data, prior_trials)
+
+
+def after_rl(model: TraderBase, config: HRMConfig, data: MarketData, steps: int = 100) -> TrainResult:
+    """What RL fine-tuning leaves to do: retrain the outcome, regime and Q heads on the moved
+    backbone (RL's update trains the tilt alone, so served confidence, risk, regimes and halting
+    would describe the supervised model), then gate the RL policy's tilt on validation like any
+    trained model. The backbone and the tilt head stay as RL left them."""
+    heads = model.heads
+    trained = [p for head in (heads.outcome, heads.regime, heads.q) for p in head.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in trained:
+        p.requires_grad_(True)
+    stage = config.training.curriculum[-1]
+    device = next(model.parameters()).device
+    sampler = WindowSampler(data, config, device)
+    starts = sampler.chunk_starts("train")
+    rng = np.random.default_rng(config.seed)
+    optimizer = torch.optim.AdamW(trained, lr=config.training.learning_rate, weight_decay=0.0)
+    segments = config.model.halt_max_steps if stage.act else config.training.deep_supervision_segments
+    model.train()
+    for _ in range(steps if len(starts) else 0):
+        chunks = sampler.sample(starts, config.training.batch_chunks, rng)
+        run = run_segments(model, chunks.inputs, segments, stage.act, config.model.halt_exploration_prob)
+        loss, _ = act_loss(run, chunks, config, stage.act, heads)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return gate_tilt(TrainResult(model), config, data)
 
 
 @dataclass
@@ -192,7 +223,7 @@ class Trainer:
         self.writes_checkpoints = self.checkpoint_path is not None and main
         torch.manual_seed(config.seed)
         self.model = (model or build_model(config, data)).to(self.device)
-        set_tilt_gate(self.model, True)  # a warm start from a gated model learns its tilt again
+        self.model.heads.set_tilt(True)  # a warm start from a gated model learns its tilt again
         self.batch_slice = slice(None)
         self.share = whole_batch
         if distributed is not None:
