@@ -31,6 +31,7 @@ class Rollout:
     segments: np.ndarray
     buy_and_hold: np.ndarray  # next-bar returns of holding 1 unit on the same bars
     benchmark: np.ndarray  # net returns of the benchmark policy on the same bars
+    costs: np.ndarray  # every cost the policy paid at each decision, as a fraction of equity
 
     def sharpe(self, periods_per_year: float) -> float:
         return annualised_sharpe(self.net_returns, periods_per_year)
@@ -53,7 +54,7 @@ def rollout(model: TraderBase, data: MarketData, part: str, config: HRMConfig, a
     sampler = WindowSampler(data, config, device)
     segments, halting = model_segments(model, config, act)
     rows_all = data.decision_rows(part, config.hierarchical_features.high_level_lookback)
-    net, positions, used, hold, bench = [], [], [], [], []
+    net, positions, used, hold, bench, paid = [], [], [], [], [], []
     for symbol in np.unique(data.symbol_id[rows_all]):
         rows = torch.as_tensor(rows_all[data.symbol_id[rows_all] == symbol], device=device)
         logits, steps = [], []
@@ -70,7 +71,10 @@ def rollout(model: TraderBase, data: MarketData, part: str, config: HRMConfig, a
         next_return = sampler.next_return[rows][None].float()
         net.append(net_returns(position, next_return, config.trading)[0].cpu().numpy())
         bench.append(net_returns(benchmark_position, next_return, config.trading)[0].cpu().numpy())
+        paid.append(
+            (position * next_return - net_returns(position, next_return, config.trading))[0].cpu().numpy()
+        )
         positions.append(position[0].cpu().numpy())
         used.append(torch.cat(steps).cpu().numpy())
         hold.append(next_return[0].cpu().numpy())
-    return Rollout(*(np.concatenate(x).astype(float) for x in (net, positions, used, hold, bench)))
+    return Rollout(*(np.concatenate(x).astype(float) for x in (net, positions, used, hold, bench, paid)))

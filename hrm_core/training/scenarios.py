@@ -9,6 +9,10 @@ signal but no returns, so the regime cannot be read off recent returns in the L 
 Trading the edge needs both modules — the signal from L, its sign from H — while buy-and-hold
 earns nothing (μ = 0). With ρ = 0 it is a noise market (nothing to learn: the optimum is flat)
 and with μ > 0 a drift market (the optimum is the loss's analytic one, ``training/losses.py``).
+
+``multi_timescale_market``: the same edge with a slower regime whose reading is so noisy on any one
+bar that only its mean over a long strategic window tells it (``regime_noise`` 3: one bar's reading
+has a signal-to-noise ratio of 1/3, a 100-bar mean about 3): the case the H/L split exists for.
 """
 
 from __future__ import annotations
@@ -36,10 +40,12 @@ def planted_regime_market(
     gap: int = 5,
     drift: float = 0.0,
     regime: float | None = None,
+    regime_noise: float = 0.5,
 ) -> MarketData:
     """One symbol of ``n_bars`` bars: the first ``fractions[0]`` train, the next ``fractions[1]``
     validation, the rest test, with ``gap`` unused bars between parts. ``regime`` +1 or −1 holds
-    one regime throughout (a pure momentum or pure reversal market)."""
+    one regime throughout (a pure momentum or pure reversal market); ``regime_noise`` is the
+    deviation of the strategic feature's noise around the regime."""
     rng = np.random.default_rng(seed)
     switches = rng.random(n_bars) < 1.0 / mean_regime_bars
     regime = np.where(np.cumsum(switches) % 2 == 0, 1.0, -1.0) if regime is None else np.full(n_bars, regime)
@@ -53,7 +59,7 @@ def planted_regime_market(
 
     lagged = np.concatenate([[0.0], signal[:-1]])
     strategic = np.column_stack(
-        [regime + 0.5 * rng.standard_normal(n_bars), rng.standard_normal((n_bars, 3))]
+        [regime + regime_noise * rng.standard_normal(n_bars), rng.standard_normal((n_bars, 3))]
     ).astype(np.float32)
     tactical = np.column_stack([signal, lagged, rng.standard_normal((n_bars, 2))]).astype(np.float32)
 
@@ -79,6 +85,12 @@ def planted_regime_market(
         strategic_names=("regime_reading", "noise_1", "noise_2", "noise_3"),
         tactical_names=("signal_0", "signal_1", "noise_1", "noise_2"),
     )
+
+
+def multi_timescale_market(n_bars: int = 10_000, seed: int = 0) -> MarketData:
+    """A slow regime (a switch every 400 bars on average) read only through a long window, and a
+    fast signal whose sign it sets (module docstring)."""
+    return planted_regime_market(n_bars, seed=seed, mean_regime_bars=400, regime_noise=3.0)
 
 
 def _runs(rng: np.random.Generator, n_bars: int, low: int, high: int) -> np.ndarray:

@@ -67,8 +67,8 @@ def decide_tilt(active: np.ndarray, trials_sharpe: Sequence[float], config: HRMC
     sharpe = per_period_sharpe(active)
     error = sharpe_standard_error(sharpe, active.size)
     deflated = expected_max_sharpe([t / root for t in trials_sharpe])
-    threshold = deflated + config.policy.min_tilt_evidence * error
-    deployed = sharpe > 0 and sharpe >= threshold
+    threshold = float(deflated + config.policy.min_tilt_evidence * error)
+    deployed = bool(sharpe > 0 and sharpe >= threshold)
     verdict = "clears" if deployed else "does not clear"
     reason = (
         f"validation active Sharpe {sharpe * root:+.2f} {verdict} {threshold * root:.2f} "
