@@ -13,7 +13,7 @@ from hrm_core.errors import ConfigError, HRMError
 from hrm_core.training.checkpoint import load_checkpoint
 from hrm_core.training.distributed import Distributed
 from hrm_core.training.scenarios import planted_regime_market
-from hrm_core.training.trainer import Trainer, fit
+from hrm_core.training.trainer import fit
 from tests.test_training import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -25,9 +25,10 @@ def market():
 
 
 @pytest.fixture(scope="module")
-def one_process(market):
-    """The curriculum (deep supervision, then ACT with exploration) trained in one process."""
-    return Trainer(tiny_config(), market, progress=False).fit()
+def one_process(market, tmp_path_factory):
+    """The curriculum (deep supervision, then ACT with exploration) trained in one process, its
+    tilt gated on validation as ``fit`` gates every run."""
+    return fit(tiny_config(), market, tmp_path_factory.mktemp("one"), progress=False)
 
 
 def assert_close_weights(a, b) -> None:

@@ -25,7 +25,7 @@ CONFIG = load_config(
         "learning_rate": 0.01,
         "eval_every": 1000,
         "patience": 100,
-        "ewc_strength": 20.0,
+        "ewc_strength": 200.0,
         "curriculum": [{"name": "basic", "H_cycles": 1, "L_cycles": 2, "episodes": 240}],
     },
 )

@@ -82,7 +82,7 @@ def test_the_full_graph_registers_versions_and_moves_aliases(project: Path, caps
         staging = client.get_model_version_by_alias("hrm-trader", "staging")
         assert str(staging.version) == out["candidate_model"]["version"] == "1"
         decision = out["promotion_decision"]
-        assert decision["compared_with"] == "buy_and_hold"
+        assert decision["compared_with"] == "benchmark"  # no production model yet: the benchmark policy
         production = tracking.version_with_alias("production")
         assert (production is not None) == (decision["decision"] == "promoted")
         tags = client.get_model_version("hrm-trader", "1").tags
@@ -276,19 +276,23 @@ def test_the_drift_sensor_requests_a_retrain_only_above_the_threshold(project: P
 @pytest.mark.parametrize(
     ("across", "promote", "failing"),
     [
-        ({"mean": 0.3, "ci_low": 0.1, "ci_high": 0.5, "pairs": 12}, True, None),
-        ({"mean": 0.3, "ci_low": -0.1, "ci_high": 0.7, "pairs": 12}, False, "across the evaluation"),
+        ({"mean": 0.3, "ci_low": 0.1, "ci_high": 0.5, "folds": 4, "pairs": 12}, True, None),
+        (
+            {"mean": 0.3, "ci_low": -0.1, "ci_high": 0.7, "folds": 4, "pairs": 12},
+            False,
+            "across the evaluation",
+        ),
         (None, False, "no evaluation of this configuration"),
     ],
 )
-def test_promotion_across_all_folds_needs_the_evaluation_to_beat_buy_and_hold(across, promote, failing):
+def test_promotion_across_all_folds_needs_the_evaluation_to_beat_the_benchmark(across, promote, failing):
     policy = POLICY.model_copy(update={"evaluation": "all_folds"})
     incumbent = {"sharpe": 0.5, "max_drawdown": -0.20, "psr": 0.7}
-    decision = decide_promotion(GOOD, incumbent, "buy_and_hold", policy, [], across_folds=across)
+    decision = decide_promotion(GOOD, incumbent, "benchmark", policy, [], across_folds=across)
     assert decision.promote is promote and len(decision.reasons) == 5
     failures = [r for r in decision.reasons if r.startswith("FAIL")]
     assert (failing is None and not failures) or (len(failures) == 1 and failing in failures[0])
-    one_fold = decide_promotion(GOOD, incumbent, "buy_and_hold", POLICY, [], across_folds=across)
+    one_fold = decide_promotion(GOOD, incumbent, "benchmark", POLICY, [], across_folds=across)
     assert one_fold.promote and len(one_fold.reasons) == 4  # the default judges the run's own fold
 
 

@@ -93,13 +93,16 @@ class TradingHeads(nn.Module):
             self.tilt_gate.fill_(1.0 if on else 0.0)
 
     def forward(self, summary: torch.Tensor, h_summary: torch.Tensor) -> TradingOutputs:
-        outcome = self.outcome(summary).float()
+        # The outcome and regime heads read the backbone without steering it: their losses, of
+        # another scale, would pull the shared state away from what the trading loss trains, and
+        # the tilt is what is executed. They are trained probes of the state the policy uses.
+        outcome = self.outcome(summary.detach()).float()
         q = self.q(summary).float()
         return TradingOutputs(
             tilt_logit=self.tilt(summary).float()[:, 0],
             up_logit=outcome[:, 0],
             log_volatility=outcome[:, 1],
-            regime_logits=self.regime(h_summary).float(),
+            regime_logits=self.regime(h_summary.detach()).float(),
             q_halt=q[:, 0],
             q_continue=q[:, 1],
         )

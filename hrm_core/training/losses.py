@@ -20,9 +20,9 @@ Sharpe is mostly noise, and fitting its sign is worth far more than any cost):
 L_trade = −w_A·A + (γ/2)·V + w_T·T + w_K·K, γ = ``risk_aversion``. A zero tilt scores exactly 0 on
 every term, so training can only leave the benchmark by earning it. For i.i.d. returns (mean μ,
 deviation σ per bar) and a constant tilt k from a constant benchmark, A = P·k·μ and V = P·k²σ², so
-k* = μ / (γσ²) (a Kelly fraction scaled by 1/γ), less the L2 pull, bounded by ``max_tilt`` and the
-cap; with μ = 0 it is the benchmark. ``constant_tilt_loss`` scores any constant tilt on real
-returns, so the optimum can be checked before training.
+k* = w_A·μ / (γσ²) (a Kelly fraction scaled by w_A/γ: 1/2 at the defaults), less the L2 pull,
+bounded by ``max_tilt`` and the cap; with μ = 0 it is the benchmark. ``constant_tilt_loss`` scores
+any constant tilt on real returns, so the optimum can be checked before training.
 
 The outcome heads add cross-entropy for p_up and the regime, and squared error for log volatility
 (weight ``outcome``). Deep supervision: every segment's decision carries the whole loss, averaged

@@ -279,10 +279,11 @@ class Trainer:
                     previous = logged["val_active_sharpe"] if state.smoothed is None else state.smoothed
                     state.smoothed = newest * logged["val_active_sharpe"] + (1 - newest) * previous
                     logged["val_score"] = state.smoothed
-                    if state.step > self.training.warmup_steps and state.smoothed > state.best_score:
+                    candidate = state.step > self.training.warmup_steps  # warm-up: not judged at all
+                    if candidate and state.smoothed > state.best_score:
                         state.best_score, state.bad_evals = state.smoothed, 0
                         self.best_state = copy.deepcopy(self.model.state_dict())
-                    else:
+                    elif candidate:
                         state.bad_evals += 1
                 state.history.append({"stage": stage.name, "step": state.step, **logged})
                 due = time.monotonic() - self._saved_at >= self.training.checkpoint_seconds
