@@ -21,7 +21,7 @@ from hrm_core.training.checkpoint import load_checkpoint, save_checkpoint
 from hrm_core.training.data import WindowSampler
 from hrm_core.training.evaluate import annualised_sharpe, rollout
 from hrm_core.training.losses import act_loss, constant_tilt_loss, net_returns
-from hrm_core.training.scenarios import planted_regime_market
+from hrm_core.training.scenarios import multi_timescale_market, planted_regime_market
 from hrm_core.training.trainer import Trainer, build_model
 from hrm_core.vocabulary import PARTS, TASKS
 
@@ -289,3 +289,22 @@ def test_a_backtest_of_a_folds_model_may_trade_every_later_test_fold():
         rows = np.flatnonzero((extended.part == test) & (extended.symbol_id == symbol_id))
         assert np.array_equal(rows, np.arange(rows[0], rows[-1] + 1)), symbol  # one contiguous stretch
         assert rows[-1] == np.flatnonzero(extended.symbol_id == symbol_id)[-1]  # to the last bar
+
+
+def test_the_multi_timescale_markets_regime_is_readable_over_the_strategic_window_only():
+    """The case the H/L split exists for: the signal's sign is set by a regime that one bar's
+    strategic reading barely tells, while the mean over the H window (100 bars) tells it well."""
+    market = multi_timescale_market(10_000, seed=0)
+    reading, signal = market.strategic[:, 0].astype(float), market.tactical[:, 0].astype(float)
+    next_return = np.log(market.open[1:] / market.open[:-1])  # open[t] -> open[t+1], decided at t's close
+    window = load_config(PRESET).hierarchical_features.high_level_lookback
+    long_mean = np.convolve(reading, np.ones(window) / window)[: len(reading)]  # trailing mean
+    rows = np.arange(window, len(reading) - 2)
+
+    def edge(regime_guess: np.ndarray) -> float:
+        """Correlation of the guessed regime × signal at bar t with the return from t + 1's open."""
+        return float(np.corrcoef(np.sign(regime_guess[rows]) * signal[rows], next_return[rows + 1])[0, 1])
+
+    one_bar, over_window = edge(reading), edge(long_mean)
+    assert over_window >= 0.25
+    assert one_bar <= 0.15 and over_window >= 2 * one_bar
