@@ -159,3 +159,17 @@ def test_a_trained_cpu_preset_model_backtests_the_sample_data_into_a_report(tmp_
     hrm = result.runs["hrm"]["SP500"]
     assert hrm.returns.index[0] > pd.Timestamp("2010-01-01")  # the test part: the last 40 % of time
     assert (tmp_path / "report.html").stat().st_size > 10_000
+
+
+def test_a_model_that_holds_the_benchmark_has_no_active_sharpe_and_a_tilted_one_has(data, models, result):
+    """Untrained, the tilt head is zero: the model's positions are the benchmark's up to float32
+    rounding, which is no bet (active Sharpe 0, not a ratio of rounding errors); a tilt is one."""
+    held = result.active_stats("hrm")
+    assert held["tracking_error"] < 1e-6 and held["active_sharpe"] == 0.0
+    torch.manual_seed(1)
+    tilted = build_model(CONFIG, data)
+    tilted.set_cycles(1, 2)
+    with torch.no_grad():
+        tilted.heads.tilt.weight.normal_(0.0, 0.5)
+    active = backtest_models({"hrm": tilted}, data, CONFIG, rules=False).active_stats("hrm")
+    assert active["tracking_error"] > 1e-3 and active["active_sharpe"] != 0.0
