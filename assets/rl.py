@@ -88,7 +88,7 @@ def rl_finetune(
         "steps": sum(len(updates) for updates in history.values()),
         "seconds": round(time.perf_counter() - started, 1),
         "final_loss": last["policy_loss"],
-        "best_val_loss": None,
+        "best_val_active_sharpe": None,
         "mean_segments": hrm_stage_3_full["mean_segments"],
         "checkpoint": str(path),
         "mlflow_run_id": run_id,

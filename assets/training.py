@@ -225,13 +225,13 @@ def train_stage(
         mlflow.log_artifact(str(path), "checkpoint")
         stage_run_id = run.info.run_id
     history = result.history
-    val_losses = [h["val_loss"] for h in history if "val_loss" in h]
+    scores = [h["val_score"] for h in history if "val_score" in h]  # smoothed, as selection reads them
     value = {
         "stage": stage.name,
         "steps": len(history),
         "seconds": round(time.perf_counter() - started, 1),
         "final_loss": history[-1]["loss"] if history else None,
-        "best_val_loss": min(val_losses) if val_losses else None,
+        "best_val_active_sharpe": max(scores) if scores else None,
         "mean_segments": history[-1]["segments"] if history else None,
         "checkpoint": str(path),
         "mlflow_run_id": stage_run_id,
@@ -266,9 +266,17 @@ def finished_stage(
 
 def stage_metadata(value: dict, reused: bool, tracking: MlflowResource) -> dict:
     """What the UI shows for a stage: its numbers, its lineage and a link to its MLflow run."""
-    shown = ("stage", "steps", "seconds", "final_loss", "best_val_loss", "mean_segments", "mlflow_run_id")
+    shown = (
+        "stage",
+        "steps",
+        "seconds",
+        "final_loss",
+        "best_val_active_sharpe",
+        "mean_segments",
+        "mlflow_run_id",
+    )
     return {
-        **{k: value[k] for k in shown},
+        **{k: value.get(k) for k in shown},  # .get: a stage reused from before a metric existed
         **{k: value[k] for k in ("data_version", "feature_hash", "config_hash", "git_commit", "lineage_key")},
         "mlflow_run": dg.MetadataValue.url(tracking.run_url(value["mlflow_run_id"])),
         "tilt": "deployed" if value.get("tilt_deployed") else "off: trades the benchmark",

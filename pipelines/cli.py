@@ -780,10 +780,11 @@ def format_summary(result) -> str:
     for name in TRAINING_STAGES:
         if "steps" in meta.get(name, {}):  # rl_finetune with RL off trained nothing
             m = meta[name]
-            best = "none" if m["best_val_loss"] is None else f"{m['best_val_loss']:.4f}"
+            best = m.get("best_val_active_sharpe")
+            best = "none" if best is None else f"{best:+.2f}"
             lines.append(
                 f"{name}: {m['steps']} steps in {m['seconds']} s, loss {m['final_loss']:.4f}, "
-                f"best validation loss {best}, mean ACT segments {m['mean_segments']:.2f}"
+                f"best validation active Sharpe {best}, mean ACT segments {m['mean_segments']:.2f}"
                 + (
                     " (reused: trained before with the same data, config and commit)"
                     if m.get("reused")

@@ -139,6 +139,9 @@ def test_the_full_graph_registers_versions_and_moves_aliases(project: Path, caps
     assert re.search(r"out of sample 2011-01-03 → 2018-12-\d\d, net of costs", printed)
     assert "| buy_and_hold" in printed
     assert "feature drift check " in printed and "hrm_stage_3_full: " in printed
+    assert re.search(r"hrm_stage_3_full: .* best validation active Sharpe [+-]\d\.\d\d", printed)
+    tilt = r"policy: benchmark \+ tilt, tilt (deployed|off: trades the benchmark) — \S"
+    assert re.search(tilt, printed)
     assert "rl_finetune: 6 steps" in printed  # 4 worker phases of 1 update (every task is tagged), master 2
     assert "promotion: " in printed and "against production; production is version 1: " in printed
     facts = json.loads((project.parent / "hrm_home" / "reports" / "latest" / "summary.json").read_text())
