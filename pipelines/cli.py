@@ -313,7 +313,8 @@ def _predict(args: argparse.Namespace) -> int:
     for r in rows:
         print(
             f"{r['symbol']:>8} {r['bar'][:10]}  {r['action']:<11} exposure {r['position']:+.2f} "
-            f"(target {r['target_exposure']:+.2f}, tilt {r['tilt']:+.2f})  confidence {r['confidence']:.2f}  "
+            f"(target {r['target_exposure']:+.2f}, tilt {r['tilt'] + 0.0:+.2f})  "  # + 0.0: no "-0.00"
+            f"confidence {r['confidence']:.2f}  "
             f"volatility {r['market_risk']:.2f}  "
             f"regime t/r/v {r['regime_trending']:.2f}/{r['regime_ranging']:.2f}/{r['regime_volatile']:.2f}  "
             f"segments {r['segments']}"
