@@ -31,9 +31,7 @@ import copy
 import dataclasses
 import json
 import math
-import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -79,21 +77,6 @@ MODELS: dict[str, tuple[Callable[[HRMConfig], HRMConfig], Callable[[MarketData],
     "hrm_blind": (lambda c: c, _blind),
     **{name: (lambda c: c, lambda d: d) for name in RL_ALGORITHMS},  # fine-tuned after the curriculum
 }
-
-_FOLD_DATA: dict[tuple[str, int], tuple[MarketData, MarketData]] = {}
-
-
-def fold_data(config: HRMConfig, fold: int) -> tuple[MarketData, MarketData]:
-    """(training data with scenario symbols, test data) of ``fold`` from the configured source in an
-    in-memory warehouse; cached per process."""
-    from hrm_core.training.api import prepare_warehouse
-
-    key = (config.data.model_dump_json(), fold)
-    if key not in _FOLD_DATA:
-        con = duckdb.connect()
-        prepare_warehouse(config, con)
-        _FOLD_DATA[key] = split_fold_data(con, config, fold)
-    return _FOLD_DATA[key]
 
 
 def split_fold_data(
@@ -149,13 +132,6 @@ def rule_rows(config: HRMConfig, fold: int, test_data: MarketData) -> list[dict[
     return [_row(result, name, fold, None) for name in (BENCHMARK, *BASELINES)]
 
 
-def _cell_in_memory(config: HRMConfig, model: str, fold: int, seed: int) -> dict[str, Any]:
-    import torch
-
-    torch.set_num_threads(1)  # cells run side by side: one thread each
-    return run_cell(config, model, fold, seed, *fold_data(config, fold))
-
-
 def _row(result: BacktestResult, strategy: str, fold: int, seed: int | None) -> dict[str, Any]:
     returns = result.portfolio_returns(strategy)
     runs = result.runs[strategy].values()
@@ -182,39 +158,6 @@ def _row(result: BacktestResult, strategy: str, fold: int, seed: int | None) -> 
         "period": result.period(),
         "returns": returns.to_numpy().tolist(),
     }
-
-
-def evaluate(
-    config: HRMConfig,
-    folds: list[int],
-    seeds: list[int],
-    models: list[str],
-    workers: int = 1,
-    progress: Callable[[dict[str, Any]], None] | None = None,
-) -> pd.DataFrame:
-    """Every (model, fold, seed) cell and the rule baselines per fold on the configured source (an
-    in-memory warehouse; the Dagster asset ``evaluation_cell`` does the same from the project's
-    warehouse), one row each, with the DSR over all model trials. ``workers`` cells train at once,
-    in separate processes; ``progress`` gets each finished row."""
-    unknown = sorted(set(models) - set(MODELS))
-    if unknown:
-        raise ValueError(f"evaluate: unknown model {unknown[0]!r}; known: {', '.join(MODELS)}")
-    cells = [(config, m, f, s) for f in folds for s in seeds for m in models]
-    rows = []
-    if workers > 1:
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
-        with ProcessPoolExecutor(workers) as pool:
-            for future in as_completed([pool.submit(_cell_in_memory, *cell) for cell in cells]):
-                rows.append(future.result())
-                if progress:
-                    progress(rows[-1])
-    else:
-        for cell in cells:
-            rows.append(_cell_in_memory(*cell))
-            if progress:
-                progress(rows[-1])
-    rows += [row for f in folds for row in rule_rows(config, f, fold_data(config, f)[1])]
-    return with_dsr(rows)
 
 
 def with_dsr(rows: list[dict[str, Any]]) -> pd.DataFrame:
