@@ -57,9 +57,6 @@ class HRMShape:
     def h_tokens(self) -> int:
         return math.ceil(self.high_level_lookback / self.h_pool)
 
-    def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
 
 def rope_tables(head_dim: int, positions: int) -> tuple[np.ndarray, np.ndarray]:
     """Cos and sin [positions, head_dim], as ``layers.RotaryEmbedding`` builds them."""

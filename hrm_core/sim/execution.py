@@ -63,10 +63,6 @@ class OrdersResult:
     def final_value(self) -> float:
         return float(self.value.iloc[-1])
 
-    @property
-    def fees_paid(self) -> float:
-        return float(self.fills["fees"].sum())
-
 
 def simulate_orders(
     bars: pd.DataFrame,
