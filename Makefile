@@ -48,5 +48,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_serving.py
 	$(BIN)/python benchmarks/bench_run.py
 
+# ruff, and the import contract in pyproject.toml (the layers, no cycles, no Dagster in hrm_core).
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache

@@ -2,7 +2,7 @@
 walk-forward fold with one seed and tests it on that fold's own block (a partition per
 fold × seed, so the UI shows each cell and cells run as parallel runs); ``evaluation_report``
 gathers the cells of the current configuration into the JSON and HTML report. Thin: the work is
-``hrm_core.sim.evaluation``."""
+``hrm_core.workflows.evaluation``."""
 
 import hashlib
 import json
@@ -14,9 +14,9 @@ from dagster_duckdb import DuckDBResource
 
 from assets.resources import HRMSettings
 from assets.splits import walk_forward_splits
-from hrm_core.config import HRMConfig, hrm_home
-from hrm_core.errors import HRMError
-from hrm_core.sim.evaluation import (
+from hrm_core.core.config import HRMConfig, hrm_home
+from hrm_core.core.errors import HRMError
+from hrm_core.workflows.evaluation import (
     rule_rows,
     run_cell,
     split_fold_data,

@@ -8,9 +8,9 @@ from dagster_duckdb import DuckDBResource
 from assets.ingest import WAREHOUSE_POOL
 from assets.resources import HRMSettings
 from assets.versioning import dataset_version
+from hrm_core.core.feature_registry import FEATURES
 from hrm_core.features.build import update_features
 from hrm_core.features.quality import nonfinite_counts, point_in_time_difference
-from hrm_core.features.registry import FEATURES
 
 POINT_IN_TIME_TOLERANCE = 1e-9
 

@@ -5,10 +5,10 @@ from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
 from assets.resources import DvcResource, HRMSettings
+from hrm_core.core.errors import DataError
 from hrm_core.data.sources import make_source
 from hrm_core.data.versioning import snapshot_path, snapshot_symbols, write_snapshot
 from hrm_core.data.warehouse import drop_other_symbols, ensure_tables, replace_symbols, transaction
-from hrm_core.errors import DataError
 
 symbols_partitions = dg.DynamicPartitionsDefinition(name="symbols")
 WAREHOUSE_POOL = "warehouse"

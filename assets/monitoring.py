@@ -16,9 +16,9 @@ from evidently.presets import DataDriftPreset
 from assets.registry import promotion_decision
 from assets.resources import HRMSettings, MlflowResource
 from assets.splits import walk_forward_splits
-from hrm_core.config import hrm_home
-from hrm_core.features.registry import model_features
-from hrm_core.vocabulary import ALIAS_PRODUCTION
+from hrm_core.core.config import hrm_home
+from hrm_core.core.feature_registry import model_features
+from hrm_core.core.vocabulary import ALIAS_PRODUCTION
 
 DRIFT_SHARE = "drifted_share"
 

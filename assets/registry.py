@@ -27,16 +27,17 @@ from mlflow.types import Schema, TensorSpec
 from assets.evaluation import config_key, evaluation_dir
 from assets.resources import HRMSettings, MlflowResource
 from assets.training import latest_metadata, lineage_hash, training_data
-from hrm_core.config import HRMConfig, hrm_home
-from hrm_core.data.market import MarketData, load_market_data
+from hrm_core.core.config import HRMConfig, hrm_home
+from hrm_core.core.vocabulary import ALIAS_PRODUCTION, ALIAS_STAGING
+from hrm_core.dataset.market import MarketData, load_market_data
 from hrm_core.model import pyfunc_model
 from hrm_core.model.serving import INPUT_NAMES, OUTPUT_COLUMNS, save_served
 from hrm_core.model.trader import TraderBase
-from hrm_core.sim.backtest import BENCHMARK, MODEL_BASELINES, backtest_models, baseline_config
+from hrm_core.sim.backtest import MODEL_BASELINES, backtest_models, baseline_config
 from hrm_core.sim.promotion import decide_promotion
 from hrm_core.sim.report import metrics_table, write_report
+from hrm_core.sim.results import BENCHMARK
 from hrm_core.training.trainer import fit, load_trained_model, save_trained_model
-from hrm_core.vocabulary import ALIAS_PRODUCTION, ALIAS_STAGING
 
 
 def serving_signature(model: TraderBase, high: int, low: int) -> tuple[ModelSignature, dict[str, np.ndarray]]:

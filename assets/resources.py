@@ -13,10 +13,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from pydantic import PrivateAttr
 
-from hrm_core.config import DEFAULT_CONFIG, HRMConfig, load_config
+from hrm_core.core.config import DEFAULT_CONFIG, HRMConfig, load_config
+from hrm_core.core.vocabulary import REGISTERED_MODEL
 from hrm_core.data.lake import Lake
 from hrm_core.data.versioning import DatasetVersion, version_data
-from hrm_core.vocabulary import REGISTERED_MODEL
 
 
 class HRMSettings(dg.ConfigurableResource):

@@ -18,7 +18,7 @@ from dagster_duckdb import DuckDBResource
 
 from assets.resources import HRMSettings, MlflowResource
 from assets.training import GPU_OP_TAGS, finished_stage, lineage_hash, stage_metadata, training_data
-from hrm_core.config import hrm_home
+from hrm_core.core.config import hrm_home
 from hrm_core.rl.api import finetune
 from hrm_core.training.trainer import after_rl, load_trained_model, save_trained_model
 

@@ -6,7 +6,7 @@ from dagster_duckdb import DuckDBResource
 from assets.ingest import WAREHOUSE_POOL
 from assets.labels import training_labels
 from assets.resources import HRMSettings
-from hrm_core.features.registry import model_columns, model_features
+from hrm_core.core.feature_registry import model_columns, model_features
 from hrm_core.features.splits import build_splits, check_splits
 
 

@@ -27,14 +27,14 @@ from dagster_duckdb import DuckDBResource
 from assets.resources import HRMSettings, MlflowResource
 from assets.splits import walk_forward_splits
 from assets.versioning import dataset_version
-from hrm_core.config import HRMConfig, hrm_home
-from hrm_core.data.market import MarketData, load_market_data
-from hrm_core.errors import ConfigError
+from hrm_core.core.checkpoint import load_checkpoint
+from hrm_core.core.config import HRMConfig, hrm_home
+from hrm_core.core.errors import ConfigError
+from hrm_core.core.ewc import EWC
+from hrm_core.dataset.market import MarketData, load_market_data
 from hrm_core.model.serving import ServedModel, save_served
 from hrm_core.model.trader import TraderBase
-from hrm_core.training.api import with_scenarios
-from hrm_core.training.checkpoint import load_checkpoint
-from hrm_core.training.ewc import EWC, ewc_from
+from hrm_core.training.ewc import ewc_from
 from hrm_core.training.trainer import (
     fit,
     load_trained_model,
@@ -42,6 +42,7 @@ from hrm_core.training.trainer import (
     save_trained_model,
     validation_trials,
 )
+from hrm_core.workflows.train import with_scenarios
 
 GPU_OP_TAGS = {
     "dagster-k8s/config": {

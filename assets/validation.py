@@ -7,10 +7,10 @@ from dagster_duckdb import DuckDBResource
 
 from assets.ingest import WAREHOUSE_POOL, raw_ohlcv, symbols_partitions
 from assets.resources import HRMSettings
-from hrm_core.config import hrm_home
+from hrm_core.core.config import hrm_home
+from hrm_core.core.errors import DataError
 from hrm_core.data.validation import ValidationReport, validate_ohlcv
 from hrm_core.data.warehouse import ensure_tables, read_bars, replace_symbols, transaction
-from hrm_core.errors import DataError
 
 QUARANTINE_CHECK = "quarantine_share_within_threshold"
 SCHEMA_CHECK = "ohlcv_schema"

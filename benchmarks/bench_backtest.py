@@ -18,10 +18,10 @@ import torch
 import vectorbt as vbt
 
 from hrm_core import load_config, simulate_orders
+from hrm_core.dataset.scenarios import planted_regime_market
+from hrm_core.engine.vector_env import VectorTradingEnv
 from hrm_core.rl.env import ExposureEnv
-from hrm_core.sim.vector_env import VectorTradingEnv
-from hrm_core.training.api import prepare_market_data
-from hrm_core.training.scenarios import planted_regime_market
+from hrm_core.workflows.train import prepare_market_data
 
 
 def best_of(repeats: int, run) -> float:

@@ -68,8 +68,8 @@ def run_duckdb(symbols: int, bars: int) -> dict:
     """The full build, then an incremental update with one new bar per symbol."""
     from multiprocessing import get_context
 
+    from hrm_core.core.feature_registry import FEATURES
     from hrm_core.features.build import build_features, update_features
-    from hrm_core.features.registry import FEATURES
 
     with tempfile.TemporaryDirectory() as tmp:
         spawn = get_context("spawn")

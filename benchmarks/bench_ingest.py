@@ -43,7 +43,7 @@ def run_step(step: str, path: Path) -> dict:
     """Run ``step`` on ``path`` in this process; returns seconds, peak RSS and rows."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.memory import PeakRSS
-    from hrm_core.config import ValidationConfig
+    from hrm_core.core.config import ValidationConfig
     from hrm_core.data.readers import read_ohlcv_bytes
     from hrm_core.data.validation import validate_ohlcv
 

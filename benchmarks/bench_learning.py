@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from scipy import stats
 
-from hrm_core.config import HRMConfig, load_config
+from hrm_core.core.config import HRMConfig, load_config
+from hrm_core.dataset.scenarios import multi_timescale_market, planted_regime_market
 from hrm_core.sim.backtest import baseline_config
 from hrm_core.training.evaluate import annualised_sharpe, rollout
-from hrm_core.training.scenarios import multi_timescale_market, planted_regime_market
 from hrm_core.training.trainer import fit
 
 MARKETS = {

@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from memory import PeakRSS
 
-from hrm_core.config import HRMConfig, StageConfig, load_config
-from hrm_core.data.market import MarketData
+from hrm_core.core.config import HRMConfig, StageConfig, load_config
+from hrm_core.dataset.market import MarketData
+from hrm_core.dataset.windows import WindowSampler
 from hrm_core.model.agent import HRMTradingAgent
 from hrm_core.model.flat import FlatTrader
-from hrm_core.training.api import prepare_market_data
-from hrm_core.training.data import WindowSampler
 from hrm_core.training.trainer import Trainer, build_model
+from hrm_core.workflows.train import prepare_market_data
 
 
 def flat_model(config: HRMConfig, data: MarketData) -> FlatTrader:

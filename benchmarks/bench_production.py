@@ -31,8 +31,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hrm_core.config import load_config  # noqa: E402
-from hrm_core.training.scenarios import planted_regime_market  # noqa: E402
+from hrm_core.core.config import load_config  # noqa: E402
+from hrm_core.dataset.scenarios import planted_regime_market  # noqa: E402
 from hrm_core.training.trainer import fit  # noqa: E402
 from tests.test_mlops import TINY  # noqa: E402
 

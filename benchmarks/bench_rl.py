@@ -23,13 +23,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from hrm_core.config import load_config
+from hrm_core.core.config import load_config
+from hrm_core.dataset.scenarios import planted_regime_market
 from hrm_core.model.build import build_model_for
 from hrm_core.rl.env import ExposureEnv
 from hrm_core.rl.finetune import RLTrainer
 from hrm_core.rl.policy import MLPPolicy, TraderPolicy, flat_observation
 from hrm_core.rl.rollout import deterministic_returns
-from hrm_core.training.scenarios import planted_regime_market
 
 SMALL = {"hierarchical_features": {"high_level_lookback": 20, "low_level_lookback": 10}}
 

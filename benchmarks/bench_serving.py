@@ -34,13 +34,13 @@ import numpy as np
 import torch
 
 from assets.registry import log_served_model
-from hrm_core.config import load_config
-from hrm_core.data.market import load_market_data
+from hrm_core.core.config import load_config
+from hrm_core.dataset.market import load_market_data
 from hrm_core.model.act import run_segments
 from hrm_core.model.exposure import action_of, next_position
 from hrm_core.model.trader import MarketInputs
-from hrm_core.training.api import prepare_warehouse
 from hrm_core.training.trainer import build_model
+from hrm_core.workflows.train import prepare_warehouse
 from pipelines.resources import local_resources
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,7 +105,7 @@ m.decide(s, t, np.ones(2), np.zeros(2))
 """,
     "eager torch": """
 from pathlib import Path; import json, numpy as np, torch
-from hrm_core.config import HRMConfig
+from hrm_core.core.config import HRMConfig
 from hrm_core.model.agent import HRMTradingAgent
 from hrm_core.model.build import build_model_for
 from hrm_core.model.trader import MarketInputs

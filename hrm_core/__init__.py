@@ -1,21 +1,21 @@
 """HRM Trading library: data, features, model, training and simulation. Never imports Dagster.
 
 The public names are imported on first use (PEP 562), so that importing a light module such as
-``hrm_core.errors`` does not pay for torch and the backtester (``hrm-trading --help`` stays fast).
+``hrm_core.core.errors`` does not pay for torch and the backtester (``hrm-trading --help`` stays fast).
 """
 
 from importlib import import_module
 
 _PUBLIC = {
-    "ConfigError": "hrm_core.errors",
-    "DataError": "hrm_core.errors",
-    "HRMError": "hrm_core.errors",
-    "HRMConfig": "hrm_core.config",
-    "load_config": "hrm_core.config",
-    "backtest": "hrm_core.sim.backtest",
-    "simulate_orders": "hrm_core.sim.execution",
+    "ConfigError": "hrm_core.core.errors",
+    "DataError": "hrm_core.core.errors",
+    "HRMError": "hrm_core.core.errors",
+    "HRMConfig": "hrm_core.core.config",
+    "load_config": "hrm_core.core.config",
+    "backtest": "hrm_core.workflows.backtest",
+    "simulate_orders": "hrm_core.engine.execution",
     "performance_summary": "hrm_core.sim.metrics",
-    "train": "hrm_core.training.api",
+    "train": "hrm_core.workflows.train",
 }
 
 __all__ = sorted(_PUBLIC)

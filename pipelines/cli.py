@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from hrm_core.config import DEFAULT_CONFIG
-from hrm_core.errors import HRMError
-from hrm_core.vocabulary import RL_ALGORITHMS
+from hrm_core.core.config import DEFAULT_CONFIG
+from hrm_core.core.errors import HRMError
+from hrm_core.core.vocabulary import RL_ALGORITHMS
 
 JOB_ALIASES = {"data": "data_job", "train": "train_job", "full": "full_job"}
 TRAINING_STAGES = ("hrm_stage_1_basic", "hrm_stage_2_advanced", "hrm_stage_3_full", "rl_finetune")
@@ -357,7 +357,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     home = _home_and_threads(args.verbose)
     from assets.evaluation import fold_partitions, seed_partitions
-    from hrm_core.sim.evaluation import MODELS
+    from hrm_core.workflows.evaluation import MODELS
     from pipelines.jobs import sync_dynamic_partitions
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -432,8 +432,8 @@ def _train(args: argparse.Namespace) -> int:
     home = _home_and_threads(args.verbose)
     from hrm_core.sim.backtest import backtest_models
     from hrm_core.sim.report import metrics_table
-    from hrm_core.training.api import prepare_market_data
     from hrm_core.training.trainer import after_rl, fit, save_trained_model
+    from hrm_core.workflows.train import prepare_market_data
 
     config = _settings(_source_settings(args)).config()
     started = time.perf_counter()
@@ -464,7 +464,7 @@ def _check_profile_services() -> None:
 
 def _stack(args: argparse.Namespace) -> int:
     """Start, stop or describe the local production stack, or print its environment."""
-    from hrm_core.config import hrm_home
+    from hrm_core.core.config import hrm_home
     from pipelines import stack
 
     local = stack.Stack(hrm_home() / "stack")
@@ -559,7 +559,7 @@ def _settings(settings_args: dict):
 
 
 def _definitions(settings_args: dict, verbose: bool = False):
-    from hrm_core.config import hrm_home
+    from hrm_core.core.config import hrm_home
     from pipelines.definitions import build_definitions
     from pipelines.progress import cli_logger, log_file
     from pipelines.resources import resources_for_profile
@@ -608,7 +608,7 @@ def _execute_job(defs, settings_args: dict, job_name: str, config, instance) -> 
     parallel; the job then runs without ``raw_ohlcv``.
     """
     from assets.resources import LakeWarehouse
-    from hrm_core.config import hrm_home
+    from hrm_core.core.config import hrm_home
     from pipelines.jobs import JOB_ASSETS, discover_symbols, partition_range_tags, sync_symbol_partitions
 
     s3_client = defs.resources["s3"].get_client() if (config.data.path or "").startswith("s3://") else None

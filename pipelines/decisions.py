@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 
-from hrm_core.config import HRMConfig, TradingConfig
-from hrm_core.data.market import read_market_data
-from hrm_core.errors import HRMError
+from hrm_core.core.config import HRMConfig, TradingConfig
+from hrm_core.core.errors import HRMError
+from hrm_core.core.vocabulary import ACTIONS
+from hrm_core.dataset.market import read_market_data
 from hrm_core.model.exposure import benchmark_exposure, exposure_cap
 from hrm_core.model.serving import ServedModel
-from hrm_core.vocabulary import ACTIONS
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from hrm_core.config import hrm_home
+from hrm_core.core.config import hrm_home
 from pipelines.threads import pid_alive
 
 LOCK_FILE = "run.lock"

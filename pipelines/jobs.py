@@ -18,7 +18,7 @@ from assets.splits import walk_forward_splits
 from assets.training import hrm_stage_1_basic, hrm_stage_2_advanced, hrm_stage_3_full
 from assets.validation import clean_ohlcv
 from assets.versioning import dataset_version
-from hrm_core.config import DataConfig
+from hrm_core.core.config import DataConfig
 from hrm_core.data.sources import make_source
 
 DATA_ASSETS = [

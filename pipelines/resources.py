@@ -17,8 +17,8 @@ from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
 from assets.resources import DvcResource, HRMSettings, LakeWarehouse, MlflowResource
-from hrm_core.config import hrm_home
-from hrm_core.errors import ConfigError
+from hrm_core.core.config import hrm_home
+from hrm_core.core.errors import ConfigError
 from pipelines.locations import ARTIFACTS_DIR, REGISTRY_FILE, WAREHOUSE_FILE
 from pipelines.storage import RunJsonIOManager
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import duckdb
 
-from hrm_core.config import hrm_home, load_config
+from hrm_core.core.config import hrm_home, load_config
+from hrm_core.core.vocabulary import REGISTERED_MODEL
 from hrm_core.model.serving import SPEC_FILE, WEIGHTS_FILE, ServedModel
-from hrm_core.vocabulary import REGISTERED_MODEL
 from pipelines.decisions import LoadedVersion, decide_latest
 from pipelines.locations import REGISTRY_FILE, SERVED_DIR, WAREHOUSE_FILE
 

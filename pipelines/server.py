@@ -27,7 +27,7 @@ import numpy as np
 from dagster_duckdb import DuckDBResource
 
 from assets.resources import HRMSettings, MlflowResource
-from hrm_core.errors import HRMError
+from hrm_core.core.errors import HRMError
 from hrm_core.model.serving import INPUT_NAMES, OUTPUT_COLUMNS
 from pipelines.decisions import LoadedVersion, UnknownSymbol
 from pipelines.serving import latest_decisions, load_version

@@ -19,10 +19,10 @@ import yaml
 from dagster_duckdb import DuckDBResource
 
 from assets.resources import HRMSettings, LakeWarehouse, MlflowResource, warehouse_exists
-from hrm_core.config import hrm_home
-from hrm_core.errors import HRMError
+from hrm_core.core.config import hrm_home
+from hrm_core.core.errors import HRMError
+from hrm_core.core.vocabulary import ALIAS_PRODUCTION, ALIAS_STAGING
 from hrm_core.model.serving import SPEC_FILE, WEIGHTS_FILE
-from hrm_core.vocabulary import ALIAS_PRODUCTION, ALIAS_STAGING
 from pipelines.decisions import LoadedVersion, decide_latest
 from pipelines.locations import SERVED_DIR
 from pipelines.served_cache import ServedCache

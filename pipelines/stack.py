@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hrm_core.errors import HRMError
+from hrm_core.core.errors import HRMError
 from pipelines.threads import pid_alive
 
 BUCKET = "hrm"

@@ -12,8 +12,8 @@ import yaml
 from mlflow.exceptions import MlflowException
 
 from assets.resources import LakeWarehouse
+from hrm_core.core.errors import HRMError
 from hrm_core.data.versioning import restore_data, snapshot_symbols
-from hrm_core.errors import HRMError
 
 
 def home_status(home: Path, resources: dict, instance: dg.DagsterInstance) -> str:

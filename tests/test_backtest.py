@@ -9,21 +9,17 @@ import pandas as pd
 import pytest
 import torch
 
-from hrm_core.config import load_config
-from hrm_core.data.market import concat
-from hrm_core.errors import DataError
-from hrm_core.sim.backtest import (
-    BENCHMARK,
-    BUY_AND_HOLD_WITH_EXITS,
-    backtest,
-    backtest_models,
-    baseline_config,
-)
+from hrm_core.core.config import load_config
+from hrm_core.core.errors import DataError
+from hrm_core.core.vocabulary import PARTS
+from hrm_core.dataset.market import concat
+from hrm_core.dataset.scenarios import planted_regime_market
+from hrm_core.sim.backtest import backtest_models, baseline_config
 from hrm_core.sim.baselines import BASELINES
 from hrm_core.sim.report import FIGURES, write_report
-from hrm_core.training.scenarios import planted_regime_market
+from hrm_core.sim.results import BENCHMARK, BUY_AND_HOLD_WITH_EXITS
 from hrm_core.training.trainer import build_model
-from hrm_core.vocabulary import PARTS
+from hrm_core.workflows.backtest import backtest
 
 CONFIG = load_config("configs/hrm_cpu_small.yaml")
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from hrm_core.config import HRMConfig, ModelConfig
+from hrm_core.core.config import HRMConfig, ModelConfig
 from hrm_core.model.act import run_segments
 from hrm_core.model.agent import HRMTradingAgent, outputs_of
 from hrm_core.model.compiled import CompiledHRM, _exp
@@ -105,7 +105,7 @@ def test_the_compiled_agent_streams_the_eager_agents_decisions(interval):
 
 
 def test_windows_gathered_from_the_strided_view_equal_indexing_rows():
-    from hrm_core.data.market import gather_windows, window_view
+    from hrm_core.dataset.market import gather_windows, window_view
 
     features = torch.randn(300, 7)
     rows = torch.tensor([99, 100, 250, 299, 150])

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from hrm_core.config import load_config
-from hrm_core.errors import ConfigError
+from hrm_core.core.config import load_config
+from hrm_core.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hrm_core.config import TradingConfig
-from hrm_core.sim.decisions import run_decisions
+from hrm_core.core.config import TradingConfig
+from hrm_core.engine.decisions import run_decisions
 
 FREE = TradingConfig(commission=0.0, slippage=0.0, initial_capital=1000.0, max_position_size=1.0)
 

@@ -9,10 +9,10 @@ import psutil
 import pytest
 import torch
 
-from hrm_core.errors import ConfigError, HRMError
-from hrm_core.training.checkpoint import load_checkpoint
+from hrm_core.core.checkpoint import load_checkpoint
+from hrm_core.core.errors import ConfigError, HRMError
+from hrm_core.dataset.scenarios import planted_regime_market
 from hrm_core.training.distributed import Distributed
-from hrm_core.training.scenarios import planted_regime_market
 from hrm_core.training.trainer import fit
 from tests.test_training import tiny_config
 

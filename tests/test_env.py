@@ -8,16 +8,16 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from hrm_core.config import PolicyConfig, load_config
+from hrm_core.core.config import PolicyConfig, load_config
+from hrm_core.core.vocabulary import ACTIONS
+from hrm_core.dataset.scenarios import planted_regime_market
+from hrm_core.dataset.windows import WindowSampler
+from hrm_core.engine.decisions import run_decisions
+from hrm_core.engine.env import TradingEnv
+from hrm_core.engine.hrm_env import HRMTradingEnv
 from hrm_core.model.act import run_segments
 from hrm_core.model.exposure import action_of, execute_path
-from hrm_core.sim.decisions import run_decisions
-from hrm_core.sim.env import TradingEnv
-from hrm_core.sim.hrm_env import HRMTradingEnv
-from hrm_core.training.data import WindowSampler
-from hrm_core.training.scenarios import planted_regime_market
 from hrm_core.training.trainer import build_model
-from hrm_core.vocabulary import ACTIONS
 
 CONFIG = load_config("configs/hrm_cpu_small.yaml", trading={"borrow_rate": 0.0001})
 

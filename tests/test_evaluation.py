@@ -12,7 +12,7 @@ import pytest
 import yaml
 from scipy import stats
 
-from hrm_core.sim.evaluation import summarise, with_dsr
+from hrm_core.workflows.evaluation import summarise, with_dsr
 from pipelines.cli import main
 from tests.test_mlops import TINY
 

@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import torch
 
-from hrm_core.config import load_config
+from hrm_core.core.config import load_config
+from hrm_core.dataset.scenarios import planted_regime_market
 from hrm_core.training.ewc import ewc_from
-from hrm_core.training.scenarios import planted_regime_market
 from hrm_core.training.trainer import Trainer
 
 CONFIG = load_config(

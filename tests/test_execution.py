@@ -7,10 +7,10 @@ import pytest
 import vectorbt as vbt
 
 from hrm_core import simulate_orders
-from hrm_core.config import PolicyConfig, TradingConfig
+from hrm_core.core.config import PolicyConfig, TradingConfig
+from hrm_core.core.vocabulary import ACTIONS
+from hrm_core.engine.execution import simulate_exposures
 from hrm_core.sim.baselines import BASELINES, sma_crossover, time_series_momentum, volatility_targeted
-from hrm_core.sim.execution import simulate_exposures
-from hrm_core.vocabulary import ACTIONS
 
 
 def bars(n: int, seed: int) -> pd.DataFrame:
@@ -156,8 +156,8 @@ def test_the_loss_pays_what_the_decision_engine_charges_with_every_cost_on():
     the costs each charges agree."""
     import torch
 
+    from hrm_core.engine.decisions import run_decisions
     from hrm_core.model.exposure import action_of, benchmark_exposure, execute_path
-    from hrm_core.sim.decisions import run_decisions
     from hrm_core.training.losses import net_returns
 
     rng = np.random.default_rng(11)

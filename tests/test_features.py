@@ -8,9 +8,9 @@ import talib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hrm_core.core.feature_registry import FEATURES, INDICATORS, model_features
 from hrm_core.features.build import build_features, update_features
 from hrm_core.features.quality import nonfinite_counts, point_in_time_difference
-from hrm_core.features.registry import FEATURES, INDICATORS, model_features
 from tests.conftest import warehouse_with
 
 REQUIRED_TALIB_COLUMNS = {

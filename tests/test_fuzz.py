@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hrm_core.config import ValidationConfig
+from hrm_core.core.config import ValidationConfig
+from hrm_core.core.errors import DataError, HRMError
 from hrm_core.data.readers import read_ohlcv_bytes
 from hrm_core.data.validation import validate_ohlcv
 from hrm_core.data.versioning import snapshot_path
-from hrm_core.errors import DataError, HRMError
 from pipelines.cli import main
 
 HEADER = "Date,Open,High,Low,Close,Volume"

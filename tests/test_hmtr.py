@@ -8,13 +8,13 @@ import copy
 import numpy as np
 import torch
 
-from hrm_core.config import load_config
+from hrm_core.core.config import load_config
+from hrm_core.core.vocabulary import TASKS
+from hrm_core.dataset.scenarios import planted_regime_market
 from hrm_core.model.build import build_model_for
 from hrm_core.model.trader import MarketInputs
 from hrm_core.rl.hmtr import train_master, train_workers
 from hrm_core.training.evaluate import rollout
-from hrm_core.training.scenarios import planted_regime_market
-from hrm_core.vocabulary import TASKS
 from tests.test_rl import SMALL
 
 TREND, REVERSION = TASKS.index("trend"), TASKS.index("mean_reversion")

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hrm_core.config import LabelConfig, SplitConfig
-from hrm_core.errors import HRMError
+from hrm_core.core.config import LabelConfig, SplitConfig
+from hrm_core.core.errors import HRMError
 from hrm_core.features.build import build_features
 from hrm_core.features.labels import build_labels
 from hrm_core.features.splits import build_splits, check_splits, plan_folds

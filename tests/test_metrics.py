@@ -10,12 +10,12 @@ import pytest
 import quantstats as qs
 from scipy import stats
 
+from hrm_core.core.stats import EULER_GAMMA
 from hrm_core.sim.metrics import (
     deflated_sharpe_ratio,
     performance_summary,
     probabilistic_sharpe_ratio,
 )
-from hrm_core.stats import EULER_GAMMA
 
 PERIODS = {"daily equities": 252, "hourly equities": 252 * 6.5, "crypto hours": 365 * 24}
 

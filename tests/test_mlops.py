@@ -14,7 +14,7 @@ import yaml
 
 from assets.monitoring import DRIFT_SHARE, drifted_share
 from assets.resources import HRMSettings
-from hrm_core.config import PromotionConfig
+from hrm_core.core.config import PromotionConfig
 from hrm_core.sim.promotion import decide_promotion
 from pipelines.cli import main
 from pipelines.definitions import build_definitions
@@ -303,9 +303,9 @@ def test_a_production_model_is_not_compared_on_bars_it_trained_on():
     import duckdb
 
     from assets.registry import comparison_problem
-    from hrm_core.config import load_config
+    from hrm_core.core.config import load_config
     from hrm_core.model.build import build_model_for
-    from hrm_core.training.api import prepare_warehouse
+    from hrm_core.workflows.train import prepare_warehouse
 
     config = load_config("configs/hrm_cpu_small.yaml")
     con = duckdb.connect()

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from hrm_core.config import HRMConfig, ModelConfig, PolicyConfig, TradingConfig
+from hrm_core.core.config import HRMConfig, ModelConfig, PolicyConfig, TradingConfig
+from hrm_core.core.vocabulary import BUY_LONG, CLOSE_LONG, CLOSE_SHORT, HOLD, SELL_SHORT
 from hrm_core.model.act import run_segments
 from hrm_core.model.agent import HRMTradingAgent
 from hrm_core.model.exposure import (
@@ -19,7 +20,6 @@ from hrm_core.model.exposure import (
 )
 from hrm_core.model.hrm import HRMTrader
 from hrm_core.model.trader import MarketInputs
-from hrm_core.vocabulary import BUY_LONG, CLOSE_LONG, CLOSE_SHORT, HOLD, SELL_SHORT
 
 HIGH, LOW, N_STRATEGIC, N_TACTICAL = 40, 12, 5, 6
 

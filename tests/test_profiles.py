@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 
 from assets.training import GPU_OP_TAGS
-from hrm_core.errors import ConfigError
+from hrm_core.core.errors import ConfigError
 from pipelines.definitions import build_definitions
 from pipelines.resources import PRODUCTION_ENV, resources_for_profile
 

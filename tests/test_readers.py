@@ -5,10 +5,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hrm_core.config import DataConfig
+from hrm_core.core.config import DataConfig
+from hrm_core.core.errors import DataError
 from hrm_core.data.readers import read_ohlcv_bytes
 from hrm_core.data.sources import FileSource, SampleSource, make_source
-from hrm_core.errors import DataError
 from tests.conftest import write_csv
 
 YAHOO = b"""Date,Open,High,Low,Close,Adj Close,Volume

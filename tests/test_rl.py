@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from hrm_core.config import load_config
+from hrm_core.core.config import load_config
+from hrm_core.dataset.scenarios import planted_regime_market
 from hrm_core.model.build import build_model_for
 from hrm_core.model.exposure import held_tilt, next_position, policy_target
 from hrm_core.rl.env import ExposureEnv
@@ -16,7 +17,6 @@ from hrm_core.rl.policy import MLPPolicy, PolicyOutput, TraderPolicy
 from hrm_core.rl.rewards import RewardShaper
 from hrm_core.rl.rollout import collect, deterministic_returns
 from hrm_core.training.evaluate import rollout
-from hrm_core.training.scenarios import planted_regime_market
 
 SMALL = {
     "hierarchical_features": {"high_level_lookback": 20, "low_level_lookback": 10},
@@ -186,7 +186,7 @@ def test_the_fine_tuned_model_serves_the_mean_rl_trained(momentum):
 
 
 def test_rl_models_are_cells_of_the_evaluation_harness(momentum):
-    from hrm_core.sim.evaluation import run_cell
+    from hrm_core.workflows.evaluation import run_cell
 
     config = small_config(updates=2, worker_updates=1, n_envs=4, rollout_bars=8, group_size=2)
     stage = config.training.curriculum[0].model_copy(update={"episodes": 4})

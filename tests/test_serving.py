@@ -20,13 +20,13 @@ import yaml
 
 from assets.registry import log_served_model
 from assets.resources import HRMSettings
-from hrm_core.config import HRMConfig, load_config
-from hrm_core.data.market import load_market_data
+from hrm_core.core.config import HRMConfig, load_config
+from hrm_core.dataset.market import load_market_data
 from hrm_core.model.agent import HRMTradingAgent
 from hrm_core.model.serving import OUTPUT_COLUMNS, ServedModel, save_served
 from hrm_core.model.trader import MarketInputs
-from hrm_core.training.api import prepare_warehouse
 from hrm_core.training.trainer import build_model
+from hrm_core.workflows.train import prepare_warehouse
 from pipelines.resources import local_resources
 from pipelines.server import ModelServer
 

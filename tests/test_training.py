@@ -14,16 +14,16 @@ import pytest
 import torch
 
 from hrm_core import train
-from hrm_core.config import TradingConfig, load_config
-from hrm_core.errors import HRMError
+from hrm_core.core.checkpoint import load_checkpoint, save_checkpoint
+from hrm_core.core.config import TradingConfig, load_config
+from hrm_core.core.errors import HRMError
+from hrm_core.core.vocabulary import PARTS, TASKS
+from hrm_core.dataset.scenarios import multi_timescale_market, planted_regime_market
+from hrm_core.dataset.windows import WindowSampler
 from hrm_core.model.act import run_segments
-from hrm_core.training.checkpoint import load_checkpoint, save_checkpoint
-from hrm_core.training.data import WindowSampler
 from hrm_core.training.evaluate import annualised_sharpe, rollout
 from hrm_core.training.losses import act_loss, constant_tilt_loss, net_returns
-from hrm_core.training.scenarios import multi_timescale_market, planted_regime_market
 from hrm_core.training.trainer import Trainer, build_model
-from hrm_core.vocabulary import PARTS, TASKS
 
 PRESET = "configs/hrm_cpu_small.yaml"
 
@@ -90,7 +90,7 @@ def test_without_validation_data_every_stage_runs_its_whole_budget(market):
 
 
 def test_a_window_that_would_leave_its_symbol_is_refused():
-    from hrm_core.data.market import concat
+    from hrm_core.dataset.market import concat
 
     two = concat(
         [
@@ -157,7 +157,7 @@ def test_on_the_sample_data_no_constant_tilt_beats_the_benchmark_by_more_than_no
     """Before training anything: on the sample's training part (1999 on: two bear markets), the
     best constant tilt scores within 0.1 % a year of the benchmark, so any gain must come from a
     tilt that varies with the market."""
-    from hrm_core.training.api import prepare_market_data
+    from hrm_core.workflows.train import prepare_market_data
 
     config = load_config(PRESET)
     chunks = train_chunks(prepare_market_data(config), config)
@@ -245,9 +245,9 @@ def test_at_the_presets_budget_the_trained_exposure_approaches_the_drift_markets
 
 
 def test_scenario_generators_fill_scarce_tasks_with_their_own_situations():
-    from hrm_core.data.market import load_market_data
-    from hrm_core.training.api import prepare_warehouse, with_scenarios
-    from hrm_core.training.scenarios import scarce_tasks
+    from hrm_core.dataset.market import load_market_data
+    from hrm_core.dataset.scenarios import scarce_tasks
+    from hrm_core.workflows.train import prepare_warehouse, with_scenarios
 
     config = load_config(PRESET, training={"min_task_chunks": 100_000, "synthetic_bars": 1500})
     con = duckdb.connect()
@@ -267,8 +267,8 @@ def test_scenario_generators_fill_scarce_tasks_with_their_own_situations():
 
 
 def test_a_backtest_of_a_folds_model_may_trade_every_later_test_fold():
-    from hrm_core.data.market import load_market_data
-    from hrm_core.training.api import prepare_warehouse
+    from hrm_core.dataset.market import load_market_data
+    from hrm_core.workflows.train import prepare_warehouse
 
     config = load_config(PRESET)
     con = duckdb.connect()

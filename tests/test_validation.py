@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hrm_core.config import ValidationConfig
+from hrm_core.core.config import ValidationConfig
+from hrm_core.core.errors import DataError
 from hrm_core.data.validation import validate_ohlcv
 from hrm_core.data.warehouse import read_bars
-from hrm_core.errors import DataError
 from tests.conftest import warehouse_with
 
 

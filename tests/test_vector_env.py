@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from hrm_core.config import load_config
-from hrm_core.sim.env import TradingEnv
-from hrm_core.sim.vector_env import VectorTradingEnv
-from hrm_core.training.scenarios import planted_regime_market
+from hrm_core.core.config import load_config
+from hrm_core.dataset.scenarios import planted_regime_market
+from hrm_core.engine.env import TradingEnv
+from hrm_core.engine.vector_env import VectorTradingEnv
 
 CONFIG = load_config("configs/hrm_cpu_small.yaml", trading={"borrow_rate": 0.0001})
 

@@ -1,1 +1,2 @@
-"""Market data: sources, tolerant readers, the OHLCV schema and its validation rules."""
+"""Market data in: sources, tolerant readers, the OHLCV schema, validation with quarantine, and the
+warehouse (DuckDB locally, the lake in production) with its transactions and versions."""

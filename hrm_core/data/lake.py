@@ -33,8 +33,8 @@ from pathlib import Path
 import duckdb
 import pyarrow.fs as pafs
 
+from hrm_core.core.errors import ConfigError
 from hrm_core.data.warehouse import SCHEMAS
-from hrm_core.errors import ConfigError
 
 ALL = "_all"
 """The partition of a table without a ``symbol`` column, and of an empty table."""

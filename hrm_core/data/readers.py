@@ -14,6 +14,7 @@ from pathlib import PurePosixPath
 import numpy as np
 import pandas as pd
 
+from hrm_core.core.errors import DataError
 from hrm_core.data.schema import (
     EPOCH_ALIASES,
     IGNORED_COLUMNS,
@@ -24,7 +25,6 @@ from hrm_core.data.schema import (
     TIMESTAMP_ALIASES,
     normalise_column_name,
 )
-from hrm_core.errors import DataError
 
 EPOCH_MS_THRESHOLD = 1e11
 SYMBOL_PATTERN = r"[A-Za-z0-9^][A-Za-z0-9._=^-]{0,31}"

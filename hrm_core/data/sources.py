@@ -14,9 +14,9 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from hrm_core.config import DataConfig
+from hrm_core.core.config import DataConfig
+from hrm_core.core.errors import DataError
 from hrm_core.data.readers import normalise_frame, read_ohlcv_bytes
-from hrm_core.errors import DataError
 
 SUFFIXES = {"csv": (".csv",), "parquet": (".parquet", ".pq"), "s3": (".csv", ".parquet", ".pq")}
 

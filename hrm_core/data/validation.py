@@ -17,9 +17,9 @@ from functools import cache
 import numpy as np
 import pandas as pd
 
-from hrm_core.config import ValidationConfig
+from hrm_core.core.config import ValidationConfig
+from hrm_core.core.errors import DataError
 from hrm_core.data.schema import LINEAGE_COLUMNS, OHLCV_COLUMNS, PRICE_COLUMNS
-from hrm_core.errors import DataError
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 import great_expectations as gx

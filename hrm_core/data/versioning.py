@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from hrm_core.errors import HRMError
+from hrm_core.core.errors import HRMError
 
 
 @dataclass(frozen=True)

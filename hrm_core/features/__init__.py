@@ -1,1 +1,2 @@
-"""Hierarchical features and labels computed in DuckDB, the feature registry and walk-forward splits."""
+"""Hierarchical features and labels computed from the warehouse's bars, their quality checks, and
+the walk-forward splits."""

@@ -22,9 +22,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from hrm_core.core.feature_registry import FEATURES, INTEGER_FEATURES
 from hrm_core.data.warehouse import transaction
 from hrm_core.features.kernels import HISTORY_BARS, KERNEL_COLUMNS, STATE_COLUMNS, batch_features
-from hrm_core.features.registry import FEATURES, INTEGER_FEATURES
 
 TABLE, STATE_TABLE = "features.hierarchical", "features.hierarchical_state"
 STAGING_TABLE, STATE_STAGING = "features.hierarchical_staging", "features.hierarchical_state_staging"

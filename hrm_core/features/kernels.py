@@ -19,7 +19,7 @@ import math
 import numba
 import numpy as np
 
-from hrm_core.features.registry import FEATURES
+from hrm_core.core.feature_registry import FEATURES
 
 KERNEL_COLUMNS = tuple(f.name for f in FEATURES if f.group != "calendar")
 """The columns the kernels compute, in table order (the calendar columns are SQL expressions)."""

@@ -6,7 +6,7 @@ from importlib.resources import files
 
 import duckdb
 
-from hrm_core.config import LabelConfig
+from hrm_core.core.config import LabelConfig
 from hrm_core.data.warehouse import transaction
 
 SQL_DIR = files("hrm_core.features") / "sql"

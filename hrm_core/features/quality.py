@@ -5,8 +5,8 @@ from __future__ import annotations
 import duckdb
 import numpy as np
 
+from hrm_core.core.feature_registry import FEATURES
 from hrm_core.features.build import build_features
-from hrm_core.features.registry import FEATURES
 
 
 def nonfinite_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:

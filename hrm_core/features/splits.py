@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import duckdb
 import pandas as pd
 
-from hrm_core.config import SplitConfig
+from hrm_core.core.config import SplitConfig
+from hrm_core.core.errors import HRMError
 from hrm_core.data.warehouse import transaction
-from hrm_core.errors import HRMError
 
 PARTS = ("train", "validation", "test")
 

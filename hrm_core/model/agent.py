@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hrm_core.config import HRMConfig
+from hrm_core.core.config import HRMConfig
+from hrm_core.core.vocabulary import REGIMES
 from hrm_core.model.act import run_segments
 from hrm_core.model.compiled import (
     LOG_VOLATILITY,
@@ -36,7 +37,6 @@ from hrm_core.model.exposure import action_of, decide_exposure
 from hrm_core.model.heads import TradingOutputs
 from hrm_core.model.hrm import HRMTrader
 from hrm_core.model.trader import Carry, MarketInputs, TraderBase
-from hrm_core.vocabulary import REGIMES
 
 
 @dataclass

@@ -3,7 +3,7 @@ named features (trainers, RL, checkpoints and the registry all build through it)
 
 from __future__ import annotations
 
-from hrm_core.config import HRMConfig
+from hrm_core.core.config import HRMConfig
 from hrm_core.model.flat import FlatTrader
 from hrm_core.model.gru import GRUTrader
 from hrm_core.model.hmtr import HMTRGRUTrader, HMTRTrader

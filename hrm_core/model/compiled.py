@@ -21,7 +21,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from hrm_core.vocabulary import REGIMES
+from hrm_core.core.vocabulary import REGIMES
 
 N_REGIMES = len(REGIMES)
 HEAD_OUTPUTS = (

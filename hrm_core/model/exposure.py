@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from hrm_core.config import PolicyConfig, TradingConfig
-from hrm_core.vocabulary import BUY_LONG, CLOSE_LONG, CLOSE_SHORT, HOLD, SELL_SHORT
+from hrm_core.core.config import PolicyConfig, TradingConfig
+from hrm_core.core.vocabulary import BUY_LONG, CLOSE_LONG, CLOSE_SHORT, HOLD, SELL_SHORT
 
 if TYPE_CHECKING:
     import torch

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from hrm_core.config import ModelConfig
+from hrm_core.core.config import ModelConfig
 from hrm_core.model.heads import TradingOutputs
 from hrm_core.model.layers import ReasoningModule
 from hrm_core.model.trader import Carry, MarketInputs, TraderBase

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hrm_core.config import ModelConfig
+from hrm_core.core.config import ModelConfig
 from hrm_core.model.heads import TradingOutputs
 from hrm_core.model.hrm import reasoning_modules
 from hrm_core.model.trader import Carry, MarketInputs, TraderBase

@@ -21,8 +21,8 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
+from hrm_core.core.vocabulary import REGIMES
 from hrm_core.model.exposure import direction_confidence
-from hrm_core.vocabulary import REGIMES
 
 
 @dataclass

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hrm_core.config import ModelConfig
+from hrm_core.core.config import ModelConfig
+from hrm_core.core.vocabulary import TASKS
 from hrm_core.model.gru import GRUTrader
 from hrm_core.model.heads import TradingOutputs
 from hrm_core.model.hrm import HRMTrader
-from hrm_core.vocabulary import TASKS
 
 
 @dataclass

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from hrm_core.config import PolicyConfig
+from hrm_core.core.config import PolicyConfig
+from hrm_core.core.vocabulary import REGIMES
 from hrm_core.model.compiled import LOG_VOLATILITY, REGIME_0, TILT_LOGIT, UP_LOGIT, CompiledHRM, HRMShape
 from hrm_core.model.exposure import action_of, decide_exposure, direction_confidence
-from hrm_core.vocabulary import REGIMES
 
 OUTPUT_COLUMNS = (
     "action",
@@ -185,7 +185,7 @@ def _eager_agent(spec: dict, weights: dict[str, np.ndarray]):
     eager agent. Returns a function of (strategic, tactical) -> (raw head outputs, steps)."""
     import torch
 
-    from hrm_core.config import HRMConfig
+    from hrm_core.core.config import HRMConfig
     from hrm_core.model.agent import HRMTradingAgent
     from hrm_core.model.build import build_model_for
     from hrm_core.model.trader import MarketInputs

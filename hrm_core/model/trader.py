@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hrm_core.config import ModelConfig
+from hrm_core.core.config import ModelConfig
 from hrm_core.model.heads import TradingHeads, TradingOutputs
 
 

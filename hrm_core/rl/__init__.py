@@ -1,3 +1,3 @@
-"""Reinforcement learning on the simulator: one policy interface for every model, the exposure
-environment, rewards, PPO, GRPO and HybridGRPO (one file each), the fine-tuning runner and the
-H-MTR master–worker training. Uses data, model and sim code; never the supervised trainer."""
+"""Reinforcement learning on the engine's vector env: one policy interface for every model, rewards,
+PPO, GRPO and HybridGRPO (one file each), the fine-tuning runner and the H-MTR master–worker
+training. Independent of the supervised trainer and of the backtester."""

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hrm_core.config import HRMConfig
-from hrm_core.data.market import MarketData
+from hrm_core.core.config import HRMConfig
+from hrm_core.dataset.market import MarketData
 from hrm_core.model.build import build_model_for
 from hrm_core.model.trader import TraderBase
 from hrm_core.rl.finetune import RLTrainer

@@ -16,13 +16,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hrm_core.config import HRMConfig
-from hrm_core.data.market import MarketData, gather_windows, window_view
+from hrm_core.core.config import HRMConfig
+from hrm_core.dataset.market import MarketData, gather_windows, window_view
+from hrm_core.engine.decisions import SHARES, exit_levels
+from hrm_core.engine.vector_env import VectorTradingEnv
 from hrm_core.model.exposure import action_of, benchmark_exposure, exposure_cap, next_position, policy_target
 from hrm_core.model.trader import MarketInputs
 from hrm_core.rl.rewards import RewardShaper
-from hrm_core.sim.decisions import SHARES, exit_levels
-from hrm_core.sim.vector_env import VectorTradingEnv
 
 
 class ExposureEnv:

@@ -22,13 +22,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hrm_core.config import HRMConfig
-from hrm_core.data.market import MarketData
+from hrm_core.core.checkpoint import load_checkpoint, save_checkpoint
+from hrm_core.core.config import HRMConfig
+from hrm_core.dataset.market import MarketData
 from hrm_core.rl import grpo, hybrid_grpo, ppo
 from hrm_core.rl.env import ExposureEnv
 from hrm_core.rl.policy import Policy
 from hrm_core.rl.rollout import Learner
-from hrm_core.training.checkpoint import load_checkpoint, save_checkpoint
 
 ALGORITHMS: dict[str, ModuleType] = {"ppo": ppo, "grpo": grpo, "hybrid_grpo": hybrid_grpo}
 PPO_EPISODE_BARS = 256  # PPO's episodes span several rollouts; GRPO's last exactly one

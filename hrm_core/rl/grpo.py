@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hrm_core.config import RLConfig
+from hrm_core.core.config import RLConfig
 from hrm_core.rl.env import ExposureEnv
 from hrm_core.rl.rollout import Learner, Rollout, clipped_update, collect
 

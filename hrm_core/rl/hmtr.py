@@ -19,15 +19,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from hrm_core.config import HRMConfig
-from hrm_core.data.market import MarketData
+from hrm_core.core.config import HRMConfig
+from hrm_core.core.ewc import EWC, scaled_to_mean_one
+from hrm_core.core.vocabulary import TASKS
+from hrm_core.dataset.market import MarketData
 from hrm_core.model.hmtr import HMTRGRUTrader, HMTRTrader
 from hrm_core.rl.env import ExposureEnv
 from hrm_core.rl.finetune import RLTrainer
 from hrm_core.rl.policy import TraderPolicy
 from hrm_core.rl.rollout import collect
-from hrm_core.training.ewc import EWC
-from hrm_core.vocabulary import TASKS
 
 FISHER_SAMPLES = 64
 
@@ -62,8 +62,7 @@ def policy_fisher(
         for name, g in zip(shared, grads, strict=True):
             if g is not None:
                 fisher[name] += g.pow(2) / len(rows)
-    scale = torch.cat([f.flatten() for f in fisher.values()]).mean().clamp_min(1e-30)
-    return {name: f / scale for name, f in fisher.items()}
+    return scaled_to_mean_one(fisher)
 
 
 def _only_trainable(model: torch.nn.Module, trainable: set[str]) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hrm_core.config import HRMConfig
+from hrm_core.core.config import HRMConfig
 from hrm_core.model.act import run_segments
 from hrm_core.model.agent import model_segments
 from hrm_core.model.exposure import policy_tilt

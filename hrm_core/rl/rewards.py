@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from hrm_core.config import HRMConfig
+from hrm_core.core.config import HRMConfig
 
 INITIAL_VARIANCE = 1e-4  # (1 % a bar)²: the moving second moment a differential Sharpe starts from
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hrm_core.config import RLConfig
+from hrm_core.core.config import RLConfig
 from hrm_core.model.trader import MarketInputs
 from hrm_core.rl.env import ExposureEnv
 from hrm_core.rl.policy import Policy

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hrm_core.config import PolicyConfig, TradingConfig
+from hrm_core.core.config import PolicyConfig, TradingConfig
 from hrm_core.model.exposure import benchmark_exposure
 
 

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-from hrm_core.stats import expected_max_sharpe
+from hrm_core.core.stats import expected_max_sharpe
 
 
 def performance_summary(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from hrm_core.config import PromotionConfig
+from hrm_core.core.config import PromotionConfig
 from hrm_core.sim.metrics import format_metric
 
 

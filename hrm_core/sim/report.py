@@ -10,16 +10,14 @@ import html
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from hrm_core.sim.metrics import drawdown_series, format_metric, performance_summary
-
-if TYPE_CHECKING:
-    from hrm_core.sim.backtest import BacktestResult
+from hrm_core.sim.results import BacktestResult
 
 TABLE_COLUMNS = [
     "total_return",

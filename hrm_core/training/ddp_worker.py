@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from hrm_core.config import HRMConfig
-from hrm_core.training.checkpoint import load_checkpoint, save_checkpoint
+from hrm_core.core.checkpoint import load_checkpoint, save_checkpoint
+from hrm_core.core.config import HRMConfig
+from hrm_core.core.ewc import EWC
 from hrm_core.training.distributed import DATA_FILE, JOB_FILE, RESULT_FILE, Distributed, load_data
-from hrm_core.training.ewc import EWC
 from hrm_core.training.trainer import Trainer, build_model
 
 

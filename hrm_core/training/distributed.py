@@ -25,11 +25,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from hrm_core.config import HRMConfig
-from hrm_core.data.market import MarketData
-from hrm_core.errors import ConfigError, HRMError
-from hrm_core.training.checkpoint import load_checkpoint, save_checkpoint
-from hrm_core.training.ewc import EWC
+from hrm_core.core.checkpoint import load_checkpoint, save_checkpoint
+from hrm_core.core.config import HRMConfig
+from hrm_core.core.errors import ConfigError, HRMError
+from hrm_core.core.ewc import EWC
+from hrm_core.dataset.market import MarketData
 
 
 @dataclass(frozen=True)

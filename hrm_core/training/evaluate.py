@@ -12,13 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hrm_core.config import HRMConfig
-from hrm_core.data.market import MarketData
+from hrm_core.core.config import HRMConfig
+from hrm_core.dataset.market import MarketData
+from hrm_core.dataset.windows import WindowSampler
 from hrm_core.model.act import run_segments
 from hrm_core.model.agent import model_segments
 from hrm_core.model.exposure import execute_path
 from hrm_core.model.trader import TraderBase
-from hrm_core.training.data import WindowSampler
 from hrm_core.training.losses import net_returns
 
 BATCH_ROWS = 4096

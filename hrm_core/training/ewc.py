@@ -8,34 +8,16 @@ strength then says how much the old data weighs, whatever the model size or loss
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
-from torch import nn
 
-from hrm_core.config import HRMConfig
-from hrm_core.data.market import MarketData
+from hrm_core.core.config import HRMConfig
+from hrm_core.core.ewc import EWC, scaled_to_mean_one
+from hrm_core.dataset.market import MarketData
+from hrm_core.dataset.windows import WindowSampler
 from hrm_core.model.act import run_segments
 from hrm_core.model.trader import TraderBase
-from hrm_core.training.data import WindowSampler
 from hrm_core.training.losses import act_loss
-
-
-@dataclass
-class EWC:
-    anchor: dict[str, torch.Tensor]  # θ*: the weights before retraining
-    fisher: dict[str, torch.Tensor]  # F: diagonal Fisher information on the old data
-    strength: float
-
-    def penalty(self, model: nn.Module) -> torch.Tensor:
-        """strength/2 · Σ F (θ − θ*)²."""
-        total = sum(
-            (self.fisher[name] * (p - self.anchor[name]).pow(2)).sum()
-            for name, p in model.named_parameters()
-            if name in self.fisher
-        )
-        return 0.5 * self.strength * total
 
 
 def fisher_information(
@@ -60,8 +42,7 @@ def fisher_information(
             if p.grad is not None:
                 fisher[name] += p.grad.detach().pow(2) / batches
     model.zero_grad(set_to_none=True)
-    mean = torch.cat([f.flatten() for f in fisher.values()]).mean().clamp_min(1e-30)
-    return {name: f / mean for name, f in fisher.items()}
+    return scaled_to_mean_one(fisher)
 
 
 def ewc_from(model: TraderBase, old_data: MarketData, config: HRMConfig) -> EWC:

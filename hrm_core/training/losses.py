@@ -44,11 +44,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hrm_core.config import HRMConfig, TradingConfig
+from hrm_core.core.config import HRMConfig, TradingConfig
+from hrm_core.dataset.windows import Chunks
 from hrm_core.model.act import SegmentRun
 from hrm_core.model.exposure import execute_path, held_tilt, policy_target, policy_tilt
 from hrm_core.model.heads import TradingOutputs
-from hrm_core.training.data import Chunks
 
 TERMS = ("active", "variance", "turnover", "tilt")
 

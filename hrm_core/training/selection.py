@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from hrm_core.config import HRMConfig
-from hrm_core.stats import expected_max_sharpe, sharpe_standard_error
+from hrm_core.core.config import HRMConfig
+from hrm_core.core.stats import expected_max_sharpe, sharpe_standard_error
 
 
 def tiling_starts(starts: np.ndarray, length: int) -> np.ndarray:

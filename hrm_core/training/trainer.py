@@ -26,16 +26,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hrm_core.config import HRMConfig, StageConfig
-from hrm_core.data.market import MarketData
-from hrm_core.errors import ConfigError, HRMError
+from hrm_core.core.checkpoint import load_checkpoint, save_checkpoint
+from hrm_core.core.config import HRMConfig, StageConfig
+from hrm_core.core.errors import ConfigError, HRMError
+from hrm_core.core.ewc import EWC
+from hrm_core.dataset.market import MarketData
+from hrm_core.dataset.windows import Chunks, WindowSampler
 from hrm_core.model.act import run_segments
 from hrm_core.model.build import build_model_for
 from hrm_core.model.trader import TraderBase
-from hrm_core.training.checkpoint import load_checkpoint, save_checkpoint
-from hrm_core.training.data import Chunks, WindowSampler
 from hrm_core.training.distributed import Distributed, launch
-from hrm_core.training.ewc import EWC
 from hrm_core.training.losses import act_loss, active_returns, whole_batch
 from hrm_core.training.selection import TiltGate, decide_tilt, per_period_sharpe, tiling_starts
 

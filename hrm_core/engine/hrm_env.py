@@ -11,13 +11,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from hrm_core.config import HRMConfig
-from hrm_core.data.market import MarketData
+from hrm_core.core.config import HRMConfig
+from hrm_core.dataset.market import MarketData
+from hrm_core.engine.decisions import SHARES, exit_levels
+from hrm_core.engine.env import TradingEnv
 from hrm_core.model.agent import Decision, HRMTradingAgent
 from hrm_core.model.exposure import benchmark_exposure, exposure_cap
 from hrm_core.model.trader import MarketInputs, TraderBase
-from hrm_core.sim.decisions import SHARES, exit_levels
-from hrm_core.sim.env import TradingEnv
 
 
 class HRMTradingEnv(TradingEnv):

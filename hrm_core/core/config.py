@@ -14,8 +14,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hrm_core.errors import ConfigError
-from hrm_core.vocabulary import RL_ALGORITHMS
+from hrm_core.core.errors import ConfigError
+from hrm_core.core.vocabulary import RL_ALGORITHMS
 
 DEFAULT_CONFIG = "configs/hrm_cpu_small.yaml"
 
@@ -69,7 +69,7 @@ class HierarchicalFeaturesConfig(_Strict):
 
     @model_validator(mode="after")
     def _known_indicators(self) -> HierarchicalFeaturesConfig:
-        from hrm_core.features.registry import INDICATORS
+        from hrm_core.core.feature_registry import INDICATORS
 
         for key in ("strategic_indicators", "tactical_indicators"):
             unknown = [name for name in getattr(self, key) if name not in INDICATORS]
@@ -251,7 +251,7 @@ class TrainingConfig(_Strict):
     @field_validator("task_mix")
     @classmethod
     def _known_tasks(cls, mix: dict[str, float]) -> dict[str, float]:
-        from hrm_core.vocabulary import TASKS
+        from hrm_core.core.vocabulary import TASKS
 
         known = set(TASKS)
         unknown = set(mix) - known

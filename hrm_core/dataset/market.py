@@ -15,10 +15,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from hrm_core.config import HRMConfig
-from hrm_core.errors import HRMError
-from hrm_core.features.registry import model_features
-from hrm_core.vocabulary import PARTS, TASKS
+from hrm_core.core.config import HRMConfig
+from hrm_core.core.errors import HRMError
+from hrm_core.core.feature_registry import model_features
+from hrm_core.core.vocabulary import PARTS, TASKS
 
 if TYPE_CHECKING:
     import torch

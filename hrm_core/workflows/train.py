@@ -7,16 +7,16 @@ from pathlib import Path
 
 import duckdb
 
-from hrm_core.config import HRMConfig
-from hrm_core.data.market import MarketData, concat, load_market_data
+from hrm_core.core.config import HRMConfig
+from hrm_core.core.feature_registry import model_columns
 from hrm_core.data.sources import make_source
 from hrm_core.data.validation import validate_ohlcv
 from hrm_core.data.warehouse import ensure_tables, replace_symbols, transaction
+from hrm_core.dataset.market import MarketData, concat, load_market_data
+from hrm_core.dataset.scenarios import scarce_tasks, synthetic_task_data
 from hrm_core.features.build import build_features
 from hrm_core.features.labels import build_labels
-from hrm_core.features.registry import model_columns
 from hrm_core.features.splits import build_splits
-from hrm_core.training.scenarios import scarce_tasks, synthetic_task_data
 from hrm_core.training.trainer import TrainResult, fit
 
 

@@ -21,13 +21,13 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from hrm_core.config import HRMConfig
-from hrm_core.data.market import MarketData, read_market_data
+from hrm_core.core.config import HRMConfig
+from hrm_core.core.feature_registry import model_columns
+from hrm_core.core.vocabulary import PARTS, TASKS
 from hrm_core.data.warehouse import ensure_tables, replace_symbols, transaction
+from hrm_core.dataset.market import MarketData, read_market_data
 from hrm_core.features.build import build_features
 from hrm_core.features.labels import build_labels
-from hrm_core.features.registry import model_columns
-from hrm_core.vocabulary import PARTS, TASKS
 
 
 def planted_regime_market(

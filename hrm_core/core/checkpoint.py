@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from hrm_core.errors import HRMError
+from hrm_core.core.errors import HRMError
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:

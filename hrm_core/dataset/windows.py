@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hrm_core.config import HRMConfig
-from hrm_core.data.market import MarketData, gather_windows, window_view
+from hrm_core.core.config import HRMConfig
+from hrm_core.dataset.market import MarketData, gather_windows, window_view
+from hrm_core.dataset.targets import outcome_targets
 from hrm_core.model.exposure import benchmark_exposure, exposure_cap
 from hrm_core.model.trader import MarketInputs
-from hrm_core.training.targets import outcome_targets
 
 
 @dataclass

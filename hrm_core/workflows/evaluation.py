@@ -40,13 +40,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hrm_core.config import HRMConfig
-from hrm_core.data.market import MarketData, load_market_data
+from hrm_core.core.config import HRMConfig
+from hrm_core.core.vocabulary import RL_ALGORITHMS
+from hrm_core.dataset.market import MarketData, load_market_data
 from hrm_core.model.trader import TraderBase
-from hrm_core.sim.backtest import BENCHMARK, BacktestResult, backtest_models, baseline_config
+from hrm_core.sim.backtest import backtest_models, baseline_config
 from hrm_core.sim.baselines import BASELINES
 from hrm_core.sim.metrics import deflated_sharpe_ratio, performance_summary
-from hrm_core.vocabulary import RL_ALGORITHMS
+from hrm_core.sim.results import BENCHMARK, BacktestResult
 
 ROW_COLUMNS = ("model", "fold", "seed", "sharpe", "total_return", "max_drawdown", "exposure", "turnover")
 ROW_COLUMNS += ("costs", "psr", "dsr", "active_return", "active_sharpe")
@@ -84,7 +85,7 @@ def split_fold_data(
 ) -> tuple[MarketData, MarketData]:
     """(training data with scenario symbols, test data) of ``fold`` from warehouse ``con``: the test
     part is the fold's own block only, so the folds' blocks do not overlap."""
-    from hrm_core.training.api import with_scenarios
+    from hrm_core.workflows.train import with_scenarios
 
     data = load_market_data(con, config, fold)
     return with_scenarios(data, config), data

@@ -28,9 +28,8 @@ import numba
 import numpy as np
 import pandas as pd
 
-from hrm_core.config import TradingConfig
-from hrm_core.sim.execution import fill
-from hrm_core.vocabulary import (
+from hrm_core.core.config import TradingConfig
+from hrm_core.core.vocabulary import (
     ACTIONS,
     BUY_LONG,
     CLOSE_LONG,
@@ -42,6 +41,7 @@ from hrm_core.vocabulary import (
     EXIT_TARGET,
     SELL_SHORT,
 )
+from hrm_core.engine.execution import fill
 
 # Account state slots (one float64 array, so numba and Python share it). COSTS sums the fees,
 # slippage and borrow paid so far; TRADE_CASH is the open trade's cash flows, TRADE_SIZE its

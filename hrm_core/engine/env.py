@@ -20,10 +20,10 @@ import pandas as pd
 import torch
 from gymnasium import spaces
 
-from hrm_core.config import HRMConfig
-from hrm_core.data.market import FEATURE_CLIP, MarketData
-from hrm_core.model.account import ACCOUNT_FEATURES, account_state
-from hrm_core.sim.decisions import (
+from hrm_core.core.config import HRMConfig
+from hrm_core.core.vocabulary import ACTIONS
+from hrm_core.dataset.market import FEATURE_CLIP, MarketData
+from hrm_core.engine.decisions import (
     CASH,
     COSTS,
     ENTRY,
@@ -37,7 +37,7 @@ from hrm_core.sim.decisions import (
     new_account,
     run_bar,
 )
-from hrm_core.vocabulary import ACTIONS
+from hrm_core.model.account import ACCOUNT_FEATURES, account_state
 
 MAX_ATR_MULTIPLE = 20.0
 

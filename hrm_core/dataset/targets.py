@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hrm_core.data.market import MarketData
-from hrm_core.vocabulary import PARTS, REGIMES
+from hrm_core.core.vocabulary import PARTS, REGIMES
+from hrm_core.dataset.market import MarketData
 
 VOLATILE_QUANTILE = 0.75
 

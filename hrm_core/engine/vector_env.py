@@ -14,9 +14,10 @@ import numba
 import numpy as np
 import torch
 
-from hrm_core.config import HRMConfig
-from hrm_core.data.market import MarketData
-from hrm_core.sim.decisions import (
+from hrm_core.core.config import HRMConfig
+from hrm_core.core.vocabulary import ACTIONS
+from hrm_core.dataset.market import MarketData
+from hrm_core.engine.decisions import (
     CASH,
     SHARES,
     STATE_SIZE,
@@ -26,8 +27,7 @@ from hrm_core.sim.decisions import (
     new_account,
     run_bar,
 )
-from hrm_core.sim.env import observe_accounts
-from hrm_core.vocabulary import ACTIONS
+from hrm_core.engine.env import observe_accounts
 
 ArrayLike = np.ndarray | torch.Tensor
 
