@@ -43,42 +43,73 @@ from hrm_core.core.vocabulary import (
 )
 from hrm_core.engine.execution import fill
 
-# Account state slots (one float64 array, so numba and Python share it). COSTS sums the fees,
-# slippage and borrow paid so far; TRADE_CASH is the open trade's cash flows, TRADE_SIZE its
-# largest signed position.
-(
-    CASH,
-    SHARES,
-    ENTRY,
-    STOP,
-    TARGET,
-    TRADE_FEES,
-    ENTRY_BAR,
-    PENDING,
-    PENDING_STOP,
-    PENDING_TARGET,
-    COSTS,
-    TRADE_CASH,
-    TRADE_SIZE,
-) = range(13)
-STATE_SIZE = 13
-# Cost and sizing parameter slots
-FEES, FIXED_FEES, SLIPPAGE, BORROW, MAX_SIZE = range(5)
-# Trade ledger row fields
-TRADE_FIELDS = ("entry_bar", "exit_bar", "shares", "entry_price", "exit_price", "fees", "exit", "pnl")
+# The account an engine run carries from bar to bar (one record; numba and Python share it). costs
+# sums the fees, slippage and borrow paid so far; trade_cash is the open trade's cash flows,
+# trade_size its largest signed position; pending is the order that fills at the next open.
+ACCOUNT_DT = np.dtype(
+    [
+        ("cash", np.float64),
+        ("shares", np.float64),
+        ("entry_price", np.float64),
+        ("stop", np.float64),  # NaN: no level
+        ("target", np.float64),
+        ("trade_fees", np.float64),
+        ("entry_bar", np.int64),
+        ("pending", np.float64),
+        ("pending_stop", np.float64),  # price distances the pending entry's levels get
+        ("pending_target", np.float64),
+        ("costs", np.float64),
+        ("trade_cash", np.float64),
+        ("trade_size", np.float64),
+    ],
+    align=True,
+)
+# The costs and sizing an engine run charges (``account_params``).
+PARAMS_DT = np.dtype(
+    [
+        ("fees", np.float64),  # × traded value
+        ("fixed_fees", np.float64),  # per fill
+        ("slippage", np.float64),  # fraction of the price, against the trade
+        ("borrow", np.float64),  # per bar on a short's value
+        ("max_size", np.float64),  # the largest exposure, fraction of equity
+    ],
+    align=True,
+)
+# One closed (or marked) trade of the ledger.
+TRADE_DT = np.dtype(
+    [
+        ("entry_bar", np.int64),
+        ("exit_bar", np.int64),
+        ("shares", np.float64),  # the largest signed position
+        ("entry_price", np.float64),
+        ("exit_price", np.float64),
+        ("fees", np.float64),
+        ("exit", np.int64),  # index into EXIT_REASONS
+        ("pnl", np.float64),
+    ],
+    align=True,
+)
+TRADE_FIELDS = TRADE_DT.names
 
 
-def account_params(trading: TradingConfig) -> np.ndarray:
-    """The execution parameters of ``trading`` as the engine reads them."""
-    return np.array(
-        [
-            trading.commission,
-            trading.fixed_fee,
-            trading.slippage,
-            trading.borrow_rate,
-            trading.max_position_size,
-        ]
+def account_params(trading: TradingConfig) -> np.void:
+    """The execution parameters of ``trading`` as the engine reads them (a ``PARAMS_DT`` record)."""
+    values = (
+        trading.commission,
+        trading.fixed_fee,
+        trading.slippage,
+        trading.borrow_rate,
+        trading.max_position_size,
     )
+    return np.array([values], dtype=PARAMS_DT)[0]
+
+
+def new_accounts(n: int, init_cash: float) -> np.ndarray:
+    """[n] fresh ``ACCOUNT_DT`` records: all cash, flat, no trade, nothing pending."""
+    accounts = np.zeros(n, dtype=ACCOUNT_DT)
+    accounts["cash"] = init_cash
+    accounts["entry_bar"] = -1
+    return accounts
 
 
 def exit_levels(trading: TradingConfig) -> tuple[float, float]:
@@ -89,74 +120,67 @@ def exit_levels(trading: TradingConfig) -> tuple[float, float]:
 
 
 @numba.njit(cache=True)
-def _close_trade(state, trade, t, price, fee, reason):
-    """Close the open trade at ``price`` (its last fill, already paid) into a ``TRADE_FIELDS`` row."""
-    state[TRADE_FEES] += fee
-    trade[0], trade[1], trade[2], trade[3] = state[ENTRY_BAR], t, state[TRADE_SIZE], state[ENTRY]
-    trade[4], trade[5], trade[6], trade[7] = price, state[TRADE_FEES], reason, state[TRADE_CASH]
+def _close_trade(account, trade, t, price, fee, reason):
+    """Close the open trade at ``price`` (its last fill, already paid) into the ``trade`` record."""
+    account.trade_fees += fee
+    trade.entry_bar, trade.exit_bar, trade.shares = account.entry_bar, t, account.trade_size
+    trade.entry_price, trade.exit_price, trade.fees = account.entry_price, price, account.trade_fees
+    trade.exit, trade.pnl = reason, account.trade_cash
 
 
 @numba.njit(cache=True)
-def new_account(init_cash: float) -> np.ndarray:
-    state = np.zeros(STATE_SIZE)
-    state[CASH] = init_cash
-    state[ENTRY_BAR] = -1.0
-    return state
-
-
-@numba.njit(cache=True)
-def _pay(state, params, size, price):
+def _pay(account, params, size, price):
     """Fill ``size`` shares at ``price`` from the account's cash; returns (fill price, fee)."""
-    px, fee, state[CASH] = fill(size, price, state[CASH], params[FEES], params[FIXED_FEES], params[SLIPPAGE])
-    state[COSTS] += fee + abs(size * (px - price))
+    px, fee, account.cash = fill(size, price, account.cash, params.fees, params.fixed_fees, params.slippage)
+    account.costs += fee + abs(size * (px - price))
     return px, fee
 
 
 @numba.njit(cache=True)
-def _fill_pending(state, params, t, open_, trade):
+def _fill_pending(account, params, t, open_, trade):
     """The pending order fills at this open: it may close the trade (returns True), resize it, open
     one, or both close and open (a flip, its fee split pro rata)."""
-    pending = state[PENDING]
-    state[PENDING] = 0.0
-    px, fee = _pay(state, params, pending, open_)
-    shares = state[SHARES]
+    pending = account.pending
+    account.pending = 0.0
+    px, fee = _pay(account, params, pending, open_)
+    shares = account.shares
     closed = False
     rest, rest_fee = pending, fee
     if shares != 0.0 and (shares + pending == 0.0 or (shares + pending) * shares < 0):
         part_fee = fee * abs(shares / pending)
-        state[TRADE_CASH] += shares * px - part_fee
-        _close_trade(state, trade, t, px, part_fee, EXIT_SIGNAL)
+        account.trade_cash += shares * px - part_fee
+        _close_trade(account, trade, t, px, part_fee, EXIT_SIGNAL)
         closed = True
         rest, rest_fee, shares = pending + shares, fee - part_fee, 0.0
     if rest != 0.0:
         if shares == 0.0:  # an entry: a new trade with its own levels
             d = 1.0 if rest > 0 else -1.0
-            state[ENTRY], state[ENTRY_BAR], state[TRADE_FEES] = px, t, 0.0
-            state[TRADE_CASH], state[TRADE_SIZE] = 0.0, 0.0
-            state[STOP] = px - d * state[PENDING_STOP] if state[PENDING_STOP] > 0 else np.nan
-            state[TARGET] = px + d * state[PENDING_TARGET] if state[PENDING_TARGET] > 0 else np.nan
-        state[TRADE_FEES] += rest_fee
-        state[TRADE_CASH] -= rest * px + rest_fee
+            account.entry_price, account.entry_bar, account.trade_fees = px, t, 0.0
+            account.trade_cash, account.trade_size = 0.0, 0.0
+            account.stop = px - d * account.pending_stop if account.pending_stop > 0 else np.nan
+            account.target = px + d * account.pending_target if account.pending_target > 0 else np.nan
+        account.trade_fees += rest_fee
+        account.trade_cash -= rest * px + rest_fee
         shares += rest
-        if abs(shares) > abs(state[TRADE_SIZE]):
-            state[TRADE_SIZE] = shares
-    state[SHARES] = shares
+        if abs(shares) > abs(account.trade_size):
+            account.trade_size = shares
+    account.shares = shares
     return closed
 
 
 @numba.njit(cache=True)
-def run_bar(state, params, t, open_, high, low, close, trade):
+def run_bar(account, params, t, open_, high, low, close, trade):
     """Bar t's events: the pending order fills at the open, then stop / target intrabar, then
     borrow at the close. Writes a closed trade into ``trade`` (``TRADE_FIELDS``) and returns True
     when one closed."""
     closed = False
-    held_before_open = state[SHARES] != 0.0
-    if state[PENDING] != 0.0:
-        closed = _fill_pending(state, params, t, open_, trade)
-    shares = state[SHARES]
+    held_before_open = account.shares != 0.0
+    if account.pending != 0.0:
+        closed = _fill_pending(account, params, t, open_, trade)
+    shares = account.shares
     if shares != 0.0:
         d = 1.0 if shares > 0 else -1.0
-        stop, target = state[STOP], state[TARGET]  # NaN: no level, never touched
+        stop, target = account.stop, account.target  # NaN: no level, never touched
         level, reason = 0.0, 0.0
         gap_stop = held_before_open and d * (open_ - stop) <= 0
         gap_target = held_before_open and d * (open_ - target) >= 0
@@ -167,25 +191,25 @@ def run_bar(state, params, t, open_, high, low, close, trade):
         elif (d > 0 and high >= target) or (d < 0 and low <= target):
             level, reason = target, EXIT_TARGET
         if reason > 0:
-            px, fee = _pay(state, params, -shares, level)
-            state[TRADE_CASH] += shares * px - fee
-            _close_trade(state, trade, t, px, fee, reason)
-            state[SHARES], closed = 0.0, True
-    if state[SHARES] < 0:
-        borrow = params[BORROW] * -state[SHARES] * close
-        state[CASH] -= borrow
-        state[COSTS] += borrow
-        state[TRADE_CASH] -= borrow
+            px, fee = _pay(account, params, -shares, level)
+            account.trade_cash += shares * px - fee
+            _close_trade(account, trade, t, px, fee, reason)
+            account.shares, closed = 0.0, True
+    if account.shares < 0:
+        borrow = params.borrow * -account.shares * close
+        account.cash -= borrow
+        account.costs += borrow
+        account.trade_cash -= borrow
     return closed
 
 
 @numba.njit(cache=True)
-def decide(state, params, close, atr, action, quantity, stop_atr, target_atr):
+def decide(account, params, close, atr, action, quantity, stop_atr, target_atr):
     """The decision at a bar's close becomes the order that fills at the next open, sized from
     equity at this close. Stop and target distances (ATRs, 0 = none) apply to a new trade."""
-    shares = state[SHARES]
-    equity = state[CASH] + shares * close
-    size = min(quantity, params[MAX_SIZE]) * equity / close
+    shares = account.shares
+    equity = account.cash + shares * close
+    size = min(quantity, params.max_size) * equity / close
     if action == BUY_LONG:
         target = size
     elif action == SELL_SHORT:
@@ -195,40 +219,38 @@ def decide(state, params, close, atr, action, quantity, stop_atr, target_atr):
     else:  # HOLD, or a close that does not match the position
         return
     if target != shares:
-        state[PENDING] = target - shares
-        state[PENDING_STOP], state[PENDING_TARGET] = stop_atr * atr, target_atr * atr
+        account.pending = target - shares
+        account.pending_stop, account.pending_target = stop_atr * atr, target_atr * atr
 
 
 @numba.njit(cache=True)
-def mark_open_trade(state, trade, bar, close):
-    """Write the position still open into ``trade`` as a ``TRADE_FIELDS`` row marked at ``close``
-    (exit "end"); returns False when flat."""
-    if state[SHARES] == 0.0:
+def mark_open_trade(account, trade, bar, close):
+    """Write the position still open into the ``trade`` record, marked at ``close`` (exit "end");
+    returns False when flat."""
+    if account.shares == 0.0:
         return False
-    trade[0], trade[1], trade[2], trade[3] = state[ENTRY_BAR], bar, state[TRADE_SIZE], state[ENTRY]
-    trade[4], trade[5], trade[6] = close, state[TRADE_FEES], EXIT_END
-    trade[7] = state[TRADE_CASH] + state[SHARES] * close
+    trade.entry_bar, trade.exit_bar, trade.shares = account.entry_bar, bar, account.trade_size
+    trade.entry_price, trade.exit_price, trade.fees = account.entry_price, close, account.trade_fees
+    trade.exit, trade.pnl = EXIT_END, account.trade_cash + account.shares * close
     return True
 
 
 @numba.njit(cache=True)
-def _run(open_, high, low, close, atr, action, quantity, stop_atr, target_atr, init_cash, params):
+def _run(open_, high, low, close, atr, action, quantity, stop_atr, target_atr, account, params, ledger):
     n = close.shape[0]
     cash = np.empty(n)
     position = np.empty(n)
-    ledger = np.zeros((n, len(TRADE_FIELDS)))
     trades = 0
-    state = new_account(init_cash)
     for t in range(n):
-        if run_bar(state, params, t, open_[t], high[t], low[t], close[t], ledger[trades]):
+        if run_bar(account, params, t, open_[t], high[t], low[t], close[t], ledger[trades]):
             trades += 1
         if t < n - 1:
-            decide(state, params, close[t], atr[t], action[t], quantity[t], stop_atr[t], target_atr[t])
-        elif mark_open_trade(state, ledger[trades], t, close[t]):  # the last bar: mark it at its close
+            decide(account, params, close[t], atr[t], action[t], quantity[t], stop_atr[t], target_atr[t])
+        elif mark_open_trade(account, ledger[trades], t, close[t]):  # the last bar: mark it at its close
             trades += 1
-        cash[t] = state[CASH]
-        position[t] = state[SHARES]
-    return cash, position, ledger[:trades], state[COSTS]
+        cash[t] = account.cash
+        position[t] = account.shares
+    return cash, position, trades
 
 
 @dataclass
@@ -264,17 +286,20 @@ def run_decisions(
         decisions[k].to_numpy(float) for k in ("quantity", "stop_loss", "take_profit")
     )
     _reject(action, quantity, stop_atr, target_atr, bars["atr"].to_numpy(float))
-    cash, position, ledger, costs = _run(
+    account = new_accounts(1, float(trading.initial_capital))
+    ledger = np.zeros(n, dtype=TRADE_DT)
+    cash, position, count = _run(
         *(bars[k].to_numpy(float) for k in ("open", "high", "low", "close", "atr")),
         action,
         quantity,
         stop_atr,
         target_atr,
-        float(trading.initial_capital),
+        account[0],
         account_params(trading),
+        ledger,
     )
     close = bars["close"].to_numpy(float)
-    trades = ledger_frame(ledger)
+    trades = ledger_frame(ledger[:count])
     index = pd.Index(bars["ts"]) if "ts" in bars else pd.RangeIndex(n)
     return DecisionResult(
         cash=pd.Series(cash, index=index),
@@ -282,14 +307,13 @@ def run_decisions(
         equity=pd.Series(cash + position * close, index=index),
         trades=trades,
         initial=trading.initial_capital,
-        costs=float(costs),
+        costs=float(account[0]["costs"]),
     )
 
 
-def ledger_frame(rows: np.ndarray | list) -> pd.DataFrame:
-    """Engine trade rows as a frame with integer bars and named exit reasons."""
-    trades = pd.DataFrame(np.asarray(rows, dtype=float).reshape(-1, len(TRADE_FIELDS)), columns=TRADE_FIELDS)
-    trades = trades.astype({"entry_bar": int, "exit_bar": int})
+def ledger_frame(records: np.ndarray | list) -> pd.DataFrame:
+    """``TRADE_DT`` records as a frame with named exit reasons."""
+    trades = pd.DataFrame(np.asarray(records, dtype=TRADE_DT).reshape(-1), columns=list(TRADE_FIELDS))
     trades["exit"] = [EXIT_REASONS[int(r)] for r in trades["exit"]]
     return trades
 

@@ -24,17 +24,11 @@ from hrm_core.core.config import HRMConfig
 from hrm_core.core.vocabulary import ACTIONS
 from hrm_core.dataset.market import FEATURE_CLIP, MarketData
 from hrm_core.engine.decisions import (
-    CASH,
-    COSTS,
-    ENTRY,
-    SHARES,
-    STOP,
-    TARGET,
-    TRADE_FIELDS,
+    TRADE_DT,
     account_params,
     decide,
     mark_open_trade,
-    new_account,
+    new_accounts,
     run_bar,
 )
 from hrm_core.model.account import ACCOUNT_FEATURES, account_state
@@ -89,8 +83,9 @@ class TradingEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         super().reset(seed=seed)
         self.step_index = 0
-        self.state = new_account(self.config.trading.initial_capital)
-        self.trade = np.zeros(len(TRADE_FIELDS))
+        self.accounts = new_accounts(1, self.config.trading.initial_capital)
+        self.account = self.accounts[0]  # a view: the engine updates it in place
+        self.trade = np.zeros(1, dtype=TRADE_DT)
         return self._observation(), self._info()
 
     def step(self, action: dict[str, Any]) -> tuple[dict, float, bool, bool, dict]:
@@ -98,10 +93,10 @@ class TradingEnv(gym.Env):
         d = self.data
         before = self.equity
         kind, quantity, stop, target = self._checked(action, t)
-        decide(self.state, self.params, d.close[t], d.atr[t], kind, quantity, stop, target)
+        decide(self.account, self.params, d.close[t], d.atr[t], kind, quantity, stop, target)
         nxt = t + 1
         closed = run_bar(
-            self.state, self.params, nxt, d.open[nxt], d.high[nxt], d.low[nxt], d.close[nxt], self.trade
+            self.account, self.params, nxt, d.open[nxt], d.high[nxt], d.low[nxt], d.close[nxt], self.trade[0]
         )
         self.step_index += 1
         change = self.equity / before - 1
@@ -148,24 +143,25 @@ class TradingEnv(gym.Env):
 
     @property
     def equity(self) -> float:
-        return float(self.state[CASH] + self.state[SHARES] * self.data.close[self.bar])
+        return float(self.account["cash"] + self.account["shares"] * self.data.close[self.bar])
 
     @property
     def costs(self) -> float:
         """Fees, slippage and borrow paid so far in the episode."""
-        return float(self.state[COSTS])
+        return float(self.account["costs"])
 
     def open_trade(self) -> np.ndarray | None:
-        """The position still open, as a ``TRADE_FIELDS`` row marked at the current close (exit
+        """The position still open, as a ``TRADE_DT`` record marked at the current close (exit
         reason "end", as in ``closed_trade``), or None when flat."""
-        row = np.zeros(len(TRADE_FIELDS))
-        return row if mark_open_trade(self.state, row, self.bar, self.data.close[self.bar]) else None
+        trade = np.zeros(1, dtype=TRADE_DT)
+        marked = mark_open_trade(self.account, trade[0], self.bar, self.data.close[self.bar])
+        return trade if marked else None
 
     def _observation(self) -> dict[str, np.ndarray]:
         t, d = self.bar, self.data
         trading = self.config.trading
         account = observe_accounts(
-            self.state[None], d.close[t : t + 1], d.atr[t : t + 1], trading.initial_capital
+            self.accounts, d.close[t : t + 1], d.atr[t : t + 1], trading.initial_capital
         )
         return {
             "strategic": d.strategic[t - self.high + 1 : t + 1].copy(),
@@ -174,22 +170,22 @@ class TradingEnv(gym.Env):
         }
 
     def _info(self) -> dict[str, Any]:
-        return {"bar": self.bar, "equity": self.equity, "shares": float(self.state[SHARES])}
+        return {"bar": self.bar, "equity": self.equity, "shares": float(self.account["shares"])}
 
 
 def observe_accounts(
     states: np.ndarray, close: np.ndarray, atr: np.ndarray, initial_capital: float
 ) -> np.ndarray:
-    """[N, 7] account features (``account.py``) of N engine states at their current bars' closes."""
-    equity = states[:, CASH] + states[:, SHARES] * close
+    """[N, 7] account features (``account.py``) of N ``ACCOUNT_DT`` records at their bars' closes."""
+    equity = states["cash"] + states["shares"] * close
     tensor = torch.from_numpy
     account = account_state(
-        position=tensor(states[:, SHARES] * close / np.maximum(equity, 1e-12)),
-        entry_price=tensor(np.ascontiguousarray(states[:, ENTRY])),
+        position=tensor(states["shares"] * close / np.maximum(equity, 1e-12)),
+        entry_price=tensor(np.ascontiguousarray(states["entry_price"])),
         price=tensor(np.array(close, dtype=float)),
         atr=tensor(np.nan_to_num(np.asarray(atr, dtype=float))),
-        stop_price=tensor(np.ascontiguousarray(states[:, STOP])),
-        target_price=tensor(np.ascontiguousarray(states[:, TARGET])),
+        stop_price=tensor(np.ascontiguousarray(states["stop"])),
+        target_price=tensor(np.ascontiguousarray(states["target"])),
         equity_ratio=tensor(equity / initial_capital),
     )
     return account.numpy().astype(np.float32)

@@ -13,7 +13,7 @@ import torch
 
 from hrm_core.core.config import HRMConfig
 from hrm_core.dataset.market import MarketData
-from hrm_core.engine.decisions import SHARES, exit_levels
+from hrm_core.engine.decisions import exit_levels
 from hrm_core.engine.env import TradingEnv
 from hrm_core.model.agent import Decision, HRMTradingAgent
 from hrm_core.model.exposure import benchmark_exposure, exposure_cap
@@ -60,8 +60,8 @@ class HRMTradingEnv(TradingEnv):
             }
             self.held = decision.position
         self.observation, reward, terminated, truncated, info = super().step(action)
-        if outside or self.state[SHARES] == 0.0:  # an outside action, or a stop or target, moved it
-            exposure = self.state[SHARES] * self.data.close[self.bar] / max(self.equity, 1e-12)
+        if outside or self.account["shares"] == 0.0:  # an outside action, or a stop or target, moved it
+            exposure = self.account["shares"] * self.data.close[self.bar] / max(self.equity, 1e-12)
             self.held = torch.tensor([exposure], device=self.device, dtype=torch.float32)
         info |= {
             "tilt": float(decision.tilt[0]),

@@ -13,20 +13,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 import torch
+from numpy.lib import recfunctions
 
 from hrm_core.core.config import HRMConfig
 from hrm_core.core.vocabulary import ACTIONS
 from hrm_core.dataset.market import MarketData
-from hrm_core.engine.decisions import (
-    CASH,
-    SHARES,
-    STATE_SIZE,
-    TRADE_FIELDS,
-    account_params,
-    decide,
-    new_account,
-    run_bar,
-)
+from hrm_core.engine.decisions import ACCOUNT_DT, TRADE_DT, account_params, decide, new_accounts, run_bar
 from hrm_core.engine.env import observe_accounts
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -49,16 +41,16 @@ def _step_all(
     target_atr,
     rewards,
     done,
+    trade,
 ):
-    trade = np.zeros(len(TRADE_FIELDS))
     for i in range(states.shape[0]):
         t = rows[i]
-        state = states[i]
-        before = state[CASH] + state[SHARES] * close[t]
-        decide(state, params, close[t], atr[t], action[i], quantity[i], stop_atr[i], target_atr[i])
+        account = states[i]
+        before = account.cash + account.shares * close[t]
+        decide(account, params, close[t], atr[t], action[i], quantity[i], stop_atr[i], target_atr[i])
         nxt = t + 1
-        run_bar(state, params, nxt, open_[nxt], high[nxt], low[nxt], close[nxt], trade)
-        after = state[CASH] + state[SHARES] * close[nxt]
+        run_bar(account, params, nxt, open_[nxt], high[nxt], low[nxt], close[nxt], trade)
+        after = account.cash + account.shares * close[nxt]
         rewards[i] = after / before - 1
         rows[i] = nxt
         done[i] = nxt >= last_rows[i] or after <= 0
@@ -99,21 +91,25 @@ class VectorTradingEnv:
             np.ascontiguousarray(getattr(data, k), dtype=float) for k in ("open", "high", "low", "close")
         )
         self.atr = np.nan_to_num(data.atr)
-        self.states = np.zeros((n_envs, STATE_SIZE))
+        self.states = new_accounts(n_envs, config.trading.initial_capital)  # ACCOUNT_DT records
+        self.scratch_trade = np.zeros(1, dtype=TRADE_DT)  # closed trades are not kept here
         self.rows = np.zeros(n_envs, dtype=np.int64)
         self.last_rows = np.zeros(n_envs, dtype=np.int64)
 
     def state_dict(self) -> dict:
-        """Accounts, rows and the start generator: what an exact resume restores."""
+        """Accounts (as a float array, one column per ``ACCOUNT_DT`` field), rows and the start
+        generator: what an exact resume restores."""
         return {
-            "states": self.states.copy(),
+            "states": recfunctions.structured_to_unstructured(self.states, dtype=np.float64),
             "rows": self.rows.copy(),
             "last_rows": self.last_rows.copy(),
             "rng": self.rng.bit_generator.state,
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.states[:], self.rows[:], self.last_rows[:] = state["states"], state["rows"], state["last_rows"]
+        states = np.asarray(state["states"])
+        self.states[:] = recfunctions.unstructured_to_structured(states, dtype=ACCOUNT_DT)
+        self.rows[:], self.last_rows[:] = state["rows"], state["last_rows"]
         self.rng.bit_generator.state = state["rng"]
 
     def reset(self, start_rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -148,6 +144,7 @@ class VectorTradingEnv:
             take_profit,
             rewards,
             done,
+            self.scratch_trade[0],
         )
         if done.any():
             self.start_episodes(np.flatnonzero(done), None)
@@ -181,7 +178,7 @@ class VectorTradingEnv:
         t, s = self.rows, self.states
         close = self.data.close[t]
         account = observe_accounts(s, close, self.atr[t], self.config.trading.initial_capital)
-        return {"rows": t.copy(), "account": account, "equity": s[:, CASH] + s[:, SHARES] * close}
+        return {"rows": t.copy(), "account": account, "equity": s["cash"] + s["shares"] * close}
 
     def windows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Strategic [N, high, Fs] and tactical [N, low, Ft] feature windows ending at ``rows``."""
@@ -190,6 +187,6 @@ class VectorTradingEnv:
     def start_episodes(self, envs: np.ndarray, start_rows: np.ndarray | None) -> None:
         rows = self.rng.choice(self.starts, size=len(envs)) if start_rows is None else np.asarray(start_rows)
         for env, row in zip(envs, rows, strict=True):
-            self.states[env] = new_account(self.config.trading.initial_capital)
+            self.states[env] = new_accounts(1, self.config.trading.initial_capital)[0]
             self.rows[env] = row
             self.last_rows[env] = min(self.run_end[int(row)], row + self.episode_bars)

@@ -18,7 +18,7 @@ import torch
 
 from hrm_core.core.config import HRMConfig
 from hrm_core.dataset.market import MarketData, gather_windows, window_view
-from hrm_core.engine.decisions import SHARES, exit_levels
+from hrm_core.engine.decisions import exit_levels
 from hrm_core.engine.vector_env import VectorTradingEnv
 from hrm_core.model.exposure import action_of, benchmark_exposure, exposure_cap, next_position, policy_target
 from hrm_core.model.trader import MarketInputs
@@ -112,7 +112,7 @@ class ExposureEnv:
     @staticmethod
     def _held_after(env: VectorTradingEnv, position: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
         """The exposure an episode holds next: flat after a restart, a stop or a target."""
-        flat = torch.from_numpy(env.states[:, SHARES] == 0.0)
+        flat = torch.from_numpy(env.states["shares"] == 0.0)
         return torch.where(done | flat, torch.zeros_like(position), position)
 
     def state_dict(self) -> dict:

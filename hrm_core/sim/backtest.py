@@ -13,7 +13,7 @@ from hrm_core.core.errors import DataError
 from hrm_core.core.vocabulary import BUY_LONG, HOLD, REGIMES
 from hrm_core.dataset.market import MarketData
 from hrm_core.dataset.targets import outcome_targets
-from hrm_core.engine.decisions import SHARES, exit_levels, ledger_frame, run_decisions
+from hrm_core.engine.decisions import exit_levels, ledger_frame, run_decisions
 from hrm_core.engine.env import TradingEnv
 from hrm_core.engine.hrm_env import HRMTradingEnv
 from hrm_core.model.exposure import action_of, band_path, benchmark_exposure
@@ -116,7 +116,7 @@ def run_buy_and_hold_with_exits(data: MarketData, config: HRMConfig, symbol: str
     actions = []
     terminated = False
     while not terminated:
-        action = HOLD if env.state[SHARES] != 0 else BUY_LONG
+        action = HOLD if env.account["shares"] != 0 else BUY_LONG
         actions.append(action)
         *_, terminated, _, _ = env.step(
             {"action_type": action, "quantity": [size], "stop_loss": [stop], "take_profit": [target]}
