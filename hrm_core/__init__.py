@@ -13,7 +13,7 @@ _PUBLIC = {
     "HRMConfig": "hrm_core.core.config",
     "load_config": "hrm_core.core.config",
     "backtest": "hrm_core.workflows.backtest",
-    "simulate_orders": "hrm_core.engine.execution",
+    "run_decisions": "hrm_core.engine.decisions",
     "performance_summary": "hrm_core.sim.metrics",
     "train": "hrm_core.workflows.train",
 }

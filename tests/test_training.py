@@ -15,14 +15,14 @@ import torch
 
 from hrm_core import train
 from hrm_core.core.checkpoint import load_checkpoint, save_checkpoint
-from hrm_core.core.config import TradingConfig, load_config
+from hrm_core.core.config import load_config
 from hrm_core.core.errors import HRMError
 from hrm_core.core.vocabulary import PARTS, TASKS
 from hrm_core.dataset.scenarios import multi_timescale_market, planted_regime_market
 from hrm_core.dataset.windows import WindowSampler
 from hrm_core.model.act import run_segments
 from hrm_core.training.evaluate import annualised_sharpe, rollout
-from hrm_core.training.losses import act_loss, constant_tilt_loss, net_returns
+from hrm_core.training.losses import act_loss, constant_tilt_loss
 from hrm_core.training.trainer import Trainer, build_model
 
 PRESET = "configs/hrm_cpu_small.yaml"
@@ -111,18 +111,6 @@ def test_a_pickled_checkpoint_is_refused(tmp_path):
         load_checkpoint(path)
     save_checkpoint(tmp_path / "ok.pt", {"weights": torch.ones(2), "step": 3, "config": {"a": [1, "b"]}})
     assert load_checkpoint(tmp_path / "ok.pt")["step"] == 3
-
-
-def test_the_loss_charges_every_cost_the_engine_charges_on_the_models_own_position_changes_from_flat():
-    position = torch.tensor([[1.0, 1.0, -0.5, 0.0]])
-    next_return = torch.tensor([[0.01, -0.02, 0.03, 0.05]])
-    trading = TradingConfig(
-        commission=0.001, slippage=0.0, fixed_fee=5.0, initial_capital=100_000, borrow_rate=0.0001
-    )
-    got = net_returns(position, next_return, trading)
-    fee = 5.0 / 100_000
-    expected = [0.01 - 0.001 - fee, -0.02, -0.015 - 0.0015 - fee - 0.5 * 0.0001, 0.0 - 0.0005 - fee]
-    assert got[0].tolist() == pytest.approx(expected)
 
 
 def train_chunks(market, config):

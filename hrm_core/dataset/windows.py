@@ -28,6 +28,8 @@ class Chunks:
 
     inputs: MarketInputs
     next_return: torch.Tensor  # [B, T] open[t+1] -> open[t+2]
+    open: torch.Tensor  # [B, T+1] float64: the decisions' bars and the bar after the last
+    close: torch.Tensor  # [B, T+1] float64
     cap: torch.Tensor  # [B, T] sizing cap of each decision
     benchmark: torch.Tensor  # [B, T] the benchmark's exposure at each decision
     up: torch.Tensor  # [B, T] 1.0 when the outcome horizon's return is positive, NaN unknown
@@ -52,9 +54,10 @@ class WindowSampler:
         self.strategic = window_view(torch.tensor(data.strategic, device=device), self.high)
         self.tactical = window_view(torch.tensor(data.tactical, device=device), self.low)
         self.next_return = torch.tensor(np.nan_to_num(data.next_returns(), nan=0.0), device=device)
-        close = torch.tensor(data.close, device=device)
+        self.open = torch.tensor(data.open, device=device, dtype=torch.float64)
+        self.close = torch.tensor(data.close, device=device, dtype=torch.float64)
         atr = torch.tensor(np.nan_to_num(data.atr, nan=0.0), device=device)
-        self.cap = exposure_cap(close, atr, config.trading).float()
+        self.cap = exposure_cap(self.close, atr, config.trading).float()
         benchmark = benchmark_exposure(data.close, data.symbol_id, config.policy, config.trading)
         self.benchmark = torch.tensor(benchmark, device=device, dtype=torch.float32)
         targets = outcome_targets(data, config.training.outcome_horizon, config.trading.periods_per_year)
@@ -79,10 +82,13 @@ class WindowSampler:
 
     def chunks(self, chunk_starts: np.ndarray) -> Chunks:
         length = self.config.training.chunk_bars
-        rows = torch.as_tensor(chunk_starts[:, None] + np.arange(length), device=self.device)  # [B, T]
+        bars = torch.as_tensor(chunk_starts[:, None] + np.arange(length + 1), device=self.device)  # [B, T+1]
+        rows = bars[:, :-1]  # [B, T]
         return Chunks(
             inputs=self.windows(rows.reshape(-1)),
             next_return=self.next_return[rows],
+            open=self.open[bars],
+            close=self.close[bars],
             cap=self.cap[rows],
             benchmark=self.benchmark[rows],
             up=self.up[rows],

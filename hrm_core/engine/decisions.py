@@ -1,4 +1,9 @@
-"""Executing trading decisions: the seed's actions with quantity, stop and target, bar by bar.
+"""The PnL engine: the seed's actions with quantity, stop and target, executed bar by bar. Backtests,
+the gym and vector environments and RL run it; the training loss runs its torch twin
+(``engine.twin``), tested equal to it; vectorbt's ``Portfolio.from_orders`` is tested equal to it
+fill by fill (the conventions are vectorbt's: slippage moves the fill price against the trade, each
+fill pays fees × traded value plus the fixed fee, cash changes by −size·price − fee, and the
+account's value at a close is cash + shares · close).
 
 The decision of bar t (made at its close) fills at bar t+1's open. BUY_LONG q and SELL_SHORT q
 move the position to +q / −q of equity at that close (an entry from flat, a resize, or a flip);
@@ -41,7 +46,6 @@ from hrm_core.core.vocabulary import (
     EXIT_TARGET,
     SELL_SHORT,
 )
-from hrm_core.engine.execution import fill
 
 # The account an engine run carries from bar to bar (one record; numba and Python share it). costs
 # sums the fees, slippage and borrow paid so far; trade_cash is the open trade's cash flows,
@@ -117,6 +121,14 @@ def exit_levels(trading: TradingConfig) -> tuple[float, float]:
     if trading.exit_rules == "atr":
         return trading.risk_multiplier, trading.reward_multiplier
     return 0.0, 0.0
+
+
+@numba.njit(cache=True)
+def fill(size: float, price: float, cash: float, fees: float, fixed_fees: float, slippage: float):
+    """Execute ``size`` shares (+ buy, − sell) at ``price``: returns (fill price, fee, new cash)."""
+    filled = price * (1.0 + slippage) if size > 0 else price * (1.0 - slippage)
+    fee = abs(size) * filled * fees + fixed_fees
+    return filled, fee, cash - size * filled - fee
 
 
 @numba.njit(cache=True)

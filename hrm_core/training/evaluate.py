@@ -1,8 +1,8 @@
 """Out-of-sample rollouts for training-side checks: the model decides every bar of a fold part in
 one batch, its tilts read the position held and go through the no-trade band bar by bar as the
-engine executes them (``exposure.execute_path``), and each position earns the next open-to-open
-return net of every cost (``losses.net_returns``); the benchmark policy runs beside it on the same
-bars. The full engine (share drift between rebalances, exit rules) is the backtester's.
+engine executes them (``exposure.execute_path``), and the positions run through the engine's torch
+twin (``engine.twin``: the backtester's fills, costs and equity); the benchmark policy runs beside
+it on the same bars. Exit rules are the backtester's alone.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import torch
 from hrm_core.core.config import HRMConfig
 from hrm_core.dataset.market import MarketData
 from hrm_core.dataset.windows import WindowSampler
+from hrm_core.engine.twin import run_positions
 from hrm_core.model.act import run_segments
 from hrm_core.model.agent import model_segments
 from hrm_core.model.exposure import execute_path
 from hrm_core.model.trader import TraderBase
-from hrm_core.training.losses import net_returns
 
 BATCH_ROWS = 4096
 
@@ -29,9 +29,9 @@ class Rollout:
     net_returns: np.ndarray  # per decision, all symbols concatenated
     positions: np.ndarray
     segments: np.ndarray
-    buy_and_hold: np.ndarray  # next-bar returns of holding 1 unit on the same bars
+    buy_and_hold: np.ndarray  # close-to-close returns of holding 1 unit over the same bars
     benchmark: np.ndarray  # net returns of the benchmark policy on the same bars
-    costs: np.ndarray  # every cost the policy paid at each decision, as a fraction of equity
+    costs: np.ndarray  # every cost the policy paid over each decision's bar, as a fraction of equity
 
     def sharpe(self, periods_per_year: float) -> float:
         return annualised_sharpe(self.net_returns, periods_per_year)
@@ -68,13 +68,13 @@ def rollout(model: TraderBase, data: MarketData, part: str, config: HRMConfig, a
         position = execute_path(*path, heads.hold, heads.tilt_gate, config.policy, band)[2]
         zero = benchmark.new_zeros(())
         benchmark_position = execute_path(*path, zero, zero, config.policy, band)[2]
-        next_return = sampler.next_return[rows][None].float()
-        net.append(net_returns(position, next_return, config.trading)[0].cpu().numpy())
-        bench.append(net_returns(benchmark_position, next_return, config.trading)[0].cpu().numpy())
-        paid.append(
-            (position * next_return - net_returns(position, next_return, config.trading))[0].cpu().numpy()
-        )
+        bars = torch.cat([rows, rows[-1:] + 1])  # the decisions' bars and the one after the last
+        open_, close = sampler.open[bars][None], sampler.close[bars][None]
+        own = run_positions(position, open_, close, config.trading)
+        net.append(own.returns[0].cpu().numpy())
+        bench.append(run_positions(benchmark_position, open_, close, config.trading).returns[0].cpu().numpy())
+        paid.append(own.costs[0].cpu().numpy())
         positions.append(position[0].cpu().numpy())
         used.append(torch.cat(steps).cpu().numpy())
-        hold.append(next_return[0].cpu().numpy())
+        hold.append((close[0, 1:] / close[0, :-1] - 1).cpu().numpy())
     return Rollout(*(np.concatenate(x).astype(float) for x in (net, positions, used, hold, bench, paid)))

@@ -3,12 +3,14 @@ benchmark, the outcome heads' losses and the ACT Q loss, with deep supervision o
 
 Per chunk, the model's tilts give targets (benchmark + max_tilt · tilt) that go through the no-trade
 band exactly as the engine executes them, each decision reading the position the previous one left
-(``exposure.execute_path``): position w_t is held from open[t+1] to open[t+2] and pays every cost
-the engine charges, r_t = w_t·R_t − c·|Δw_t| − f·1[Δw_t ≠ 0] − b·max(−w_t, 0), with c = commission
-+ slippage, f = fixed_fee / initial_capital and b the borrow rate (``net_returns``; from a flat
-start). The benchmark's own path through the same band earns r^B_t, and the active return is
-a_t = r_t − r^B_t. Pooled over every decision of the batch (not per chunk: a 128-bar chunk's
-Sharpe is mostly noise, and fitting its sign is worth far more than any cost):
+(``exposure.execute_path``). The positions then run through the engine's torch twin
+(``engine.twin``, equal to the backtester's engine): sized from equity at the decision close,
+filled at the next open with slippage, commission and the fixed fee, shorts paying borrow, shares
+held through the band. r_t is the chunk's equity return over bar t+1 from a flat start, with the
+per-decision net return's gradient (``engine.twin.differentiable_returns``). The benchmark's own
+path through the same band earns r^B_t, and the active return is a_t = r_t − r^B_t. Pooled over
+every decision of the batch (not per chunk: a 128-bar chunk's Sharpe is mostly noise, and fitting
+its sign is worth far more than any cost):
 
 - active A: the mean of a_t, annualised (× periods per year);
 - variance V: the variance of a_t over the batch, annualised;
@@ -46,6 +48,7 @@ import torch.nn.functional as F
 
 from hrm_core.core.config import HRMConfig, TradingConfig
 from hrm_core.dataset.windows import Chunks
+from hrm_core.engine.twin import differentiable_returns
 from hrm_core.model.act import SegmentRun
 from hrm_core.model.exposure import execute_path, held_tilt, policy_target, policy_tilt
 from hrm_core.model.heads import TradingOutputs
@@ -75,16 +78,11 @@ def _changes(path: torch.Tensor) -> torch.Tensor:
     return path - torch.cat([torch.zeros_like(path[:, :1]), path[:, :-1]], dim=1)
 
 
-def net_returns(position: torch.Tensor, next_return: torch.Tensor, trading: TradingConfig) -> torch.Tensor:
-    """[B, T] net return of each chunk's position path (held from the next open), starting flat,
-    with every cost the engine charges: commission and slippage on the traded fraction, the fixed
-    fee per fill (as a fraction of the starting capital) and the borrow rate on shorts."""
-    traded = _changes(position)
-    fills = (traded != 0).to(position.dtype)
-    costs = (trading.commission + trading.slippage) * traded.abs()
-    costs = costs + trading.fixed_fee / trading.initial_capital * fills
-    costs = costs + trading.borrow_rate * (-position).clamp_min(0.0)
-    return position * next_return - costs
+def net_returns(position: torch.Tensor, chunks: Chunks, trading: TradingConfig) -> torch.Tensor:
+    """[B, T] what each chunk's executed positions earn through the engine (its torch twin), net
+    of every cost it charges, from a flat start: bar t+1's equity return, in float64, with the
+    per-decision gradient (``engine.twin.differentiable_returns``)."""
+    return differentiable_returns(position, chunks.open, chunks.close, chunks.next_return, trading)
 
 
 @dataclass
@@ -135,18 +133,17 @@ def trading_terms(
 ) -> dict[str, torch.Tensor]:
     """The four terms of a path (see the module docstring), pooled over the global batch."""
     trading, periods = config.trading, config.trading.periods_per_year
-    active = net_returns(path.position, chunks.next_return, trading) - net_returns(
-        benchmark_position, chunks.next_return, trading
-    )
+    active = net_returns(path.position, chunks, trading) - net_returns(benchmark_position, chunks, trading)
     mean = batch_mean(active, share)
     variance = batch_mean(active.pow(2), share) - mean.pow(2)
     tilt_change = _changes(path.target - chunks.benchmark)[:, 1:].abs()
-    return {
+    terms = {
         "active": mean * periods,
         "variance": variance * periods,
         "turnover": batch_mean(tilt_change, share) * (trading.commission + trading.slippage) * periods,
         "tilt": batch_mean(path.tilt.pow(2), share),
     }
+    return {name: value.float() for name, value in terms.items()}
 
 
 def trading_loss(terms: dict[str, torch.Tensor], config: HRMConfig) -> torch.Tensor:
@@ -259,5 +256,5 @@ def active_returns(
     """[B, T] active net returns of the run's final decisions against the benchmark on ``chunks``:
     what checkpoint selection and the tilt's deployment gate judge."""
     path = policy_path(run.final.tilt_logit, chunks, heads, config)
-    own = net_returns(path.position, chunks.next_return, config.trading)
-    return own - net_returns(benchmark_positions(chunks, config), chunks.next_return, config.trading)
+    own = net_returns(path.position, chunks, config.trading)
+    return own - net_returns(benchmark_positions(chunks, config), chunks, config.trading)

@@ -1,0 +1,170 @@
+"""One PnL engine: ``run_decisions`` (numba) against vectorbt fill by fill, its torch twin against it
+to 1e-9 with every cost on, and the training loss and rollouts earning exactly what it earns."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import vectorbt as vbt
+
+from hrm_core import run_decisions
+from hrm_core.core.config import PolicyConfig, TradingConfig, load_config
+from hrm_core.core.vocabulary import ACTIONS
+from hrm_core.dataset.scenarios import planted_regime_market
+from hrm_core.dataset.windows import WindowSampler
+from hrm_core.engine.twin import differentiable_returns, run_positions
+from hrm_core.model.exposure import action_of, benchmark_exposure, execute_path
+from hrm_core.training.losses import net_returns
+
+EVERY_COST = TradingConfig(commission=0.0007, slippage=0.0004, fixed_fee=5.0, borrow_rate=0.0001)
+
+
+def gapped_bars(n: int, seed: int) -> pd.DataFrame:
+    """A random walk whose opens gap away from the previous close."""
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_ = np.concatenate([[100.0], close[:-1]]) * np.exp(rng.normal(0, 0.004, n))
+    return pd.DataFrame(
+        {
+            "ts": pd.date_range("2021-01-01", periods=n, freq="D"),
+            "open": open_,
+            "high": np.maximum(open_, close) * 1.002,
+            "low": np.minimum(open_, close) * 0.998,
+            "close": close,
+            "atr": 1.0,
+        }
+    )
+
+
+def wandering_positions(n: int, seed: int, close: np.ndarray) -> torch.Tensor:
+    """[n] a policy's executed exposures: the benchmark plus a wandering, often short, tilt through
+    a 0.05 band (holds, resizes, flips and closes)."""
+    rng = np.random.default_rng(seed)
+    policy = PolicyConfig(max_tilt=1.0)
+    benchmark = torch.tensor(benchmark_exposure(close, np.zeros(n, int), policy, EVERY_COST))[None]
+    logits = torch.tensor(np.cumsum(rng.normal(0, 0.4, n)) * 0.5 - 1.0)[None]
+    one = torch.ones((), dtype=torch.float64)
+    return execute_path(logits, benchmark, torch.ones_like(benchmark), 0 * one, one, policy, 0.05)[2][0]
+
+
+def engine_decisions(position: torch.Tensor) -> pd.DataFrame:
+    """The engine's actions that move the held exposure to ``position`` each bar."""
+    held = torch.cat([torch.zeros(1, dtype=position.dtype), position[:-1]])
+    return pd.DataFrame(
+        {
+            "action": action_of(position, held).numpy(),
+            "quantity": position.abs().numpy(),
+            "stop_loss": 0.0,
+            "take_profit": 0.0,
+        }
+    )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_torch_twin_equals_the_engine_with_every_cost_on(seed):
+    bars = gapped_bars(600, seed)
+    close = bars["close"].to_numpy()
+    position = wandering_positions(len(bars), seed, close)
+    decisions = engine_decisions(position)
+    assert (position < 0).sum() > 50 and (decisions["action"] != ACTIONS.index("HOLD")).sum() > 30
+    assert (decisions["action"] == ACTIONS.index("HOLD")).sum() > 30
+    engine = run_decisions(bars, decisions, EVERY_COST)
+    twin = run_positions(
+        position[None, :-1],
+        torch.tensor(bars["open"].to_numpy())[None],
+        torch.tensor(close)[None],
+        EVERY_COST,
+    )
+    equity = engine.equity.to_numpy()
+    np.testing.assert_allclose(twin.equity[0].numpy(), equity, rtol=1e-9, atol=0)
+    np.testing.assert_allclose(twin.returns[0].numpy(), engine.returns.to_numpy()[1:], rtol=0, atol=1e-9)
+    paid = (twin.costs[0] * twin.equity[0, :-1]).sum().item()
+    assert paid == pytest.approx(engine.costs, rel=1e-9)
+    free = run_decisions(bars, decisions, TradingConfig(commission=0, slippage=0, fixed_fee=0, borrow_rate=0))
+    assert free.equity.iloc[-1] - engine.equity.iloc[-1] > 0.9 * engine.costs  # every cost was charged
+
+
+def test_the_loss_returns_have_the_engines_values_and_the_per_decision_gradient():
+    bars = gapped_bars(50, 0)
+    open_, close = (torch.tensor(bars[k].to_numpy())[None] for k in ("open", "close"))
+    next_return = open_[:, 2:] / open_[:, 1:-1] - 1  # [1, 48]: decided at t, open[t+1] -> open[t+2]
+    position = torch.tensor(np.repeat([0.5, -0.3, 0.8], 16), requires_grad=True)
+    returns = differentiable_returns(position[None], open_[:, :49], close[:, :49], next_return, EVERY_COST)
+    assert torch.equal(
+        returns.detach(), run_positions(position[None], open_[:, :49], close[:, :49], EVERY_COST).returns
+    )
+    returns.sum().backward()
+    # d/dw_t of Σ (w_t·R_t − costs): R_t, less the cost of the changes into and out of w_t
+    assert torch.isfinite(position.grad).all()
+    held = np.flatnonzero(np.diff(position.detach().numpy()) == 0) + 1
+    np.testing.assert_allclose(
+        position.grad[held[1:-1]].numpy(), next_return[0, held[1:-1]].numpy(), atol=0.02
+    )
+    assert (position.grad[held] != 0).all()  # a position the band holds still learns where to be
+
+
+def test_the_loss_earns_what_the_engine_earns_on_the_same_chunks():
+    config = load_config("configs/hrm_cpu_small.yaml")
+    config = config.model_copy(update={"trading": EVERY_COST})
+    market = planted_regime_market(3000, seed=3)
+    sampler = WindowSampler(market, config, torch.device("cpu"))
+    chunks = sampler.chunks(sampler.chunk_starts("train")[[0, 400, 900]])
+    rng = np.random.default_rng(0)
+    position = torch.tensor(np.round(rng.uniform(-1, 1, chunks.shape) * 4) / 4)  # repeats: holds
+    loss_returns = net_returns(position, chunks, config.trading)
+    for b in range(chunks.shape[0]):
+        bars_rows = np.append(chunks.rows[b].numpy(), chunks.rows[b, -1].item() + 1)
+        bars = pd.DataFrame(
+            {k: getattr(market, k)[bars_rows] for k in ("open", "high", "low", "close")}
+        ).assign(atr=1.0)
+        engine = run_decisions(
+            bars, engine_decisions(torch.cat([position[b], position[b, -1:]])), config.trading
+        )
+        np.testing.assert_allclose(loss_returns[b].numpy(), engine.returns.to_numpy()[1:], atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_every_fill_and_the_value_match_vectorbt(seed):
+    """The engine's fills (its position changes at each open) replayed by vectorbt's
+    ``Portfolio.from_orders`` at the same prices, fees, fixed fees and slippage give the same
+    cash and value on every bar (borrow off: vectorbt charges none)."""
+    bars = gapped_bars(500, 50 + seed)
+    rng = np.random.default_rng(seed)
+    trading = TradingConfig(
+        commission=rng.uniform(0, 0.005),
+        fixed_fee=rng.uniform(0, 2),
+        slippage=rng.uniform(0, 0.01),
+        borrow_rate=0.0,
+        initial_capital=1e6,
+    )
+    decisions = pd.DataFrame(
+        {
+            "action": rng.choice(len(ACTIONS), len(bars), p=[0.15, 0.15, 0.1, 0.1, 0.5]),
+            "quantity": rng.uniform(0.1, 1.0, len(bars)),
+            "stop_loss": 0.0,
+            "take_profit": 0.0,
+        }
+    )
+    ours = run_decisions(bars, decisions, trading)
+    size = ours.position.diff().fillna(ours.position.iloc[0]).to_numpy()
+    theirs = vbt.Portfolio.from_orders(
+        bars["close"],
+        np.where(size != 0, size, np.nan),
+        price=bars["open"],
+        fees=trading.commission,
+        fixed_fees=trading.fixed_fee,
+        slippage=trading.slippage,
+        init_cash=trading.initial_capital,
+        direction="both",
+        freq="1D",
+    )
+    records = theirs.orders.records
+    assert len(records) == int((size != 0).sum()) > 50
+    np.testing.assert_allclose(ours.cash.to_numpy(), theirs.cash().to_numpy(), rtol=1e-9)
+    np.testing.assert_allclose(ours.equity.to_numpy(), theirs.value().to_numpy(), rtol=1e-9)
+    assert (ours.position < 0).any() and (ours.position > 0).any()
+    assert ours.costs == pytest.approx(
+        records["fees"].sum()
+        + np.abs(size * (np.where(size > 0, 1, -1) * trading.slippage) * bars["open"]).sum(),
+        rel=1e-9,
+    )
