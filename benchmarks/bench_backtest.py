@@ -1,8 +1,8 @@
-"""Simulation speed: ``simulate_orders`` beside vectorbt's ``Portfolio.from_orders`` on the same 1 M
-bars and random order stream (both numba; first calls, which compile, are excluded), and
-``VectorTradingEnv`` env-steps per second at N = 1024 episodes with random actions, alone and as
-RL sees it (``ExposureEnv``: exposure rules, reward shaping, and every episode's feature windows
-gathered each step).
+"""Simulation speed: the engine every backtest runs (``run_decisions``) beside vectorbt's
+``Portfolio.from_orders`` replaying the engine's own fills on the same 1 M bars (both numba; first
+calls, which compile, are excluded), and ``VectorTradingEnv`` env-steps per second at N = 1024
+episodes with random actions, alone and as RL sees it (``ExposureEnv``: exposure rules, reward
+shaping, and every episode's feature windows gathered each step).
 
     python benchmarks/bench_backtest.py [--bars 1000000] [--repeats 5] [--envs 1024]
 """
@@ -17,7 +17,9 @@ import pandas as pd
 import torch
 import vectorbt as vbt
 
-from hrm_core import load_config, simulate_orders
+from hrm_core import load_config, run_decisions
+from hrm_core.core.config import TradingConfig
+from hrm_core.core.vocabulary import ACTIONS
 from hrm_core.dataset.scenarios import planted_regime_market
 from hrm_core.engine.vector_env import VectorTradingEnv
 from hrm_core.rl.env import ExposureEnv
@@ -43,29 +45,42 @@ def main() -> None:
     rng = np.random.default_rng(0)
     n = args.bars
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.001, n)))
-    frame = pd.DataFrame({"open": close * np.exp(rng.normal(0, 0.0005, n)), "close": close})
-    orders = np.where(rng.random(n) < 0.1, rng.choice([-1.0, 1.0], n) * rng.uniform(1, 10, n), np.nan)
-    shifted = pd.Series(orders).shift(1)
+    open_ = close * np.exp(rng.normal(0, 0.0005, n))
+    bars = pd.DataFrame(
+        {"open": open_, "high": np.maximum(open_, close), "low": np.minimum(open_, close), "close": close}
+    ).assign(atr=0.0)
+    decisions = pd.DataFrame(
+        {
+            "action": rng.choice(len(ACTIONS), n, p=[0.04, 0.04, 0.01, 0.01, 0.9]),
+            "quantity": rng.uniform(0.1, 1.0, n),
+            "stop_loss": 0.0,
+            "take_profit": 0.0,
+        }
+    )
+    trading = TradingConfig(commission=0.001, fixed_fee=0.1, slippage=0.0005, initial_capital=1e9)
+    result = run_decisions(bars, decisions, trading)
+    fills = result.position.diff().fillna(result.position.iloc[0]).to_numpy()
+    orders = np.where(fills != 0, fills, np.nan)
 
     def ours():
-        simulate_orders(frame, orders, init_cash=1e9, fees=0.001, fixed_fees=0.1, slippage=0.0005)
+        run_decisions(bars, decisions, trading)
 
     def theirs():
         pf = vbt.Portfolio.from_orders(
-            frame["close"],
-            shifted,
-            price=frame["open"],
-            fees=0.001,
-            fixed_fees=0.1,
-            slippage=0.0005,
-            init_cash=1e9,
+            bars["close"],
+            orders,
+            price=bars["open"],
+            fees=trading.commission,
+            fixed_fees=trading.fixed_fee,
+            slippage=trading.slippage,
+            init_cash=trading.initial_capital,
             direction="both",
             freq="1D",
         )
         pf.value()
 
-    print(f"order simulation, {n:,} bars, {int(np.isfinite(orders).sum()):,} orders, best of {args.repeats}")
-    for name, run in (("simulate_orders", ours), ("vectorbt from_orders + value", theirs)):
+    print(f"engine, {n:,} bars, {int(np.isfinite(orders).sum()):,} fills, best of {args.repeats}")
+    for name, run in (("run_decisions", ours), ("vectorbt from_orders + value", theirs)):
         seconds = best_of(args.repeats, run)
         print(f"{name:<30} {seconds * 1000:>9.1f} ms {n / seconds:>15,.0f} bars/s")
     vector_env_speed(args.envs)

@@ -1,12 +1,16 @@
 """The numba fast path decides as the eager HRM does: same head outputs, same halting, same carry,
 and the streaming agent's decisions through it equal the eager agent's."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from hrm_core.core.config import HRMConfig, ModelConfig
+from hrm_core.core.config import HRMConfig, ModelConfig, load_config
+from hrm_core.core.feature_registry import model_features
 from hrm_core.model.act import run_segments
+from hrm_core.model.build import build_model_for
 from hrm_core.model.agent import HRMTradingAgent, outputs_of
 from hrm_core.model.compiled import CompiledHRM, _exp
 from hrm_core.model.hrm import HRMTrader
@@ -60,6 +64,45 @@ def test_the_kernels_compute_the_eager_segments_halting_and_carry(layers, act):
     for name in ("tilt_logit", "up_logit", "log_volatility", "regime_logits", "q_halt", "q_continue"):
         torch.testing.assert_close(getattr(out, name), getattr(run.final, name), atol=2e-5, rtol=1e-4)
     torch.testing.assert_close(torch.from_numpy(z_H), run.carry.z_H, atol=2e-5, rtol=1e-4)
+
+
+PRESETS = sorted(Path(__file__).resolve().parents[1].glob("configs/*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
+def test_the_kernels_equal_the_eager_model_at_every_stage_of_every_shape_preset(preset):
+    """The kernels are a second, hand-written forward (needed: eager torch takes ~86 ms a decision
+    at batch 1 on CPU, and the served model decides without torch), so each preset's own model —
+    its widths, layers, lookbacks and features, at each curriculum stage's cycles and its
+    ``halt_max_steps`` — must decide as the eager model does."""
+    config = load_config(preset)
+    hf = config.hierarchical_features
+    features = model_features(hf.strategic_indicators, hf.tactical_indicators)
+    names = (tuple(features["strategic"]), tuple(features["tactical"]))
+    torch.manual_seed(0)
+    model = build_model_for(config, *names).eval()
+    with torch.no_grad():
+        for name, p in model.heads.named_parameters():
+            if name != "hold":
+                p.normal_(0.0, 0.5)  # heads that read the state, and a Q head that halts some samples
+    g = torch.Generator().manual_seed(1)
+    inputs = MarketInputs(
+        strategic=torch.randn(3, hf.high_level_lookback, len(names[0]), generator=g),
+        tactical=torch.randn(3, hf.low_level_lookback, len(names[1]), generator=g),
+    )
+    for stage in config.training.curriculum:
+        model.set_cycles(stage.H_cycles, stage.L_cycles)
+        segments = config.model.halt_max_steps
+        with torch.no_grad():
+            run = run_segments(model, inputs, segments, act=True)
+        raw, steps, z_H = CompiledHRM.from_model(model).run(
+            inputs.strategic.numpy(), inputs.tactical.numpy(), segments, True
+        )
+        assert steps.tolist() == run.steps.tolist(), stage.name
+        out = outputs_of(raw)
+        for name in ("tilt_logit", "up_logit", "log_volatility", "regime_logits", "q_halt", "q_continue"):
+            torch.testing.assert_close(getattr(out, name), getattr(run.final, name), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(torch.from_numpy(z_H), run.carry.z_H, atol=1e-5, rtol=1e-4)
 
 
 def test_the_kernels_keep_h_fixed_between_refreshes_as_the_eager_segment_does():

@@ -8,7 +8,10 @@ hundred thousand multiply-adds, so eager torch spent its time dispatching ~30 op
 The kernels read the weights as numpy arrays named as in the torch model's state dict, so serving
 loads a ``weights.npz`` and never imports torch. They compute what ``HRMTrader.segment`` and
 ``run_segments`` compute (same order of updates, same halting rule, same frozen decision once a
-sample halts); ``tests/test_compiled.py`` holds them equal to the eager model.
+sample halts); ``tests/test_compiled.py`` holds them equal to the eager model, including a test
+built from every shape preset in ``configs/`` at each curriculum stage. A traced or exported torch
+program would still pay torch's per-operation dispatch and would need torch to serve, so the fast
+path stays hand-written and the tests are the contract that keeps it one model.
 """
 
 from __future__ import annotations
