@@ -31,10 +31,9 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hrm_core.core.config import load_config  # noqa: E402
+from hrm_core.core.config import load_config, read_preset  # noqa: E402
 from hrm_core.dataset.scenarios import planted_regime_market  # noqa: E402
 from hrm_core.training.trainer import fit  # noqa: E402
-from tests.test_mlops import TINY  # noqa: E402
 
 
 def grid(workers: int, config: Path) -> float:
@@ -91,9 +90,7 @@ def main() -> None:
     }
     print(json.dumps(out["ddp"]), flush=True)
     if not args.skip_grid:
-        preset = yaml.safe_load((REPO / "configs" / "hrm_cpu_small.yaml").read_text())
-        for name, values in TINY.items():
-            preset[name] = {**preset.get(name, {}), **values}
+        preset = read_preset(REPO / "configs" / "hrm_smoke.yaml")
         for stage in preset["training"]["curriculum"]:
             stage["episodes"] = 160
         with tempfile.TemporaryDirectory() as folder:

@@ -32,12 +32,10 @@ STEPS = tuple(a.key.to_user_string() for a in (*DATA_ASSETS, *TRAINING_ASSETS, *
 
 
 def tiny_config(folder: Path) -> Path:
-    from tests.test_mlops import TINY
+    from hrm_core.core.config import read_preset
 
-    preset = yaml.safe_load((REPO / "configs" / "hrm_cpu_small.yaml").read_text())
-    for name, values in TINY.items():
-        preset[name] = {**preset.get(name, {}), **values}
     path = folder / "tiny.yaml"
+    preset = read_preset(REPO / "configs" / "hrm_smoke.yaml")
     path.write_text(yaml.safe_dump(preset))
     return path
 

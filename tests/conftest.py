@@ -52,7 +52,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     the checkout's tracked ``data.dvc`` or ``data/``."""
     project_dir = tmp_path / "project"
     (project_dir / "configs").mkdir(parents=True)
-    shutil.copy(REPO / "configs" / "hrm_cpu_small.yaml", project_dir / "configs")
+    for preset in ("hrm_cpu_small.yaml", "hrm_smoke.yaml"):
+        shutil.copy(REPO / "configs" / preset, project_dir / "configs")
     home = tmp_path / "hrm_home"
     monkeypatch.setenv("HRM_HOME", str(home))
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))

@@ -10,8 +10,8 @@ import torch
 from hrm_core.core.config import HRMConfig, ModelConfig, load_config
 from hrm_core.core.feature_registry import model_features
 from hrm_core.model.act import run_segments
-from hrm_core.model.build import build_model_for
 from hrm_core.model.agent import HRMTradingAgent, outputs_of
+from hrm_core.model.build import build_model_for
 from hrm_core.model.compiled import CompiledHRM, _exp
 from hrm_core.model.hrm import HRMTrader
 from hrm_core.model.trader import Carry, MarketInputs

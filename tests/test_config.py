@@ -51,3 +51,18 @@ def test_bad_configs_are_errors_that_name_the_file(tmp_path: Path, text: str, me
     with pytest.raises(ConfigError, match=message) as info:
         load_config(path)
     assert str(path) in str(info.value)
+
+
+def test_a_preset_extends_another_section_by_section(tmp_path):
+    smoke = load_config(REPO / "configs" / "hrm_smoke.yaml")
+    cpu = load_config(REPO / "configs" / "hrm_cpu_small.yaml")
+    assert smoke.model.hidden_size == 16 and smoke.model.num_heads == 2
+    assert smoke.model.H_layers == cpu.model.H_layers  # a key the smoke preset leaves alone
+    assert smoke.trading == cpu.trading  # a section it leaves alone
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(ConfigError, match=r"missing\.yaml: config file not found"):
+        load_config(tmp_path / "c.yaml")

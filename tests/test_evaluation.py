@@ -9,12 +9,10 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pytest
-import yaml
 from scipy import stats
 
 from hrm_core.workflows.evaluation import summarise, with_dsr
 from pipelines.cli import main
-from tests.test_mlops import TINY
 
 
 def row(model, fold, seed, sharpe, returns):
@@ -98,12 +96,9 @@ def test_the_spa_test_finds_a_model_that_beats_the_benchmark_and_not_one_that_do
 
 @pytest.mark.slow
 def test_evaluate_runs_fold_by_seed_cells_through_dagster_and_writes_the_report(project: Path, capsys):
-    preset = yaml.safe_load((project / "configs" / "hrm_cpu_small.yaml").read_text())
-    for name, values in TINY.items():  # the harness is under test here, not the model's size
-        preset[name] = {**preset.get(name, {}), **values}
-    (project / "configs" / "quick.yaml").write_text(yaml.safe_dump(preset))
+    # the harness is under test here, not the model's size
     argv = ["evaluate", "--folds", "1", "--seeds", "2", "--models", "hrm,flat", "--workers", "1"]
-    assert main([*argv, "--config", "configs/quick.yaml"]) == 0
+    assert main([*argv, "--config", "configs/hrm_smoke.yaml"]) == 0
     home = Path(os.environ["HRM_HOME"])
     report = json.loads((home / "reports" / "evaluation" / "latest" / "evaluation.json").read_text())
     cells = {(r["model"], r["fold"], r["seed"]) for r in report["rows"]}

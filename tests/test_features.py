@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from hrm_core.core.feature_registry import FEATURES, INDICATORS, model_features
 from hrm_core.features.build import build_features, update_features
+from hrm_core.features.kernels import RESET
 from hrm_core.features.quality import nonfinite_counts, point_in_time_difference
 from tests.conftest import warehouse_with
 
@@ -165,6 +166,26 @@ def test_an_incremental_update_computes_the_new_bars_only_and_equals_a_full_rebu
     pd.testing.assert_frame_equal(incremental, table(con), check_exact=True)
     pd.testing.assert_frame_equal(state, table(con, "features.hierarchical_state"), check_exact=True)
     assert update_features(con).appended == 0  # nothing new: nothing computed
+
+
+@pytest.mark.parametrize("before_reset", [1, 2])
+def test_an_update_that_starts_just_before_a_reset_reads_enough_history(daily_bars, before_reset):
+    """The first new bar ``before_reset`` bars before a reset: the continued build must reach back
+    to the previous reset and the longest window before it (``HISTORY_BARS``), its worst case."""
+    symbol = sorted(daily_bars["symbol"].unique())[0]
+    bars = daily_bars[daily_bars["symbol"] == symbol].sort_values("ts").reset_index(drop=True)
+    kept = (len(bars) - 10) // RESET * RESET - before_reset
+    assert kept > RESET
+    cut = bars["ts"].iloc[kept - 1]
+    con = warehouse_with(bars)
+    con.execute("CREATE TABLE clean.later AS SELECT * FROM clean.ohlcv WHERE ts > ?", [cut])
+    con.execute("DELETE FROM clean.ohlcv WHERE ts > ?", [cut])
+    build_features(con)
+    con.execute("INSERT INTO clean.ohlcv SELECT * FROM clean.later")
+    assert not update_features(con).full
+    incremental = table(con)
+    build_features(con)
+    pd.testing.assert_frame_equal(incremental, table(con), check_exact=True)
 
 
 def test_an_update_rebuilds_changed_new_and_short_symbols_and_drops_gone_ones(daily_bars):

@@ -14,7 +14,7 @@ import yaml
 
 from assets.monitoring import DRIFT_SHARE, drifted_share
 from assets.resources import HRMSettings
-from hrm_core.core.config import PromotionConfig
+from hrm_core.core.config import PromotionConfig, merged, read_preset
 from hrm_core.sim.promotion import decide_promotion
 from pipelines.cli import main
 from pipelines.definitions import build_definitions
@@ -25,28 +25,10 @@ from pipelines.served_cache import ServedCache
 
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "hierarchical_features": {"high_level_lookback": 20, "low_level_lookback": 10},
-    "model": {"hidden_size": 16, "num_heads": 2, "h_pool": 5, "halt_max_steps": 2},
-    "training": {
-        "deep_supervision_segments": 2,
-        "chunk_bars": 32,
-        "batch_chunks": 4,
-        "eval_every": 2,
-        "curriculum": [
-            {"name": "basic", "H_cycles": 1, "L_cycles": 2, "episodes": 8},
-            {"name": "advanced", "H_cycles": 1, "L_cycles": 2, "episodes": 8},
-            {"name": "full", "H_cycles": 1, "L_cycles": 2, "act": True, "episodes": 8},
-        ],
-    },
-    "monitoring": {"drift_window_bars": 250, "max_drift_share": 0.5},
-}
-
 
 def tiny_config(project: Path, **sections) -> str:
-    preset = yaml.safe_load((project / "configs" / "hrm_cpu_small.yaml").read_text())
-    for name, values in {**TINY, **sections}.items():
-        preset[name] = {**preset.get(name, {}), **values}
+    """The smoke preset with ``sections`` laid over it, as a file of the project."""
+    preset = merged(read_preset(project / "configs" / "hrm_smoke.yaml"), sections)
     path = project / "configs" / "tiny.yaml"
     path.write_text(yaml.safe_dump(preset))
     return "configs/tiny.yaml"
@@ -125,7 +107,7 @@ def test_the_full_graph_registers_versions_and_moves_aliases(project: Path, caps
     rl = {"enabled": True, "algorithm": "hmtr", "updates": 2, "worker_updates": 1, "n_envs": 4}
     config_path = tiny_config(
         project,
-        training={**TINY["training"], "learning_rate": 5e-4},
+        training={"learning_rate": 5e-4},
         rl={**rl, "rollout_bars": 8, "group_size": 2},
     )
     assert main(["run", "--config", config_path]) == 0  # the second run as a user makes it: the CLI

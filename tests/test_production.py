@@ -19,10 +19,10 @@ import pytest
 from mlflow import MlflowClient
 
 from assets.monitoring import DRIFT_SHARE
+from hrm_core.core.config import read_preset
 from hrm_core.data.lake import Lake
 from pipelines import stack as local_stack
 from pipelines.cli import main
-from tests.test_mlops import TINY
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -35,9 +35,7 @@ def stack(tmp_path_factory):
     import yaml
 
     home = tmp_path_factory.mktemp("home")
-    preset = yaml.safe_load((REPO / "configs" / "hrm_cpu_small.yaml").read_text())
-    for name, values in TINY.items():
-        preset[name] = {**preset.get(name, {}), **values}
+    preset = read_preset(REPO / "configs" / "hrm_smoke.yaml")
     config = home / "tiny.yaml"
     config.write_text(yaml.safe_dump(preset))
     with pytest.MonkeyPatch.context() as patch:

@@ -25,7 +25,7 @@ from hrm_core.data.warehouse import TABLE_DDL
 from pipelines.cli import main
 from pipelines.home import BEFORE_RUN
 from pipelines.resources import local_resources
-from tests.test_mlops import TINY, tiny_config
+from tests.test_mlops import tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -126,7 +126,6 @@ def test_a_killed_training_stage_resumes_and_a_kill_during_registration_leaves_n
     config = tiny_config(
         project,
         training={
-            **TINY["training"],
             "checkpoint_every": 1,
             "curriculum": [
                 {"name": "basic", "H_cycles": 1, "L_cycles": 2, "episodes": 160},

@@ -382,21 +382,39 @@ class HRMConfig(_Strict):
         return max(self.labels.horizons) + 1
 
 
+def merged(base: dict, overrides: dict) -> dict:
+    """``base`` with each section of ``overrides`` laid over it key by key (a value that is not a
+    section replaces the base's)."""
+    out = dict(base)
+    for section, values in overrides.items():
+        both = isinstance(values, dict) and isinstance(out.get(section), dict)
+        out[section] = {**out[section], **values} if both else values
+    return out
+
+
+def read_preset(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A YAML preset's sections as plain data. ``extends: other.yaml`` (relative to the preset's
+    folder) starts from that preset and overrides its sections key by key."""
+    path = Path(path)
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path}: 'extends' loops back to itself")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: config file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, e.g. 'seed: 42'")
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    return merged(read_preset(path.parent / str(base), (*_seen, path.resolve())), raw)
+
+
 def load_config(path: str | Path | None = None, **overrides: dict) -> HRMConfig:
     """Load a YAML preset (or the defaults) and apply section overrides such as ``data={...}``."""
-    raw: dict = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError as exc:
-            raise ConfigError(f"{path}: config file not found") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping, e.g. 'seed: 42'")
-    for section, values in overrides.items():
-        raw[section] = {**raw.get(section, {}), **values}
+    raw = merged(read_preset(path) if path is not None else {}, overrides)
     try:
         return HRMConfig.model_validate(raw)
     except ValidationError as exc:

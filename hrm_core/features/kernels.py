@@ -54,10 +54,10 @@ STATE_COLUMNS = ("ema_12", "ema_26", "macd_fast", "macd_signal", "avg_gain", "av
 EMA_12, EMA_26, MACD_FAST, MACD_SIGNAL, AVG_GAIN, AVG_LOSS, ATR_20 = range(len(STATE_COLUMNS))
 RESET = 256
 """Bars between direct recomputations of the sliding sums, counted in the symbol's bar numbers."""
-HISTORY_BARS = RESET + 220
+HISTORY_BARS = RESET + max(feature.lookback for feature in FEATURES) + 1
 """Bars before the first new one that a continued build reads: back to the last reset, and the
-longest window reaching back from there (the squeeze's 100-bar minimum of 20-bar widths: 119 bars;
-the 200-bar max and mean: 200)."""
+longest window reaching back from there (the registry's longest lookback and the bar itself: the
+200-bar mean and extremes)."""
 FLAT = 1e-13
 """A window whose squared deviations sum to less than this share of their scale is checked
 directly: a flat window's spread is exactly 0 (as SQL's is), not rounding noise."""
