@@ -17,6 +17,7 @@ from hrm_core import train
 from hrm_core.core.checkpoint import load_checkpoint, save_checkpoint
 from hrm_core.core.config import load_config
 from hrm_core.core.errors import HRMError
+from hrm_core.core.feature_registry import model_features
 from hrm_core.core.vocabulary import PARTS, TASKS
 from hrm_core.dataset.scenarios import multi_timescale_market, planted_regime_market
 from hrm_core.dataset.windows import WindowSampler
@@ -187,10 +188,23 @@ def test_no_real_chunk_is_chosen_by_what_happens_after_its_first_bar(market):
     assert torch.equal(other.sample(other.chunk_starts("train"), 64, rng_b).rows[:, 0], chosen)
 
 
-def test_train_api_runs_on_the_sample_data():
+def test_train_api_trains_the_configured_model_on_the_sample_data():
+    """``train(config)`` as the seed calls it: the sample's configured features in, every curriculum
+    step run with a gradient, validation evaluated, and the tilt's gate decided on the validation
+    bars (these two warm-up steps are no candidates, so the start weights are kept, gated)."""
     config = tiny_config(curriculum=[{"name": "basic", "H_cycles": 1, "L_cycles": 1, "episodes": 8}])
     result = train(config, progress=False)
-    assert len(result.history) == 2 and np.isfinite(result.history[-1]["loss"])
+    hf = config.hierarchical_features
+    strategic, tactical = result.model.feature_names
+    expected = model_features(hf.strategic_indicators, hf.tactical_indicators)
+    assert (list(strategic), list(tactical)) == (expected["strategic"], expected["tactical"])
+    steps = config.training.curriculum[0].episodes // config.training.batch_chunks
+    assert [h["step"] for h in result.history] == list(range(1, steps + 1))
+    assert all(np.isfinite(h["loss"]) for h in result.history if "loss" in h)
+    assert any("val_active_sharpe" in h for h in result.history)
+    assert all(h["grad_norm"] > 0 for h in result.history)  # every step updated the model
+    assert result.gate is not None and result.gate.trials >= 1 and result.gate.bars > 100
+    assert not result.gate.deployed and "trades the benchmark" in result.gate.reason
 
 
 def _preset_sharpes(blind: bool) -> tuple[float, float]:
