@@ -25,25 +25,47 @@ from hrm_core.training.trainer import after_rl, load_trained_model, save_trained
 LINEAGE = ("data_version", "feature_hash", "config_hash", "git_commit")
 
 
-@dg.asset(group_name="training", kinds={"pytorch", "mlflow"}, op_tags=GPU_OP_TAGS)
-def rl_finetune(
+def rl_finetune_asset(final_stage: dg.AssetsDefinition) -> dg.AssetsDefinition:
+    """``rl_finetune`` on the curriculum's last stage (``curriculum_assets``)."""
+
+    @dg.asset(
+        name="rl_finetune",
+        ins={"curriculum_model": dg.AssetIn(key=final_stage.key)},
+        group_name="training",
+        kinds={"pytorch", "mlflow"},
+        op_tags=GPU_OP_TAGS,
+    )
+    def rl_finetune(
+        context: dg.AssetExecutionContext,
+        curriculum_model: dict,
+        settings: HRMSettings,
+        warehouse: DuckDBResource,
+        tracking: MlflowResource,
+    ) -> dg.Output:
+        """RL fine-tuning of the curriculum's model (or, with ``rl.enabled: false``, that model as is)."""
+        return finetune_stage(context, curriculum_model, settings, warehouse, tracking)
+
+    return rl_finetune
+
+
+def finetune_stage(
     context: dg.AssetExecutionContext,
-    hrm_stage_3_full: dict,
+    curriculum_model: dict,
     settings: HRMSettings,
     warehouse: DuckDBResource,
     tracking: MlflowResource,
 ) -> dg.Output:
-    """RL fine-tuning of the curriculum's model (or, with ``rl.enabled: false``, that model as is)."""
+    """Fine-tune ``curriculum_model`` with the configured RL algorithm and record it in MLflow."""
     config = settings.config()
     if not config.rl.enabled:
         context.log.info("rl.enabled is false: the candidate is the curriculum's model")
         return dg.Output(
-            hrm_stage_3_full, metadata={"rl": "off", "checkpoint": hrm_stage_3_full["checkpoint"]}
+            curriculum_model, metadata={"rl": "off", "checkpoint": curriculum_model["checkpoint"]}
         )
     algorithm = config.rl.algorithm
-    lineage = {k: hrm_stage_3_full[k] for k in LINEAGE} | {
+    lineage = {k: curriculum_model[k] for k in LINEAGE} | {
         "stage_index": "rl",
-        "start": hrm_stage_3_full["lineage_key"],
+        "start": curriculum_model["lineage_key"],
     }
     lineage["lineage_key"] = lineage_hash(lineage)
     stage_dir = hrm_home() / "checkpoints" / lineage["lineage_key"]
@@ -52,7 +74,7 @@ def rl_finetune(
     if finished is not None:
         return finished
     data = training_data(warehouse, config, config.training.fold)
-    model, _, _ = load_trained_model(hrm_stage_3_full["checkpoint"])
+    model, _, _ = load_trained_model(curriculum_model["checkpoint"])
     parent = tracking.parent_run_id(context.run_id)
     tracking.client()
     started = time.perf_counter()
@@ -89,7 +111,7 @@ def rl_finetune(
         "seconds": round(time.perf_counter() - started, 1),
         "final_loss": last["policy_loss"],
         "best_val_active_sharpe": None,
-        "mean_segments": hrm_stage_3_full["mean_segments"],
+        "mean_segments": curriculum_model["mean_segments"],
         "checkpoint": str(path),
         "mlflow_run_id": run_id,
         "parent_run_id": parent,

@@ -1,5 +1,6 @@
-"""The curriculum as three assets: ``hrm_stage_1_basic`` → ``hrm_stage_2_advanced`` →
-``hrm_stage_3_full``, each one stage of ``training.curriculum`` warm-started from the previous.
+"""The curriculum as assets generated from ``training.curriculum``, one per stage
+(``hrm_stage_1_basic`` → ``hrm_stage_2_advanced`` → ``hrm_stage_3_full`` for the presets), each
+warm-started from the one before.
 
 Each stage is an MLflow run nested under the Dagster run's parent run, with the config, every
 logged step, the data version (DVC md5), the features and their hash, the git commit, the seed and
@@ -28,7 +29,7 @@ from assets.resources import HRMSettings, MlflowResource
 from assets.splits import walk_forward_splits
 from assets.versioning import dataset_version
 from hrm_core.core.checkpoint import load_checkpoint
-from hrm_core.core.config import HRMConfig, hrm_home
+from hrm_core.core.config import HRMConfig, StageConfig, hrm_home
 from hrm_core.core.errors import ConfigError
 from hrm_core.core.ewc import EWC
 from hrm_core.dataset.market import MarketData, load_market_data
@@ -131,6 +132,7 @@ def lineage_hash(value: Any) -> str:
 def train_stage(
     context: dg.AssetExecutionContext,
     index: int,
+    names: tuple[str, ...],
     previous: dict | None,
     settings: HRMSettings,
     warehouse: DuckDBResource,
@@ -143,10 +145,11 @@ def train_stage(
     with the same data, config and start is reused (``--force`` retrains it)."""
     config = settings.config()
     curriculum = config.training.curriculum
-    if len(curriculum) != 3:
+    configured = tuple(stage_asset_name(i, stage) for i, stage in enumerate(curriculum))
+    if configured != names:
         raise ConfigError(
-            f"training.curriculum has {len(curriculum)} stages; the pipeline's assets train exactly 3 "
-            "(basic, advanced, full), e.g. the stages of configs/hrm_cpu_small.yaml"
+            f"training.curriculum is now {', '.join(configured)}, but the code location was loaded "
+            f"with {', '.join(names)}; reload the code location (the UI's Reload, or restart the CLI)"
         )
     stage = curriculum[index]
     fold = config.training.fold
@@ -287,51 +290,82 @@ def stage_metadata(value: dict, reused: bool, tracking: MlflowResource) -> dict:
     }
 
 
-@dg.asset(
-    deps=[walk_forward_splits, dataset_version],
-    group_name="training",
-    kinds={"pytorch", "mlflow"},
-    op_tags=GPU_OP_TAGS,
-)
-def hrm_stage_1_basic(
-    context: dg.AssetExecutionContext,
-    settings: HRMSettings,
-    warehouse: DuckDBResource,
-    tracking: MlflowResource,
-) -> dg.Output:
-    """Curriculum stage 1 (the seed's basic phase), from the production model or from scratch."""
-    return train_stage(context, 0, None, settings, warehouse, tracking)
+def stage_asset_name(index: int, stage: StageConfig) -> str:
+    """``hrm_stage_<n>_<name>``: the asset that trains curriculum stage ``index`` (from 0)."""
+    return f"hrm_stage_{index + 1}_{stage.name}"
 
 
-@dg.asset(group_name="training", kinds={"pytorch", "mlflow"}, op_tags=GPU_OP_TAGS)
-def hrm_stage_2_advanced(
-    context: dg.AssetExecutionContext,
-    hrm_stage_1_basic: dict,
-    settings: HRMSettings,
-    warehouse: DuckDBResource,
-    tracking: MlflowResource,
-) -> dg.Output:
-    """Curriculum stage 2 (more cycles), warm-started from stage 1."""
-    return train_stage(context, 1, hrm_stage_1_basic, settings, warehouse, tracking)
+def curriculum_assets(curriculum: list[StageConfig]) -> list[dg.AssetsDefinition]:
+    """One asset per stage of ``training.curriculum`` (any number), each warm-started from the one
+    before; the first starts from the production model or from scratch."""
+    names = tuple(stage_asset_name(i, stage) for i, stage in enumerate(curriculum))
+    stages: list[dg.AssetsDefinition] = []
+    for index, stage in enumerate(curriculum):
+        description = (
+            f"Curriculum stage {index + 1} of {len(curriculum)}, {stage.name}: H {stage.H_cycles} × "
+            f"L {stage.L_cycles} cycles{', ACT halting' if stage.act else ''}, {stage.episodes} episodes, "
+            + ("warm-started from the stage before." if index else "from the production model or scratch.")
+        )
+        stages.append(_stage_asset(index, names, stages[-1].key if stages else None, description))
+    return stages
 
 
-@dg.asset(group_name="training", kinds={"pytorch", "mlflow"}, op_tags=GPU_OP_TAGS)
-def hrm_stage_3_full(
-    context: dg.AssetExecutionContext,
-    hrm_stage_2_advanced: dict,
-    settings: HRMSettings,
-    warehouse: DuckDBResource,
-    tracking: MlflowResource,
-) -> dg.Output:
-    """Curriculum stage 3 (full cycles with ACT halting), warm-started from stage 2."""
-    return train_stage(context, 2, hrm_stage_2_advanced, settings, warehouse, tracking)
+def _stage_asset(
+    index: int, names: tuple[str, ...], previous: dg.AssetKey | None, description: str
+) -> dg.AssetsDefinition:
+    common = {
+        "name": names[index],
+        "group_name": "training",
+        "kinds": {"pytorch", "mlflow"},
+        "op_tags": GPU_OP_TAGS,
+        "description": description,
+    }
+    if previous is None:
+
+        @dg.asset(
+            deps=[walk_forward_splits, dataset_version],
+            **common,
+        )
+        def first_stage(
+            context: dg.AssetExecutionContext,
+            settings: HRMSettings,
+            warehouse: DuckDBResource,
+            tracking: MlflowResource,
+        ) -> dg.Output:
+            return train_stage(context, index, names, None, settings, warehouse, tracking)
+
+        return first_stage
+
+    @dg.asset(
+        ins={"previous_stage": dg.AssetIn(key=previous)},
+        **common,
+    )
+    def next_stage(
+        context: dg.AssetExecutionContext,
+        previous_stage: dict,
+        settings: HRMSettings,
+        warehouse: DuckDBResource,
+        tracking: MlflowResource,
+    ) -> dg.Output:
+        return train_stage(context, index, names, previous_stage, settings, warehouse, tracking)
+
+    return next_stage
 
 
-@dg.asset_check(asset=hrm_stage_3_full, blocking=True)
-def checkpoint_loads(hrm_stage_3_full: dict) -> dg.AssetCheckResult:
-    """The final stage's model file loads (weights only) and, written as the served files and read
-    back, gives a finite decision on zeros."""
-    model, config, _ = load_trained_model(hrm_stage_3_full["checkpoint"])
+def checkpoint_check(final_stage: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
+    """The blocking check on the curriculum's last stage: its model loads and serves."""
+
+    @dg.asset_check(asset=final_stage, name="checkpoint_loads", blocking=True)
+    def checkpoint_loads(final: dict) -> dg.AssetCheckResult:
+        """The final stage's model file loads (weights only) and, written as the served files and
+        read back, gives a finite decision on zeros."""
+        return _served_check(final)
+
+    return checkpoint_loads
+
+
+def _served_check(final: dict) -> dg.AssetCheckResult:
+    model, config, _ = load_trained_model(final["checkpoint"])
     hf = config.hierarchical_features
     strategic, tactical = (len(names) for names in model.feature_names)
     with tempfile.TemporaryDirectory(prefix="hrm-served-") as folder:

@@ -25,9 +25,13 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from pipelines.jobs import DATA_ASSETS, MONITORING_ASSETS, TRAINING_ASSETS  # noqa: E402
+from pipelines.definitions import defs  # noqa: E402
 
-STEPS = tuple(a.key.to_user_string() for a in (*DATA_ASSETS, *TRAINING_ASSETS, *MONITORING_ASSETS))
+STEPS = tuple(
+    key.to_user_string()
+    for key in defs.resolve_asset_graph().toposorted_asset_keys
+    if key in defs.resolve_job_def("full_job").asset_layer.selected_asset_keys
+)
 """Every step of ``full_job`` (its assets; the checks run inside them), in order."""
 
 

@@ -25,9 +25,9 @@ from pathlib import Path
 from hrm_core.core.config import DEFAULT_CONFIG
 from hrm_core.core.errors import HRMError
 from hrm_core.core.vocabulary import RL_ALGORITHMS
+from pipelines.summary import failure_message, format_evaluation, format_summary, write_run_summary
 
 JOB_ALIASES = {"data": "data_job", "train": "train_job", "full": "full_job"}
-TRAINING_STAGES = ("hrm_stage_1_basic", "hrm_stage_2_advanced", "hrm_stage_3_full", "rl_finetune")
 SOURCES = ["sample", "csv", "parquet", "s3", "yfinance"]
 SERVICE_ERRORS = ("duckdb", "mlflow", "dvc", "sqlalchemy", "botocore")
 """Packages whose exceptions reach the user as one line (what failed, what to do), not a traceback."""
@@ -514,33 +514,6 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_evaluation(summary: dict, seconds: float) -> str:
-    lines = [f"\nout of sample, net of costs, each fold's own test block ({seconds:.0f} s):"]
-    for model, m in summary["models"].items():
-        lines.append(
-            f"{model:>22}: Sharpe {m['sharpe_mean']:+.2f} ± {m['sharpe_std']:.2f}  "
-            f"active {m['active_sharpe_mean']:+.2f}  "
-            f"exposure {m['exposure_mean']:.2f}  turnover {m['turnover_mean']:.3f}  "
-            f"costs {m['costs_mean']:.3f}  DSR {m['dsr_mean']:.2f}  ({m['cells']} cells)"
-        )
-    lines.append("paired Sharpe differences, 95 % interval clustered by fold (t over the fold means):")
-    for pair, d in summary["paired_sharpe_difference"].items():
-        lines.append(
-            f"{pair:>30}: {d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}] "
-            f"({d['folds']} folds, {d['pairs']} pairs)"
-        )
-    lines.append("active Sharpe against the benchmark, 95 % interval clustered by fold:")
-    for model, d in summary["active_sharpe"].items():
-        lines.append(f"{model:>30}: {d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]")
-    spa = summary.get("spa_vs_benchmark")
-    if spa:
-        lines.append(
-            f"SPA test, H0 no model beats the benchmark: p = {spa['consistent']:.3f} "
-            f"({len(spa['models'])} models, {spa['bars']} bars)"
-        )
-    return "\n".join(lines)
-
-
 def _source_settings(args: argparse.Namespace, **extra) -> dict:
     """The settings every command that reads a source takes from ``_source_options``, plus ``extra``."""
     return {
@@ -609,7 +582,7 @@ def _execute_job(defs, settings_args: dict, job_name: str, config, instance) -> 
     """
     from assets.resources import LakeWarehouse
     from hrm_core.core.config import hrm_home
-    from pipelines.jobs import JOB_ASSETS, discover_symbols, partition_range_tags, sync_symbol_partitions
+    from pipelines.jobs import discover_symbols, partition_range_tags, sync_symbol_partitions
 
     s3_client = defs.resources["s3"].get_client() if (config.data.path or "").startswith("s3://") else None
     symbols = discover_symbols(config.data, s3_client)
@@ -620,7 +593,7 @@ def _execute_job(defs, settings_args: dict, job_name: str, config, instance) -> 
         flush=True,
     )
     job = defs.resolve_job_def(job_name)
-    keys = [a.key for a in JOB_ASSETS[job_name]]
+    keys = sorted(job.asset_layer.selected_asset_keys)
     ingest_run_ids: list[str] = []
     tags = {**partition_range_tags(symbols), **_run_tags()}
     if isinstance(defs.resources["warehouse"], LakeWarehouse) and any(k.path == ["raw_ohlcv"] for k in keys):
@@ -696,140 +669,6 @@ def _integers(text: str, option: str) -> list[int]:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError as error:
         raise HRMError(f"{option}: {text!r} is not a comma-separated list of integers, e.g. 0,2") from error
-
-
-def failure_message(result) -> str:
-    """The user-facing message of the first failed step or blocking check."""
-    for event in result.all_events:
-        if event.event_type_value == "ASSET_CHECK_EVALUATION":
-            evaluation = event.event_specific_data
-            if not evaluation.passed:
-                details = {k: v.value for k, v in evaluation.metadata.items()}
-                return f"blocking check '{evaluation.check_name}' failed: {details}"
-    for event in result.all_events:
-        if event.is_step_failure:
-            info = event.step_failure_data.error
-            while info.cause is not None:
-                info = info.cause
-            return info.message.strip()
-    return "unknown failure (see the run in the Dagster UI)"
-
-
-def run_metadata(result) -> dict[str, dict]:
-    """Each materialised asset's metadata values, by asset name."""
-    return {
-        event.asset_key.to_user_string(): {
-            k: v.value for k, v in event.step_materialization_data.materialization.metadata.items()
-        }
-        for event in result.get_asset_materialization_events()
-    }
-
-
-def write_run_summary(result, path: Path) -> Path:
-    """The run's facts as JSON: data, training stages, registry, backtest and drift."""
-    meta = run_metadata(result)
-    backtest = meta.get("backtest_report", {})
-    facts = {
-        "data_version": meta.get("dataset_version", {}).get("data_version"),
-        "rows": meta.get("clean_ohlcv", {}).get("counts"),
-        "stages": {name: meta[name] for name in TRAINING_STAGES if "steps" in meta.get(name, {})},
-        "registered_model": meta.get("candidate_model"),
-        "promotion": meta.get("promotion_decision"),
-        "tilt": next(
-            (
-                {"deployed": meta[n]["tilt"] == "deployed", "evidence": meta[n]["tilt_evidence"]}
-                for n in reversed(TRAINING_STAGES)
-                if "tilt" in meta.get(n, {})
-            ),
-            None,
-        ),
-        "backtest": json.loads(Path(backtest["summary_json"]).read_text()) if backtest else None,
-        "reports": {
-            "backtest": backtest.get("report"),
-            "drift": meta.get("feature_drift_report", {}).get("report"),
-        },
-        "drift": meta.get("feature_drift_report"),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(facts, indent=2, default=str))
-    return path
-
-
-def format_summary(result) -> str:
-    """Rows per symbol, data version, fold dates, training, registry, backtest and drift."""
-    meta = run_metadata(result)
-    lines = ["", "== summary =="]
-    clean = meta.get("clean_ohlcv", {})
-    for symbol, c in (clean.get("counts") or {}).items():
-        lines.append(
-            f"{symbol:>10}: {c['rows_in']} rows in, {c['rows_clean']} clean, "
-            f"{c['rows_quarantined']} quarantined" + (f" {c['rules']}" if c["rules"] else "")
-        )
-    if "dataset_version" in meta:
-        lines.append(f"data version (DVC md5): {meta['dataset_version']['data_version']}")
-    if "hierarchical_features" in meta:
-        f = meta["hierarchical_features"]
-        lines.append(f"features: {f['feature_count']} columns × {f['rows']} rows in features.hierarchical")
-    if "training_labels" in meta:
-        lines.append(f"labels: {meta['training_labels']['task_counts']}")
-    for i, fold in enumerate((meta.get("walk_forward_splits") or {}).get("fold_dates", [])):
-        lines.append(
-            f"fold {i}: train {fold['train'][0][:10]}→{fold['train'][1][:10]}, "
-            f"validation {fold['validation'][0][:10]}→{fold['validation'][1][:10]}, "
-            f"test {fold['test'][0][:10]}→{fold['test'][1][:10]}"
-        )
-    for name in TRAINING_STAGES:
-        if "steps" in meta.get(name, {}):  # rl_finetune with RL off trained nothing
-            m = meta[name]
-            best = m.get("best_val_active_sharpe")
-            best = "none" if best is None else f"{best:+.2f}"
-            lines.append(
-                f"{name}: {m['steps']} steps in {m['seconds']} s, loss {m['final_loss']:.4f}, "
-                f"best validation active Sharpe {best}, mean ACT segments {m['mean_segments']:.2f}"
-                + (
-                    " (reused: trained before with the same data, config and commit)"
-                    if m.get("reused")
-                    else ""
-                )
-            )
-    final_stage = next((meta[n] for n in reversed(TRAINING_STAGES) if "tilt" in meta.get(n, {})), None)
-    if final_stage is not None:
-        lines.append(f"policy: benchmark + tilt, tilt {final_stage['tilt']} — {final_stage['tilt_evidence']}")
-    if "backtest_report" in meta:
-        lines += [
-            f"out of sample {meta['backtest_report']['test_period']}, net of costs (equal-weight portfolio):",
-            meta["backtest_report"]["out_of_sample"],
-        ]
-    if "candidate_model" in meta:
-        c = meta["candidate_model"]
-        verb = "already registered (same lineage):" if c.get("reused") else "registered"
-        lines.append(f"{verb} {c['registered_model']} version {c['version']} (alias {c['aliases']})")
-    if "promotion_decision" in meta:
-        p = meta["promotion_decision"]
-        production = p["production_version"]
-        lines.append(
-            f"promotion: {p['decision']} against {p['compared_with']}; "
-            + (f"production is version {production}" if production else "no production version yet")
-            + ": "
-            + "; ".join(p["reasons"])
-        )
-    if "feature_drift_report" in meta:
-        d = meta["feature_drift_report"]
-        verdict = "passed" if d["drifted_share"] <= d["threshold"] else "FAILED"
-        lines.append(
-            f"feature drift check {verdict}: {d['drifted_share']:.0%} of {d['features']} features drifted "
-            f"(limit {d['threshold']:.0%}; reference {d['reference']})"
-        )
-        if verdict == "FAILED":
-            lines.append(
-                "  the recent bars' features no longer look like the data the model was trained on; its "
-                "decisions there are less trustworthy. Retrain on recent data (`hrm-trading run`), or turn "
-                "on drift_retrain_sensor in the UI to retrain when this happens"
-            )
-        lines.append(f"drift report: {d['report']}")
-    if "backtest_report" in meta:
-        lines.append(f"backtest report: {meta['backtest_report']['report']}")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

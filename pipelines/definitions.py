@@ -8,12 +8,10 @@ from assets.features import features_finite, features_point_in_time
 from assets.monitoring import feature_drift_within_threshold
 from assets.registry import backtest_within_sanity_bounds
 from assets.splits import splits_purged_and_embargoed
-from assets.training import checkpoint_loads
 from pipelines.jobs import (
     DATA_ASSETS,
     EVALUATION_ASSETS,
     MONITORING_ASSETS,
-    TRAINING_ASSETS,
     daily_ingest_schedule,
     data_job,
     drift_retrain_sensor,
@@ -21,6 +19,7 @@ from pipelines.jobs import (
     evaluation_report_job,
     full_job,
     train_job,
+    training_graph,
     weekly_retrain_schedule,
 )
 from pipelines.resources import resources_for_profile
@@ -41,21 +40,24 @@ def build_definitions(
     resources: dict | None = None, loggers: dict[str, dg.LoggerDefinition] | None = None
 ) -> dg.Definitions:
     """Definitions with the resources of the current profile, or the ``resources`` given (tests);
-    ``loggers`` replace Dagster's console logger (the CLI's progress lines and log file)."""
+    ``loggers`` replace Dagster's console logger (the CLI's progress lines and log file). The
+    training assets follow the configured curriculum (one asset per stage)."""
+    resources = resources if resources is not None else resources_for_profile()
+    training_assets, training_checks = training_graph(resources["settings"].config().training.curriculum)
     return dg.Definitions(
-        assets=[*DATA_ASSETS, *TRAINING_ASSETS, *MONITORING_ASSETS, *EVALUATION_ASSETS],
+        assets=[*DATA_ASSETS, *training_assets, *MONITORING_ASSETS, *EVALUATION_ASSETS],
         asset_checks=[
             features_finite,
             features_point_in_time,
             splits_purged_and_embargoed,
-            checkpoint_loads,
+            *training_checks,
             backtest_within_sanity_bounds,
             feature_drift_within_threshold,
         ],
         jobs=[data_job, train_job, full_job, evaluation_cell_job, evaluation_report_job],
         schedules=[daily_ingest_schedule, weekly_retrain_schedule],
         sensors=[drift_retrain_sensor],
-        resources=resources if resources is not None else resources_for_profile(),
+        resources=resources,
         loggers=loggers,
         executor=step_executor(),
     )

@@ -13,12 +13,12 @@ from assets.labels import training_labels
 from assets.monitoring import DRIFT_SHARE, feature_drift_report
 from assets.registry import backtest_report, candidate_model, promotion_decision
 from assets.resources import HRMSettings
-from assets.rl import rl_finetune
+from assets.rl import rl_finetune_asset
 from assets.splits import walk_forward_splits
-from assets.training import hrm_stage_1_basic, hrm_stage_2_advanced, hrm_stage_3_full
+from assets.training import checkpoint_check, curriculum_assets
 from assets.validation import clean_ohlcv
 from assets.versioning import dataset_version
-from hrm_core.core.config import DataConfig
+from hrm_core.core.config import DataConfig, StageConfig
 from hrm_core.data.sources import make_source
 
 DATA_ASSETS = [
@@ -30,38 +30,40 @@ DATA_ASSETS = [
     walk_forward_splits,
 ]
 
-TRAINING_ASSETS = [
-    hrm_stage_1_basic,
-    hrm_stage_2_advanced,
-    hrm_stage_3_full,
-    rl_finetune,
-    candidate_model,
-    backtest_report,
-    promotion_decision,
-]
 MONITORING_ASSETS = [feature_drift_report]
 EVALUATION_ASSETS = [evaluation_cell, evaluation_report]
 
-JOB_ASSETS = {
-    "data_job": DATA_ASSETS,
-    "train_job": TRAINING_ASSETS,
-    "full_job": [*DATA_ASSETS, *TRAINING_ASSETS, *MONITORING_ASSETS],
+
+def training_graph(
+    curriculum: list[StageConfig],
+) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
+    """The training graph for ``curriculum``: one asset per stage (the last one checked: its model
+    loads and serves), RL, the candidate, its backtest and the promotion decision."""
+    stages = curriculum_assets(curriculum)
+    assets = [*stages, rl_finetune_asset(stages[-1]), candidate_model, backtest_report, promotion_decision]
+    return assets, [checkpoint_check(stages[-1])]
+
+
+JOB_GROUPS = {
+    "data_job": ("data", "features"),
+    "train_job": ("training", "registry"),
+    "full_job": ("data", "features", "training", "registry", "monitoring"),
 }
-"""The assets of each job the CLI runs (one source for the jobs' selections)."""
+"""The asset groups of each job the CLI runs (one source for the jobs' selections)."""
 
 data_job = dg.define_asset_job(
     "data_job",
-    selection=dg.AssetSelection.assets(*JOB_ASSETS["data_job"]),
+    selection=dg.AssetSelection.groups(*JOB_GROUPS["data_job"]),
     description="Ingest → validate → version → features → labels → walk-forward splits.",
 )
 train_job = dg.define_asset_job(
     "train_job",
-    selection=dg.AssetSelection.assets(*JOB_ASSETS["train_job"]),
+    selection=dg.AssetSelection.groups(*JOB_GROUPS["train_job"]),
     description="Curriculum stages → candidate (alias staging) → backtest → promotion (alias production).",
 )
 full_job = dg.define_asset_job(
     "full_job",
-    selection=dg.AssetSelection.assets(*JOB_ASSETS["full_job"]),
+    selection=dg.AssetSelection.groups(*JOB_GROUPS["full_job"]),
     description="The whole graph: data, training, registry and drift monitoring.",
 )
 

@@ -60,7 +60,13 @@ def test_a_manifest_with_an_unknown_field_is_caught():
 def test_the_jobs_dagster_k8s_builds_for_training_steps_validate_and_ask_for_a_gpu_node():
     defs = build_definitions()
     train = defs.resolve_job_def("train_job")
-    for stage in ("hrm_stage_1_basic", "hrm_stage_2_advanced", "hrm_stage_3_full"):
+    stages = sorted(
+        node.name
+        for node in train.graph.nodes
+        if node.name.startswith("hrm_stage_") and "check" not in node.name
+    )
+    assert stages == ["hrm_stage_1_basic", "hrm_stage_2_advanced", "hrm_stage_3_full"]  # the preset's
+    for stage in stages:
         tags = train.graph.node_named(stage).definition.tags
         user_config = UserDefinedDagsterK8sConfig.from_dict(yaml.safe_load(tags["dagster-k8s/config"]))
         image = "ghcr.io/hrm-trading/hrm-trading:0.1.0"
@@ -83,8 +89,8 @@ def test_in_the_cluster_every_step_is_its_own_kubernetes_job(monkeypatch):
     assert step_executor() is None  # locally: Dagster's multiprocess default
     monkeypatch.setenv("HRM_STEP_EXECUTOR", "k8s")
     assert step_executor().name == "k8s_step_executor"
-    defs = build_definitions(resources={})
-    assert isinstance(defs, dg.Definitions)
+    defs = build_definitions()
+    assert isinstance(defs, dg.Definitions) and defs.executor.name == "k8s_step_executor"
 
 
 def value_paths(value, prefix: str = "") -> list[str]:

@@ -1,15 +1,18 @@
 """Deployment profiles: the same definitions load with the cluster's resources, which come from
 the environment; a missing variable or an unknown profile is a clear error."""
 
+import itertools
 import json
 
 import dagster as dg
 import pytest
 
+from assets.resources import HRMSettings
 from assets.training import GPU_OP_TAGS
 from hrm_core.core.errors import ConfigError
 from pipelines.definitions import build_definitions
-from pipelines.resources import PRODUCTION_ENV, resources_for_profile
+from pipelines.resources import PRODUCTION_ENV, local_resources, resources_for_profile
+from tests.test_mlops import tiny_config
 
 CLUSTER = {
     "HRM_WAREHOUSE_URL": "s3://hrm-data/warehouse",
@@ -92,3 +95,23 @@ def test_a_production_service_that_does_not_answer_fails_fast_naming_variable_an
     with pytest.raises(ServiceError, match=rf"Postgres at 127.0.0.1:{port} \(\$DAGSTER_PG_HOST\)"):
         check_production_services(timeout_s=2)
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("names", [["only"], ["warm", "grow", "halt", "polish"]])
+def test_the_training_assets_follow_the_configured_curriculum(project, names):
+    """One stage asset per curriculum stage, in a chain; RL reads the last; the blocking check is
+    on the last."""
+    curriculum = [{"name": n, "H_cycles": 1, "L_cycles": 2, "episodes": 8} for n in names]
+    config = tiny_config(project, training={"curriculum": curriculum})
+    settings = HRMSettings(project_dir=str(project), config_path=config)
+    defs = build_definitions({**local_resources(project_dir=str(project)), "settings": settings})
+    graph = defs.resolve_asset_graph()
+    stages = [f"hrm_stage_{i + 1}_{n}" for i, n in enumerate(names)]
+    train = defs.resolve_job_def("train_job").asset_layer.selected_asset_keys
+    assert {dg.AssetKey(s) for s in stages} <= train
+    assert not any(k.path[0].startswith("hrm_stage_") and k.path[0] not in stages for k in train)
+    for before, after in itertools.pairwise(stages):
+        assert graph.get(dg.AssetKey(after)).parent_keys == {dg.AssetKey(before)}
+    assert dg.AssetKey(stages[-1]) in graph.get(dg.AssetKey("rl_finetune")).parent_keys
+    checks = {check.asset_key for check in graph.asset_check_keys if check.name == "checkpoint_loads"}
+    assert checks == {dg.AssetKey(stages[-1])}

@@ -194,9 +194,10 @@ class LossWeights(_Strict):
 
 
 class StageConfig(_Strict):
-    """One curriculum phase: its cycles, whether ACT halting is learned, and its budget."""
+    """One curriculum phase: its cycles, whether ACT halting is learned, and its budget. The name
+    becomes part of the stage's asset name (``hrm_stage_1_basic``)."""
 
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
     H_cycles: int = Field(ge=1)
     L_cycles: int = Field(ge=1)
     act: bool = False
@@ -232,11 +233,14 @@ class TrainingConfig(_Strict):
     min_task_chunks: int = Field(50, ge=0)
     synthetic_bars: int = Field(2000, ge=300)
     ewc_strength: float = Field(200.0, ge=0)  # retraining from production: EWC weight (Fisher of mean 1)
-    curriculum: list[StageConfig] = [
-        StageConfig(name="basic", H_cycles=1, L_cycles=3, episodes=400),
-        StageConfig(name="advanced", H_cycles=2, L_cycles=5, episodes=400),
-        StageConfig(name="full", H_cycles=3, L_cycles=7, act=True, episodes=400),
-    ]
+    curriculum: list[StageConfig] = Field(
+        default=[
+            StageConfig(name="basic", H_cycles=1, L_cycles=3, episodes=400),
+            StageConfig(name="advanced", H_cycles=2, L_cycles=5, episodes=400),
+            StageConfig(name="full", H_cycles=3, L_cycles=7, act=True, episodes=400),
+        ],
+        min_length=1,
+    )
 
     @model_validator(mode="after")
     def _batch_splits_over_processes(self) -> TrainingConfig:
