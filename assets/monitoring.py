@@ -74,7 +74,8 @@ def feature_drift_report(
     config = settings.config()
     production = tracking.version_with_alias(ALIAS_PRODUCTION)
     if production is not None:
-        meta = mlflow.models.get_model_info(f"models:/{tracking.model_name}@{ALIAS_PRODUCTION}").metadata
+        with tracking.active():
+            meta = mlflow.models.get_model_info(f"models:/{tracking.model_name}@{ALIAS_PRODUCTION}").metadata
         columns = meta["feature_names"][0] + meta["feature_names"][1]
         fold, reference_name = (
             int(meta["fold"]),
@@ -91,10 +92,11 @@ def feature_drift_report(
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"feature_drift_{time.strftime('%Y%m%dT%H%M%S')}.html"
     snapshot.save_html(str(path))
-    tracking.client()
-    mlflow.set_experiment(experiment_id=tracking.experiment_id())
-    with mlflow.start_run(
-        run_name="feature-drift", tags={"kind": "monitoring", "dagster.run_id": context.run_id}
+    with (
+        tracking.active(),
+        mlflow.start_run(
+            run_name="feature-drift", tags={"kind": "monitoring", "dagster.run_id": context.run_id}
+        ),
     ):
         mlflow.log_metric(DRIFT_SHARE, share)
         mlflow.log_artifact(str(path), "drift")

@@ -128,10 +128,9 @@ def candidate_model(
             reused=True,
         )
     model, config, saved = load_trained_model(rl_finetune["checkpoint"])
-    tracking.experiment_id()  # the logged model goes to the active experiment
     parent = tracking.parent_run_id(context.run_id)
     fold_dates = _fold_dates(context.instance, saved["fold"])
-    with mlflow.start_run(run_id=parent):
+    with tracking.active(), mlflow.start_run(run_id=parent):
         checkpoint = hrm_home() / "runs" / context.run_id / "model.pt"
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(rl_finetune["checkpoint"], checkpoint)
@@ -149,7 +148,8 @@ def candidate_model(
         "tilt.deployed": "true" if bool(model.heads.tilt_gate) else "false",
         "tilt.evidence": rl_finetune.get("tilt_reason", "not recorded"),
     }
-    registered = mlflow.register_model(info.model_uri, tracking.model_name, tags=tags)
+    with tracking.active():
+        registered = mlflow.register_model(info.model_uri, tracking.model_name, tags=tags)
     client.set_registered_model_alias(tracking.model_name, ALIAS_STAGING, registered.version)
     return _candidate_output(
         tracking,
@@ -229,7 +229,9 @@ def backtest_report(
     production, production_note = tracking.version_with_alias(ALIAS_PRODUCTION), None
     if production is not None:
         incumbent, _, saved = load_trained_model(
-            mlflow.artifacts.download_artifacts(production.tags["checkpoint_uri"])
+            mlflow.artifacts.download_artifacts(
+                production.tags["checkpoint_uri"], tracking_uri=tracking.tracking_uri
+            )
         )
         with warehouse.get_connection() as con:
             production_note = comparison_problem(con, incumbent, candidate, saved["fold"], fold)
@@ -251,8 +253,7 @@ def backtest_report(
     shutil.rmtree(latest, ignore_errors=True)
     shutil.copytree(report_dir, latest)
     summary = result.summary()
-    tracking.client()
-    with mlflow.start_run(run_id=candidate_model["run_id"]):
+    with tracking.active(), mlflow.start_run(run_id=candidate_model["run_id"]):
         hrm = summary.loc["hrm"]
         mlflow.log_metrics({f"test_{k}": float(v) for k, v in hrm.items() if np.isfinite(v)})
         mlflow.log_artifacts(str(report_dir), "backtest")

@@ -112,24 +112,34 @@ class MlflowResource(dg.ConfigurableResource):
     model_name: str = REGISTERED_MODEL
 
     def client(self) -> MlflowClient:
-        mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_registry_uri(self.tracking_uri)
+        """A client of this tracking server and registry; MLflow's global state is left alone."""
         return MlflowClient(self.tracking_uri, self.tracking_uri)
 
     def experiment_id(self) -> str:
-        """The project's experiment, created when missing and made the active one: MLflow 3 logs a
-        model into the *active* experiment, not the run's, and the default experiment's artifact
-        root is the working directory (``./mlruns``), which must never receive anything."""
+        """The project's experiment, created when missing (never the default experiment, whose
+        artifact root is the working directory, ``./mlruns``)."""
         client = self.client()
         experiment = client.get_experiment_by_name(self.experiment)
         if experiment is None:
-            experiment_id = client.create_experiment(
-                self.experiment, artifact_location=self.artifact_location
-            )
-        else:
-            experiment_id = experiment.experiment_id
-        mlflow.set_experiment(experiment_id=experiment_id)
-        return experiment_id
+            return client.create_experiment(self.experiment, artifact_location=self.artifact_location)
+        return experiment.experiment_id
+
+    @contextmanager
+    def active(self) -> Iterator[str]:
+        """MLflow's fluent API (``start_run``, ``log_*``, ``register_model``, ``models:/`` URIs)
+        pointed at this server, registry and experiment for the block — MLflow 3 logs a model into
+        the *active* experiment — and the tracking and registry URIs put back after it. Yields the
+        experiment id."""
+        previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        try:
+            experiment_id = self.experiment_id()
+            mlflow.set_experiment(experiment_id=experiment_id)
+            yield experiment_id
+        finally:
+            mlflow.set_tracking_uri(previous[0])
+            mlflow.set_registry_uri(previous[1])
 
     def parent_run_id(self, dagster_run_id: str) -> str:
         """The one MLflow run of a Dagster run, under which its training stages nest."""

@@ -76,13 +76,11 @@ def finetune_stage(
     data = training_data(warehouse, config, config.training.fold)
     model, _, _ = load_trained_model(curriculum_model["checkpoint"])
     parent = tracking.parent_run_id(context.run_id)
-    tracking.client()
     started = time.perf_counter()
     with (
+        tracking.active() as experiment_id,
         mlflow.start_run(run_id=parent),
-        mlflow.start_run(
-            run_name=f"rl_{algorithm}", nested=True, experiment_id=tracking.experiment_id()
-        ) as run,
+        mlflow.start_run(run_name=f"rl_{algorithm}", nested=True, experiment_id=experiment_id) as run,
     ):
         mlflow.set_tags(
             {"dagster.run_id": context.run_id, "kind": "stage", "stage": f"rl_{algorithm}", **lineage}

@@ -180,11 +180,11 @@ def train_stage(
         update={"training": config.training.model_copy(update={"curriculum": [stage]})}
     )
     parent = tracking.parent_run_id(context.run_id)
-    tracking.client()
     started = time.perf_counter()
     with (
+        tracking.active() as experiment_id,
         mlflow.start_run(run_id=parent),
-        mlflow.start_run(run_name=stage.name, nested=True, experiment_id=tracking.experiment_id()) as run,
+        mlflow.start_run(run_name=stage.name, nested=True, experiment_id=experiment_id) as run,
     ):
         mlflow.set_tags(
             {

@@ -82,11 +82,9 @@ def registered_home(home: Path) -> dict:
         "fold": 0,
     }
     tracking = resources["tracking"]
-    tracking.client()
-    tracking.experiment_id()
-    with mlflow.start_run():
+    with tracking.active(), mlflow.start_run():
         info = log_served_model(home / "served-files", model, config, saved)
-    version = mlflow.register_model(info.model_uri, tracking.model_name).version
+        version = mlflow.register_model(info.model_uri, tracking.model_name).version
     tracking.client().set_registered_model_alias(tracking.model_name, "production", version)
     config_path = home / "preset.yaml"
     config_path.write_text(CONFIG.read_text().replace("halt_max_steps: 4", "halt_max_steps: 8"))

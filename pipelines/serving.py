@@ -58,15 +58,15 @@ def load_version(tracking: MlflowResource, alias: str) -> LoadedVersion:
     downloaded and checked once, then read from the cache."""
     cache = served_cache(tracking)
     state = cache.state()  # before the alias is read: a write in between leaves the record stale
-    tracking.client()
     found = tracking.version_with_alias(alias)
     if found is None:
         raise HRMError(no_version_message(tracking, alias))
     version = str(found.version)
     if not cache.has(version):
         uri = f"models:/{tracking.model_name}/{version}"
-        folder = load_served_files(uri)
-        meta = mlflow.models.get_model_info(uri).metadata
+        with tracking.active():  # models:/ URIs resolve through the active registry
+            folder = load_served_files(uri)
+            meta = mlflow.models.get_model_info(uri).metadata
         cache.store(version, folder / WEIGHTS_FILE, folder / SPEC_FILE, meta)
     model, meta = cache.load(version)
     cache.remember(state, alias, version)

@@ -193,11 +193,9 @@ def test_a_killed_training_stage_resumes_and_a_kill_during_registration_leaves_n
 
 def test_a_planted_pickle_model_is_refused_and_never_unpickled(project: Path, home: Path, capsys):
     tracking = local_resources()["tracking"]
-    tracking.client()
-    tracking.experiment_id()
-    with mlflow.start_run():
+    with tracking.active(), mlflow.start_run():
         info = mlflow.pytorch.log_model(torch.nn.Linear(2, 1), name="model", serialization_format="pickle")
-    version = mlflow.register_model(info.model_uri, tracking.model_name).version
+        version = mlflow.register_model(info.model_uri, tracking.model_name).version
     tracking.client().set_registered_model_alias(tracking.model_name, "production", version)
     assert main(["predict"]) == 2
     err = capsys.readouterr().err

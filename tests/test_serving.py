@@ -85,8 +85,6 @@ def served(tmp_path_factory):
     config_path = home / "tiny.yaml"
     config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     tracking = resources["tracking"]
-    tracking.client()
-    tracking.experiment_id()
     models = {}
 
     def register(seed: int) -> str:
@@ -96,9 +94,9 @@ def served(tmp_path_factory):
             "normalization": {k: list(v) for k, v in data.normalization.items()},
             "fold": 0,
         }
-        with mlflow.start_run():
+        with tracking.active(), mlflow.start_run():
             info = log_served_model(home / f"served-{seed}", model, config, saved)
-        version = str(mlflow.register_model(info.model_uri, tracking.model_name).version)
+            version = str(mlflow.register_model(info.model_uri, tracking.model_name).version)
         models[version] = model
         return version
 
