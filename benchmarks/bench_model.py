@@ -22,19 +22,17 @@ from hrm_core.dataset.market import MarketData
 from hrm_core.dataset.windows import WindowSampler
 from hrm_core.model.agent import HRMTradingAgent
 from hrm_core.model.flat import FlatTrader
+from hrm_core.model.trader import TraderShape
 from hrm_core.training.trainer import Trainer, build_model
 from hrm_core.workflows.train import prepare_market_data
 
 
 def flat_model(config: HRMConfig, data: MarketData) -> FlatTrader:
     hf = config.hierarchical_features
-    return FlatTrader(
-        config.model,
-        data.strategic.shape[1],
-        data.tactical.shape[1],
-        hf.high_level_lookback,
-        hf.low_level_lookback,
+    shape = TraderShape(
+        data.strategic.shape[1], data.tactical.shape[1], hf.high_level_lookback, hf.low_level_lookback
     )
+    return FlatTrader(config.model, shape)
 
 
 def training_throughput(

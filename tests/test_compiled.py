@@ -14,16 +14,17 @@ from hrm_core.model.agent import HRMTradingAgent, outputs_of
 from hrm_core.model.build import build_model_for
 from hrm_core.model.compiled import CompiledHRM, _exp
 from hrm_core.model.hrm import HRMTrader
-from hrm_core.model.trader import Carry, MarketInputs
+from hrm_core.model.trader import Carry, MarketInputs, TraderShape
 
 HIGH, LOW, N_STRATEGIC, N_TACTICAL = 45, 12, 5, 6  # 45 bars pool to 5 tokens of 10, zero-padded
+SHAPE = TraderShape(N_STRATEGIC, N_TACTICAL, HIGH, LOW)
 
 
 def random_hrm(layers: int = 1) -> HRMTrader:
     """An HRM whose heads all read the state, and whose Q head halts some samples early."""
     torch.manual_seed(0)
     config = ModelConfig(hidden_size=32, num_heads=4, H_layers=layers, L_layers=layers, h_pool=10)
-    model = HRMTrader(config, N_STRATEGIC, N_TACTICAL, HIGH, LOW).eval()
+    model = HRMTrader(config, SHAPE).eval()
     with torch.no_grad():
         for name, p in model.heads.named_parameters():
             if name != "hold":  # the linear heads; the hold weight is set where a test needs it

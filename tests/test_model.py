@@ -19,15 +19,16 @@ from hrm_core.model.exposure import (
     next_position,
 )
 from hrm_core.model.hrm import HRMTrader
-from hrm_core.model.trader import MarketInputs
+from hrm_core.model.trader import MarketInputs, TraderShape
 
 HIGH, LOW, N_STRATEGIC, N_TACTICAL = 40, 12, 5, 6
+SHAPE = TraderShape(N_STRATEGIC, N_TACTICAL, HIGH, LOW)
 
 
 def make_model(**overrides) -> HRMTrader:
     torch.manual_seed(0)
     config = ModelConfig(hidden_size=32, num_heads=4, H_layers=1, L_layers=1, h_pool=10, **overrides)
-    model = HRMTrader(config, N_STRATEGIC, N_TACTICAL, HIGH, LOW)
+    model = HRMTrader(config, SHAPE)
     with torch.no_grad():  # a non-zero signal head, so every output depends on the input
         model.heads.tilt.weight.normal_(0.0, 0.3)
     return model
@@ -309,8 +310,8 @@ def test_the_flat_baseline_has_the_same_parameter_count_and_no_recurrence():
 
     torch.manual_seed(0)
     config = ModelConfig(hidden_size=32, num_heads=4, H_layers=2, L_layers=1, h_pool=10)
-    hrm = HRMTrader(config, N_STRATEGIC, N_TACTICAL, HIGH, LOW)
-    flat = FlatTrader(config, N_STRATEGIC, N_TACTICAL, HIGH, LOW)
+    hrm = HRMTrader(config, SHAPE)
+    flat = FlatTrader(config, SHAPE)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(hrm) == count(flat)
     carry = flat.initial_carry(6)
@@ -323,8 +324,8 @@ def test_the_gru_baseline_is_within_a_quarter_of_the_hrms_parameter_count(hidden
     from hrm_core.model.gru import GRUTrader
 
     config = ModelConfig(hidden_size=hidden, num_heads=4, H_layers=H_layers, L_layers=L_layers, h_pool=10)
-    hrm = HRMTrader(config, N_STRATEGIC, N_TACTICAL, HIGH, LOW)
-    gru = GRUTrader(config, N_STRATEGIC, N_TACTICAL, HIGH, LOW)
+    hrm = HRMTrader(config, SHAPE)
+    gru = GRUTrader(config, SHAPE)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert abs(count(gru) / count(hrm) - 1) < 0.25
     carry = gru.initial_carry(6)

@@ -8,7 +8,7 @@ from hrm_core.model.flat import FlatTrader
 from hrm_core.model.gru import GRUTrader
 from hrm_core.model.hmtr import HMTRGRUTrader, HMTRTrader
 from hrm_core.model.hrm import HRMTrader
-from hrm_core.model.trader import TraderBase
+from hrm_core.model.trader import TraderBase, TraderShape
 
 ARCHITECTURES: dict[str, type[TraderBase]] = {
     "hrm": HRMTrader,
@@ -24,12 +24,9 @@ def build_model_for(
 ) -> TraderBase:
     """The configured architecture (``model.architecture``) reading the named features (in that order)."""
     hf = config.hierarchical_features
-    model = ARCHITECTURES[config.model.architecture](
-        config.model,
-        n_strategic=len(strategic_names),
-        n_tactical=len(tactical_names),
-        high_level_lookback=hf.high_level_lookback,
-        low_level_lookback=hf.low_level_lookback,
+    shape = TraderShape(
+        len(strategic_names), len(tactical_names), hf.high_level_lookback, hf.low_level_lookback
     )
+    model = ARCHITECTURES[config.model.architecture](config.model, shape)
     model.feature_names = (tuple(strategic_names), tuple(tactical_names))
     return model

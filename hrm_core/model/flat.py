@@ -9,25 +9,18 @@ import torch
 from hrm_core.core.config import ModelConfig
 from hrm_core.model.heads import TradingOutputs
 from hrm_core.model.layers import ReasoningModule
-from hrm_core.model.trader import Carry, MarketInputs, TraderBase
+from hrm_core.model.trader import Carry, MarketInputs, TraderBase, TraderShape
 
 
 class FlatTrader(TraderBase):
-    def __init__(
-        self,
-        model: ModelConfig,
-        n_strategic: int,
-        n_tactical: int,
-        high_level_lookback: int,
-        low_level_lookback: int,
-    ) -> None:
-        super().__init__(model, n_strategic, n_tactical, high_level_lookback, low_level_lookback)
+    def __init__(self, model: ModelConfig, shape: TraderShape) -> None:
+        super().__init__(model, shape)
         self.stack = ReasoningModule(
             model.H_layers + model.L_layers,
             model.hidden_size,
             model.num_heads,
             model.expansion,
-            self.h_tokens + low_level_lookback,
+            self.h_tokens + shape.low_level_lookback,
         )
 
     def segment(

@@ -11,7 +11,7 @@ from torch import nn
 from hrm_core.core.config import ModelConfig
 from hrm_core.model.heads import TradingOutputs
 from hrm_core.model.hrm import reasoning_modules
-from hrm_core.model.trader import Carry, MarketInputs, TraderBase
+from hrm_core.model.trader import Carry, MarketInputs, TraderBase, TraderShape
 
 
 def gru_layers(target_params: int, hidden: int) -> int:
@@ -21,18 +21,11 @@ def gru_layers(target_params: int, hidden: int) -> int:
 
 
 class GRUTrader(TraderBase):
-    def __init__(
-        self,
-        model: ModelConfig,
-        n_strategic: int,
-        n_tactical: int,
-        high_level_lookback: int,
-        low_level_lookback: int,
-    ) -> None:
-        super().__init__(model, n_strategic, n_tactical, high_level_lookback, low_level_lookback)
+    def __init__(self, model: ModelConfig, shape: TraderShape) -> None:
+        super().__init__(model, shape)
         replaced = sum(
             p.numel()
-            for module in reasoning_modules(model, self.h_tokens, low_level_lookback)
+            for module in reasoning_modules(model, self.h_tokens, shape.low_level_lookback)
             for p in module.parameters()
         )
         hidden = model.hidden_size

@@ -27,6 +27,7 @@ from hrm_core.core.vocabulary import TASKS
 from hrm_core.model.gru import GRUTrader
 from hrm_core.model.heads import TradingOutputs
 from hrm_core.model.hrm import HRMTrader
+from hrm_core.model.trader import TraderShape
 
 
 @dataclass
@@ -89,14 +90,14 @@ class _MasterWorkerTrader:
 class HMTRTrader(_MasterWorkerTrader, HRMTrader):
     """H-MTR on the HRM backbone (the default)."""
 
-    def __init__(self, model: ModelConfig, *args, **kwargs) -> None:
-        super().__init__(model, *args, **kwargs)
+    def __init__(self, model: ModelConfig, shape: TraderShape) -> None:
+        super().__init__(model, shape)
         self._add_master_workers(model)
 
 
 class HMTRGRUTrader(_MasterWorkerTrader, GRUTrader):
     """H-MTR on the GRU backbone (the option)."""
 
-    def __init__(self, model: ModelConfig, *args, **kwargs) -> None:
-        super().__init__(model, *args, **kwargs)
+    def __init__(self, model: ModelConfig, shape: TraderShape) -> None:
+        super().__init__(model, shape)
         self._add_master_workers(model)

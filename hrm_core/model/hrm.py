@@ -19,7 +19,7 @@ import torch
 from hrm_core.core.config import ModelConfig
 from hrm_core.model.heads import TradingOutputs
 from hrm_core.model.layers import ReasoningModule
-from hrm_core.model.trader import Carry, MarketInputs, TraderBase
+from hrm_core.model.trader import Carry, MarketInputs, TraderBase, TraderShape
 
 
 def keep_grad(grad: bool, keep: bool) -> AbstractContextManager:
@@ -41,16 +41,9 @@ def reasoning_modules(model: ModelConfig, h_tokens: int, low_level_lookback: int
 class HRMTrader(TraderBase):
     """The hierarchical core on the shared embeddings and heads; ``segment`` is one ACT step."""
 
-    def __init__(
-        self,
-        model: ModelConfig,
-        n_strategic: int,
-        n_tactical: int,
-        high_level_lookback: int,
-        low_level_lookback: int,
-    ) -> None:
-        super().__init__(model, n_strategic, n_tactical, high_level_lookback, low_level_lookback)
-        self.H, self.L = reasoning_modules(model, self.h_tokens, low_level_lookback)
+    def __init__(self, model: ModelConfig, shape: TraderShape) -> None:
+        super().__init__(model, shape)
+        self.H, self.L = reasoning_modules(model, self.h_tokens, shape.low_level_lookback)
 
     @property
     def recurrent(self) -> bool:

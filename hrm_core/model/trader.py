@@ -37,30 +37,36 @@ class MarketInputs:
         return self.strategic.shape[0]
 
 
+@dataclass(frozen=True)
+class TraderShape:
+    """What a trader reads: features per level and the two windows' lengths in bars."""
+
+    n_strategic: int
+    n_tactical: int
+    high_level_lookback: int
+    low_level_lookback: int
+
+
 class TraderBase(nn.Module, ABC):
     """Embeddings, carry, summary and heads. ``feature_names`` (strategic, tactical) records what the
     model was trained on, so data with other features is refused."""
 
     feature_names: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
-    def __init__(
-        self,
-        model: ModelConfig,
-        n_strategic: int,
-        n_tactical: int,
-        high_level_lookback: int,
-        low_level_lookback: int,
-    ) -> None:
+    def __init__(self, model: ModelConfig, shape: TraderShape) -> None:
         super().__init__()
         hidden = model.hidden_size
-        self.config = model
+        self.config, self.shape = model, shape
         self.H_cycles, self.L_cycles = model.H_cycles, model.L_cycles
         self.h_pool = model.h_pool
-        self.h_tokens = math.ceil(high_level_lookback / model.h_pool)
-        self.high_level_lookback, self.low_level_lookback = high_level_lookback, low_level_lookback
-        self.n_strategic, self.n_tactical = n_strategic, n_tactical
-        self.embed_H = nn.Linear(model.h_pool * n_strategic, hidden, bias=False)
-        self.embed_L = nn.Linear(n_tactical, hidden, bias=False)
+        self.h_tokens = math.ceil(shape.high_level_lookback / model.h_pool)
+        self.high_level_lookback, self.low_level_lookback = (
+            shape.high_level_lookback,
+            shape.low_level_lookback,
+        )
+        self.n_strategic, self.n_tactical = shape.n_strategic, shape.n_tactical
+        self.embed_H = nn.Linear(model.h_pool * shape.n_strategic, hidden, bias=False)
+        self.embed_L = nn.Linear(shape.n_tactical, hidden, bias=False)
         self.heads = TradingHeads(2 * hidden, hidden)
         self.register_buffer("H_init", nn.init.trunc_normal_(torch.empty(hidden), std=1.0, a=-2.0, b=2.0))
         self.register_buffer("L_init", nn.init.trunc_normal_(torch.empty(hidden), std=1.0, a=-2.0, b=2.0))
