@@ -32,6 +32,7 @@ class HRMSettings(dg.ConfigurableResource):
     path: str | None = None
     symbols: list[str] | None = None
     models: list[str] | None = None  # overrides evaluation.models (``hrm-trading evaluate --models``)
+    algorithm: str | None = None  # "supervised" (RL off) or an RL algorithm (``hrm-trading train --algo``)
     force: bool = False  # retrain and register even when this data, config and seed were done before
     progress: bool = False  # training progress bars on the terminal (the CLI turns them on)
 
@@ -43,7 +44,11 @@ class HRMSettings(dg.ConfigurableResource):
         if config_path and not Path(config_path).is_absolute():
             config_path = str(Path(self.project_dir) / config_path)
         evaluation = {"models": self.models} if self.models else {}
-        return load_config(config_path, data=data, evaluation=evaluation)
+        rl = {}
+        if self.algorithm:
+            supervised = self.algorithm == "supervised"
+            rl = {"enabled": not supervised} | ({} if supervised else {"algorithm": self.algorithm})
+        return load_config(config_path, data=data, evaluation=evaluation, rl=rl)
 
 
 class LakeWarehouse(DuckDBResource):

@@ -50,8 +50,8 @@ EXAMPLES = {
   hrm-trading evaluate --folds 0,2 --seeds 2 --models hrm,hrm_blind
   hrm-trading evaluate --models hrm,ppo,grpo,hybrid_grpo,hmtr,flat,gru   the seed's level table""",
     "train": """examples:
-  hrm-trading train                                  the supervised curriculum on the sample data
-  hrm-trading train --algo ppo                       then PPO fine-tuning on the simulator
+  hrm-trading train                                  the graph with the supervised curriculum alone
+  hrm-trading train --algo ppo                       then PPO fine-tuning on the simulator, registered
   hrm-trading train --algo hmtr --config my.yaml     the H-MTR master-worker agent""",
     "status": """examples:
   hrm-trading status                                 data version, symbols, runs, models, drift""",
@@ -134,13 +134,18 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="cells trained at once")
     _source_options(evaluate)
     train = _command(
-        commands, "train", "train one model on one fold without the graph; backtest it against baselines"
+        commands,
+        "train",
+        "run the whole graph with the algorithm chosen: the curriculum alone, or RL after it",
     )
     train.add_argument(
         "--algo",
         choices=["supervised", *RL_ALGORITHMS],
         default="supervised",
         help="the curriculum alone, or RL after it (default supervised)",
+    )
+    train.add_argument(
+        "--force", action="store_true", help="retrain and register even if nothing changed since a run"
     )
     _source_options(train)
     _command(commands, "status", "what HRM_HOME holds: data version, symbols, runs, models and drift")
@@ -213,12 +218,12 @@ def _home_and_threads(verbose: bool = False) -> Path:
     return home
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, algorithm: str | None = None) -> int:
     home = _home_and_threads(args.verbose)
     from pipelines.jobs import JOBS_BY_SIZE
 
     settings_args = _source_settings(
-        args, force=args.force, progress=sys.stderr.isatty()
+        args, force=args.force, progress=sys.stderr.isatty(), algorithm=algorithm
     )  # progress bars on a terminal; step lines only in logs and pipes
     config = _settings(settings_args).config()  # a bad config fails here, before any work
     from hrm_core.training.trainer import pick_device
@@ -426,32 +431,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    """The configured source in an in-memory warehouse, the curriculum on ``training.fold`` and,
-    with ``--algo``, RL after it; the model is saved under HRM_HOME/models/ and backtested on the
-    fold's test bars (to the end of the data) beside the rule baselines, net of costs."""
-    home = _home_and_threads(args.verbose)
-    from hrm_core.sim.backtest import backtest_models
-    from hrm_core.sim.report import metrics_table
-    from hrm_core.training.trainer import after_rl, fit, save_trained_model
-    from hrm_core.workflows.train import prepare_market_data
-
-    config = _settings(_source_settings(args)).config()
-    started = time.perf_counter()
-    data = prepare_market_data(config)
-    print(f"training {args.algo} on fold {config.training.fold} of {', '.join(data.symbols)}", flush=True)
-    model = fit(config, data).model
-    if args.algo != "supervised":
-        from hrm_core.rl.api import finetune
-
-        model, _ = finetune(model, data, config, args.algo)
-        model = after_rl(model, config, data).model
-    path = home / "models" / args.algo / "model.pt"
-    save_trained_model(path, model, config, data, config.training.fold)
-    result = backtest_models({args.algo: model}, data, config)
-    print(f"out of sample {result.period()}, net of costs (equal-weight portfolio):")
-    print(metrics_table(result.summary()).to_string())
-    print(f"model: {path} ({time.perf_counter() - started:.0f} s)")
-    return 0
+    """``run`` with the algorithm chosen: the whole graph on the configured source, the curriculum
+    and, with ``--algo``, RL after it (``rl.enabled``, ``rl.algorithm``); the model is registered,
+    backtested beside the baselines and judged for promotion like any candidate."""
+    args.job, args.force = "full", getattr(args, "force", False)
+    return _run(args, algorithm=args.algo)
 
 
 def _check_profile_services() -> None:

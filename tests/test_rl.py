@@ -2,6 +2,8 @@
 identical and a stopped run resumes exactly, GRPO's advantages are relative within each group, the
 rewards compute what they document, and the fine-tuned model serves the policy RL trained."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -202,14 +204,23 @@ def test_rl_models_are_cells_of_the_evaluation_harness(momentum):
 
 
 @pytest.mark.slow
-def test_train_command_trains_one_model_and_backtests_it_beside_baselines(project, capsys):
+def test_train_command_runs_the_graph_with_rl_and_registers_its_model(project, capsys):
+    """``hrm-trading train --algo grpo`` is the pipeline with GRPO after the curriculum: the stage
+    runs in Dagster, its model is the registered candidate, backtested beside the baselines."""
     from pipelines.cli import main
     from tests.test_mlops import tiny_config
 
     config = tiny_config(project, rl={"updates": 2, "n_envs": 4, "rollout_bars": 8, "group_size": 2})
     assert main(["train", "--algo", "grpo", "--config", config]) == 0
     out = capsys.readouterr().out
-    assert "training grpo on fold 0 of NASDAQ, SP500" in out
-    assert "\ngrpo " in out and "buy_and_hold" in out and "net of costs" in out
-    saved = project.parent / "hrm_home" / "models" / "grpo" / "model.pt"
-    assert saved.exists()
+    assert "rl_finetune: 2 steps" in out and "registered hrm-trader version 1" in out
+    assert "buy_and_hold" in out and "net of costs" in out
+    summary = json.loads((project.parent / "hrm_home" / "reports" / "latest" / "summary.json").read_text())
+    stage = summary["stages"]["rl_finetune"]
+    assert stage["stage"] == "rl_grpo" and summary["registered_model"]["version"] == "1"
+    assert list(summary["stages"]) == [
+        "hrm_stage_1_basic",
+        "hrm_stage_2_advanced",
+        "hrm_stage_3_full",
+        "rl_finetune",
+    ]
