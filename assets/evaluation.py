@@ -56,7 +56,8 @@ def evaluation_cell(
     """Every configured model (``evaluation.models``) trained on this fold with this seed, and the
     rule baselines, on the fold's own test block; the rows go to a JSON file per cell."""
     torch.set_num_threads(1)  # cells run side by side
-    keys = context.partition_key.keys_by_dimension
+    # a launched run carries the key as its string ("fold|seed"): parse it back into dimensions
+    keys = evaluation_partitions.get_partition_key_from_str(context.partition_key).keys_by_dimension
     fold, seed = int(keys["fold"]), int(keys["seed"])
     config = settings.config()
     with warehouse.get_connection() as con:

@@ -356,10 +356,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     """Through the code location: the data job, then one ``evaluation_cell_job`` run per fold ×
-    seed partition (``--workers`` at once, each in its own process), then the report."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
-
+    seed partition launched through the Dagster instance (``--workers`` queued at a time, each in
+    its own process, or pod), then the report."""
     home = _home_and_threads(args.verbose)
     from assets.evaluation import fold_partitions, seed_partitions
     from hrm_core.workflows.evaluation import MODELS
@@ -399,20 +397,28 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"{len(cells) * len(models)} trainings, {args.workers} cells at once",
             flush=True,
         )
-        failed = []
-        threads = max(1, (os.cpu_count() or 1) // args.workers)
-        if args.workers <= 1:
-            outcomes = ((cell, _run_cell(settings_args, cell, threads)) for cell in cells)
-        else:
-            pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"))
-            futures = {pool.submit(_run_cell, settings_args, cell, threads): cell for cell in cells}
-            outcomes = ((futures[future], future.result()) for future in as_completed(futures))
-        for done, ((fold, seed), ok) in enumerate(outcomes, 1):
-            print(f"[{done}/{len(cells)}] fold {fold} seed {seed}: {'done' if ok else 'FAILED'}", flush=True)
+        from pipelines.launch import run_partitions
+
+        finished, failed = [], []
+
+        def cell_done(cell: dict, run) -> None:
+            finished.append(cell)
+            ok = run.status.value == "SUCCESS"
+            progress = f"[{len(finished)}/{len(cells)}] fold {cell['fold']} seed {cell['seed']}"
+            print(f"{progress}: {'done' if ok else 'FAILED'}", flush=True)
             if not ok:
-                failed.append((fold, seed))
-        if args.workers > 1:
-            pool.shutdown()
+                failed.append((int(cell["fold"]), int(cell["seed"])))
+
+        run_partitions(
+            instance,
+            home,
+            "evaluation_cell_job",
+            [{"fold": str(f), "seed": str(s)} for f, s in cells],
+            {"resources": {"settings": {"config": {**settings_args, "project_dir": os.getcwd()}}}},
+            _run_tags(),
+            args.workers,
+            cell_done,
+        )
         if failed:
             print(
                 f"error: cells {failed} failed; see their runs in the Dagster UI (make ui)", file=sys.stderr
@@ -581,7 +587,7 @@ def _execute_job(defs, settings_args: dict, job_name: str, config, instance) -> 
     ingest_run_ids: list[str] = []
     tags = {**partition_range_tags(symbols), **_run_tags()}
     if isinstance(defs.resources["warehouse"], LakeWarehouse) and any(k.path == ["raw_ohlcv"] for k in keys):
-        ingest_run_ids = _ingest_in_parallel(settings_args, symbols, defs.resources["warehouse"])
+        ingest_run_ids = _ingest_in_parallel(settings_args, symbols, defs.resources["warehouse"], instance)
         keys = [k for k in keys if k.path != ["raw_ohlcv"]]
         tags = _run_tags()
     result = job.execute_in_process(
@@ -594,58 +600,40 @@ def _execute_job(defs, settings_args: dict, job_name: str, config, instance) -> 
     return result, ingest_run_ids
 
 
-def _ingest_in_parallel(settings_args: dict, symbols: list[str], warehouse) -> list[str]:
-    """One ``raw_ohlcv`` run per symbol, as many at once as there are cores; return their run ids.
-    When one fails, every ingest run's lake commits are reverted and the failure is raised."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
+def _ingest_in_parallel(settings_args: dict, symbols: list[str], warehouse, instance) -> list[str]:
+    """One ``raw_ohlcv`` run per symbol launched through the Dagster instance, as many at once as
+    there are cores (the instance's queue may allow fewer); return their run ids. When one fails,
+    every ingest run's lake commits are reverted and the failure is raised."""
+    from hrm_core.core.config import hrm_home
     from pipelines.home import revert_lake_runs
+    from pipelines.launch import run_partitions
 
     workers = max(1, min(len(symbols), os.cpu_count() or 1))
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        outcomes = list(
-            pool.map(_run_partition, [settings_args] * len(symbols), ["data_job"] * len(symbols), symbols,
-                     [1] * len(symbols), [["raw_ohlcv"]] * len(symbols))
-        )  # fmt: skip
-    run_ids = [run_id for _, run_id, _ in outcomes]
-    failed = [(symbol, message) for symbol, (ok, _, message) in zip(symbols, outcomes, strict=True) if not ok]
+    failed: list[str] = []
+
+    def symbol_done(symbol: str, run) -> None:
+        if run.status.value != "SUCCESS":
+            failed.append(symbol)
+
+    runs = run_partitions(
+        instance,
+        hrm_home(),
+        "data_job",
+        symbols,
+        {"resources": {"settings": {"config": {**settings_args, "project_dir": os.getcwd()}}}},
+        _run_tags(),
+        workers,
+        symbol_done,
+        assets=["raw_ohlcv"],
+    )
+    run_ids = [run.run_id for run in runs]
     if failed:
         revert_lake_runs(warehouse, run_ids)
-        raise HRMError(f"ingest of {failed[0][0]} (raw_ohlcv[{failed[0][0]}]) failed: {failed[0][1]}")
+        raise HRMError(
+            f"ingest of {failed[0]} (raw_ohlcv[{failed[0]}]) failed; see its run in the Dagster UI"
+        )
     print(f"ingested {len(symbols)} symbol(s) in parallel runs, {workers} at once", flush=True)
     return run_ids
-
-
-def _run_cell(settings_args: dict, cell: tuple[int, int], threads: int) -> bool:
-    """One ``evaluation_cell_job`` run for the fold × seed ``cell``."""
-    fold, seed = cell
-    return _run_partition(
-        settings_args, "evaluation_cell_job", {"fold": str(fold), "seed": str(seed)}, threads
-    )[0]
-
-
-def _run_partition(
-    settings_args: dict, job_name: str, partition: str | dict, threads: int, assets: list[str] | None = None
-) -> tuple[bool, str, str]:
-    """One run of ``job_name`` (in a worker process) for ``partition`` (a key, or a dict for a
-    multi-partition key), optionally only ``assets``; returns success, run id and failure message."""
-    import dagster as dg
-    import torch
-
-    torch.set_num_threads(threads)
-    key = dg.MultiPartitionKey(partition) if isinstance(partition, dict) else partition
-    with _open_instance() as instance:
-        job = _definitions(settings_args).resolve_job_def(job_name)
-        result = job.execute_in_process(
-            instance=instance,
-            partition_key=key,
-            asset_selection=[dg.AssetKey(a) for a in assets] if assets else None,
-            raise_on_error=False,
-            tags=_run_tags(),
-            run_config=CLI_RUN_CONFIG,
-        )
-        return result.success, result.run_id, "" if result.success else failure_message(result)
 
 
 def _integers(text: str, option: str) -> list[int]:

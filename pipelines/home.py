@@ -36,7 +36,9 @@ PID_TAG, HOST_TAG = "hrm/pid", "hrm/host"
 
 
 def prepare_home() -> Path:
-    """Create ``HRM_HOME`` and its Dagster instance folder with a pool limit of 1 for DuckDB."""
+    """Create ``HRM_HOME`` and its Dagster instance folder: a pool limit of 1 for DuckDB, and at
+    most as many queued runs at once as the machine has cores (runs launched through the instance,
+    e.g. ``evaluate``'s cells; edit ``dagster.yaml`` to change it)."""
     home = hrm_home()
     dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(home / "dagster")))
     dagster_home.mkdir(parents=True, exist_ok=True)
@@ -45,7 +47,15 @@ def prepare_home() -> Path:
     if not instance_yaml.exists():
         tmp = instance_yaml.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(
-            yaml.safe_dump({"telemetry": {"enabled": False}, "concurrency": {"pools": {"default_limit": 1}}})
+            yaml.safe_dump(
+                {
+                    "telemetry": {"enabled": False},
+                    "concurrency": {
+                        "pools": {"default_limit": 1},
+                        "runs": {"max_concurrent_runs": os.cpu_count() or 1},
+                    },
+                }
+            )
         )
         os.replace(tmp, instance_yaml)
     return home

@@ -117,7 +117,15 @@ def test_evaluate_runs_fold_by_seed_cells_through_dagster_and_writes_the_report(
     assert (home / "reports" / "evaluation" / "latest" / "evaluation.html").stat().st_size > 1000
     with dg.DagsterInstance.get() as instance:
         materialised = instance.get_materialized_partitions(dg.AssetKey("evaluation_cell"))
+        runs = instance.get_runs(dg.RunsFilter(job_name="evaluation_cell_job"))
+        queued = [  # launched through the instance's queue and run launcher, not in this process
+            any(e.dagster_event_type == dg.DagsterEventType.RUN_ENQUEUED for e in instance.all_logs(r.run_id))
+            for r in runs
+        ]
     assert {str(k) for k in materialised} == {"1|42", "1|43"}
+    assert sorted(r.tags["dagster/partition"] for r in runs) == ["1|42", "1|43"] and all(queued)
+    assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
     out = capsys.readouterr().out
     assert "[2/2] fold 1 seed" in out and "hrm - flat" in out
-    assert main([*argv, "--folds", "7", "--config", "configs/quick.yaml"]) == 2
+    assert main([*argv, "--folds", "7", "--config", "configs/hrm_smoke.yaml"]) == 2
+    assert "fold 7 does not exist" in capsys.readouterr().err
