@@ -18,13 +18,13 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from hrm_core.core.config import DEFAULT_CONFIG
 from hrm_core.core.errors import HRMError
 from hrm_core.core.vocabulary import RL_ALGORITHMS
+from pipelines import runner
+from pipelines.home import run_tags
 from pipelines.summary import failure_message, format_evaluation, format_summary, write_run_summary
 
 JOB_ALIASES = {"data": "data_job", "train": "train_job", "full": "full_job"}
@@ -225,18 +225,18 @@ def _run(args: argparse.Namespace, algorithm: str | None = None) -> int:
     settings_args = _source_settings(
         args, force=args.force, progress=sys.stderr.isatty(), algorithm=algorithm
     )  # progress bars on a terminal; step lines only in logs and pipes
-    config = _settings(settings_args).config()  # a bad config fails here, before any work
+    config = runner.settings_for(settings_args).config()  # a bad config fails here, before any work
     from hrm_core.training.trainer import pick_device
 
     pick_device(config.training.device)  # so does a device this machine lacks
     _check_profile_services()  # and a production service that does not answer
-    defs = _definitions(settings_args, args.verbose)
+    defs = runner.definitions_for(settings_args, args.verbose)
     defined = {job.name for job in defs.jobs}
     job_name = JOB_ALIASES[args.job] if args.job else next(j for j in JOBS_BY_SIZE if j in defined)
     if job_name not in defined:
         raise HRMError(f"job '{args.job}' is not defined yet (defined: {', '.join(sorted(defined))})")
-    with _open_instance() as instance, _guarded(home, "run", defs, instance) as transaction:
-        result, ingest_run_ids = _execute_job(defs, settings_args, job_name, config, instance)
+    with runner.open_instance() as instance, runner.guarded(home, "run", defs, instance) as transaction:
+        result, ingest_run_ids = runner.execute_job(defs, settings_args, job_name, config, instance)
         if result.success:
             transaction.commit()
         else:
@@ -262,19 +262,6 @@ def _run(args: argparse.Namespace, algorithm: str | None = None) -> int:
         print("the warehouse and the raw data are as they were before this run", file=sys.stderr)
         return 1
     return 0
-
-
-@contextmanager
-def _guarded(home: Path, command: str, defs, instance) -> Iterator:
-    """Hold the home's run lock, clean up after dead runs, and make the block one transaction
-    (yields it: ``commit()`` keeps the block's writes)."""
-    from pipelines.home import RunTransaction, exclusive_home, recover_home
-
-    with exclusive_home(home, command):
-        for note in recover_home(home, instance, defs.resources["tracking"], defs.resources["warehouse"]):
-            print(note, file=sys.stderr)
-        with RunTransaction(home) as transaction:
-            yield transaction
 
 
 def _inference_threads() -> None:
@@ -304,7 +291,7 @@ def _predict(args: argparse.Namespace) -> int:
         from pipelines.serving import predict
 
         resources = resources_for_profile()
-        settings = _settings({"config_path": config_path})
+        settings = runner.settings_for({"config_path": config_path})
         rows = predict(resources["tracking"], resources["warehouse"], settings, args.model_alias, args.symbol)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -340,7 +327,7 @@ def _serve(args: argparse.Namespace) -> int:
     log = logging.getLogger("hrm_trading.serve")
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    settings = _settings({"config_path": args.config or DEFAULT_CONFIG})
+    settings = runner.settings_for({"config_path": args.config or DEFAULT_CONFIG})
     resources = resources_for_profile()
     serve(
         resources["tracking"],
@@ -372,7 +359,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"--workers: {args.workers} is not a number of processes; give at least 1, e.g. --workers 2"
         )
     settings_args = _source_settings(args, models=models)
-    config = _settings(settings_args).config()
+    config = runner.settings_for(settings_args).config()
     n_folds = config.splits.n_folds
     folds = list(range(n_folds)) if args.folds == "all" else _integers(args.folds, "--folds")
     bad = [f for f in folds if not 0 <= f < n_folds]
@@ -382,9 +369,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not seeds:
         raise HRMError("--seeds: give at least 1, e.g. --seeds 3")
     started = time.perf_counter()
-    defs = _definitions(settings_args, args.verbose)
-    with _open_instance() as instance, _guarded(home, "evaluate", defs, instance) as transaction:
-        data, _ = _execute_job(defs, settings_args, "data_job", config, instance)
+    defs = runner.definitions_for(settings_args, args.verbose)
+    with runner.open_instance() as instance, runner.guarded(home, "evaluate", defs, instance) as transaction:
+        data, _ = runner.execute_job(defs, settings_args, "data_job", config, instance)
         if not data.success:
             print(f"error: data_job failed: {failure_message(data)}", file=sys.stderr)
             return 1
@@ -415,7 +402,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             "evaluation_cell_job",
             [{"fold": str(f), "seed": str(s)} for f, s in cells],
             {"resources": {"settings": {"config": {**settings_args, "project_dir": os.getcwd()}}}},
-            _run_tags(),
+            run_tags(),
             args.workers,
             cell_done,
         )
@@ -425,7 +412,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             )
             return 1
         result = defs.resolve_job_def("evaluation_report_job").execute_in_process(
-            instance=instance, raise_on_error=False, tags=_run_tags(), run_config=CLI_RUN_CONFIG
+            instance=instance, raise_on_error=False, tags=run_tags(), run_config=runner.CLI_RUN_CONFIG
         )
     if not result.success:
         print(f"error: evaluation_report failed: {failure_message(result)}", file=sys.stderr)
@@ -481,7 +468,7 @@ def _status(args: argparse.Namespace) -> int:
     from pipelines.status import home_status
 
     home, resources = prepare_home(), resources_for_profile()
-    with _open_instance() as instance, exclusive_home(home, "status", wait=False) as free:
+    with runner.open_instance() as instance, exclusive_home(home, "status", wait=False) as free:
         if free:  # never show a killed run's half-written state
             for note in recover_home(home, instance, resources["tracking"], resources["warehouse"]):
                 print(note)
@@ -513,127 +500,6 @@ def _source_settings(args: argparse.Namespace, **extra) -> dict:
         "symbols": args.symbols,
         **extra,
     }
-
-
-def _settings(settings_args: dict):
-    from assets.resources import HRMSettings
-
-    return HRMSettings(**settings_args)
-
-
-def _definitions(settings_args: dict, verbose: bool = False):
-    from hrm_core.core.config import hrm_home
-    from pipelines.definitions import build_definitions
-    from pipelines.progress import cli_logger, log_file
-    from pipelines.resources import resources_for_profile
-
-    return build_definitions(
-        {**resources_for_profile(), "settings": _settings(settings_args)},
-        loggers={"console": cli_logger(log_file(hrm_home()), verbose)},
-    )
-
-
-def _open_instance():
-    """The instance the UI reads, for use as a context manager around everything a command does
-    with it: Dagster binds its definitions-state storage to an instance only while the instance is
-    entered, and an unentered or discarded one left that binding dangling ("Attempted to resolve
-    undefined DagsterInstance weakref"). Opening is serialised by a lock in DAGSTER_HOME: two
-    commands on a fresh home would otherwise both create its sqlite tables, and one fails."""
-    import fcntl
-
-    import dagster as dg
-
-    folder = os.environ.get("DAGSTER_HOME")
-    if not folder:
-        return dg.DagsterInstance.get()
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    with open(Path(folder) / ".open.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        return dg.DagsterInstance.get()
-
-
-CLI_RUN_CONFIG = {"loggers": {"console": {}}}
-"""Dagster uses a job's loggers only when the run config names them; this names the CLI's."""
-
-
-def _run_tags() -> dict[str, str]:
-    from pipelines.home import run_tags
-
-    return run_tags()
-
-
-def _execute_job(defs, settings_args: dict, job_name: str, config, instance) -> tuple:
-    """Discover the source's symbols, make them the symbol partitions, and run ``job_name`` over all
-    of them on the instance the UI reads; return the run's result and the ids of the ingest runs.
-
-    Under the production profile the symbols are ingested first, one ``raw_ohlcv`` run per symbol
-    and several at once (as the cluster runs one pod per partition), all writing the lake in
-    parallel; the job then runs without ``raw_ohlcv``.
-    """
-    from assets.resources import LakeWarehouse
-    from hrm_core.core.config import hrm_home
-    from pipelines.jobs import discover_symbols, partition_range_tags, sync_symbol_partitions
-
-    s3_client = defs.resources["s3"].get_client() if (config.data.path or "").startswith("s3://") else None
-    symbols = discover_symbols(config.data, s3_client)
-    sync_symbol_partitions(instance, symbols)
-    print(
-        f"running {job_name} on {len(symbols)} symbol(s) from '{config.data.source}': "
-        f"{', '.join(symbols[:8])}{' …' if len(symbols) > 8 else ''} (HRM_HOME={hrm_home()})",
-        flush=True,
-    )
-    job = defs.resolve_job_def(job_name)
-    keys = sorted(job.asset_layer.selected_asset_keys)
-    ingest_run_ids: list[str] = []
-    tags = {**partition_range_tags(symbols), **_run_tags()}
-    if isinstance(defs.resources["warehouse"], LakeWarehouse) and any(k.path == ["raw_ohlcv"] for k in keys):
-        ingest_run_ids = _ingest_in_parallel(settings_args, symbols, defs.resources["warehouse"], instance)
-        keys = [k for k in keys if k.path != ["raw_ohlcv"]]
-        tags = _run_tags()
-    result = job.execute_in_process(
-        instance=instance,
-        asset_selection=keys if ingest_run_ids else None,
-        tags=tags,
-        run_config=CLI_RUN_CONFIG,
-        raise_on_error=False,
-    )
-    return result, ingest_run_ids
-
-
-def _ingest_in_parallel(settings_args: dict, symbols: list[str], warehouse, instance) -> list[str]:
-    """One ``raw_ohlcv`` run per symbol launched through the Dagster instance, as many at once as
-    there are cores (the instance's queue may allow fewer); return their run ids. When one fails,
-    every ingest run's lake commits are reverted and the failure is raised."""
-    from hrm_core.core.config import hrm_home
-    from pipelines.home import revert_lake_runs
-    from pipelines.launch import run_partitions
-
-    workers = max(1, min(len(symbols), os.cpu_count() or 1))
-    failed: list[str] = []
-
-    def symbol_done(symbol: str, run) -> None:
-        if run.status.value != "SUCCESS":
-            failed.append(symbol)
-
-    runs = run_partitions(
-        instance,
-        hrm_home(),
-        "data_job",
-        symbols,
-        {"resources": {"settings": {"config": {**settings_args, "project_dir": os.getcwd()}}}},
-        _run_tags(),
-        workers,
-        symbol_done,
-        assets=["raw_ohlcv"],
-    )
-    run_ids = [run.run_id for run in runs]
-    if failed:
-        revert_lake_runs(warehouse, run_ids)
-        raise HRMError(
-            f"ingest of {failed[0]} (raw_ohlcv[{failed[0]}]) failed; see its run in the Dagster UI"
-        )
-    print(f"ingested {len(symbols)} symbol(s) in parallel runs, {workers} at once", flush=True)
-    return run_ids
 
 
 def _integers(text: str, option: str) -> list[int]:
