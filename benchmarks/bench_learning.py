@@ -22,16 +22,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
 import numpy as np
 import torch
-from scipy import stats
 
 from hrm_core.core.config import HRMConfig, load_config
+from hrm_core.core.stats import t_interval
 from hrm_core.dataset.scenarios import multi_timescale_market, planted_regime_market
 from hrm_core.sim.backtest import baseline_config
 from hrm_core.training.evaluate import annualised_sharpe, rollout
@@ -86,12 +85,8 @@ def paired(rows: list[dict], model: str, rival: str) -> dict[str, float]:
     t-interval (seeds are the independent units here: one market, one test part)."""
     by_seed = {(r["model"], r["seed"]): r["sharpe"] for r in rows if r["market"] == "multi_timescale"}
     seeds = sorted(s for m, s in by_seed if m == model and (rival, s) in by_seed)
-    diff = np.array([by_seed[(model, s)] - by_seed[(rival, s)] for s in seeds])
-    mean = float(diff.mean()) if len(diff) else math.nan
-    if len(diff) < 2:
-        return {"mean": mean, "ci_low": math.nan, "ci_high": math.nan}
-    half = float(stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / math.sqrt(len(diff)))
-    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half}
+    mean, low, high = t_interval([by_seed[(model, s)] - by_seed[(rival, s)] for s in seeds])
+    return {"mean": mean, "ci_low": low, "ci_high": high}
 
 
 def main() -> None:

@@ -3,6 +3,7 @@ gate) and simulation (reports, DSR): one definition of each.
 
 - ``sharpe_standard_error``: Lo (2002), the standard error of a per-period Sharpe ratio SR
   estimated from n i.i.d. returns, sqrt((1 + SR²/2) / n).
+- ``t_interval``: the mean of independent units (folds, seeds) and its 95 % Student-t interval.
 - ``expected_max_sharpe``: the Sharpe expected from the best of N skill-less trials (Bailey and
   López de Prado 2014), sqrt(V[SR_trials])·((1−γ)·Φ⁻¹(1−1/N) + γ·Φ⁻¹(1−1/(N·e))), γ = 0.5772…;
   it uses the trials' own dispersion, so highly correlated trials (checkpoints of one run) deflate
@@ -23,6 +24,17 @@ EULER_GAMMA = 0.5772156649015329
 def sharpe_standard_error(sharpe: float, n: int) -> float:
     """Lo's (2002) standard error of a per-period Sharpe ratio over ``n`` returns."""
     return math.sqrt((1 + sharpe**2 / 2) / n) if n > 0 else math.inf
+
+
+def t_interval(units: Sequence[float] | np.ndarray) -> tuple[float, float, float]:
+    """(mean, low, high): the 95 % Student-t interval of the mean of independent ``units``; no
+    interval (NaN bounds) from fewer than two."""
+    values = np.asarray(units, dtype=float)
+    mean = float(values.mean()) if values.size else math.nan
+    if values.size < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size))
+    return mean, mean - half, mean + half
 
 
 def expected_max_sharpe(trials_sharpe: Sequence[float]) -> float:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,9 +37,9 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from hrm_core.core.config import HRMConfig
+from hrm_core.core.stats import t_interval
 from hrm_core.core.vocabulary import RL_ALGORITHMS
 from hrm_core.dataset.market import MarketData, load_market_data
 from hrm_core.model.trader import TraderBase
@@ -185,11 +184,8 @@ def fold_clustered_interval(diff: pd.Series) -> dict[str, float]:
     """Mean and 95 % interval of paired differences indexed by (fold, seed): one mean per fold,
     then Student's t over the fold means (F − 1 degrees of freedom); no interval from one fold."""
     per_fold = diff.groupby(level="fold").mean().to_numpy()
-    folds, mean = len(per_fold), float(per_fold.mean())
-    if folds < 2:
-        return {"mean": mean, "ci_low": math.nan, "ci_high": math.nan, "folds": folds, "pairs": len(diff)}
-    half = float(stats.t.ppf(0.975, folds - 1) * per_fold.std(ddof=1) / math.sqrt(folds))
-    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "folds": folds, "pairs": len(diff)}
+    mean, low, high = t_interval(per_fold)
+    return {"mean": mean, "ci_low": low, "ci_high": high, "folds": len(per_fold), "pairs": len(diff)}
 
 
 def spa_test(frame: pd.DataFrame, seed: int = 0) -> dict[str, Any] | None:
