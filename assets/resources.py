@@ -1,5 +1,6 @@
 """The resources assets ask for. Their wiring per deployment lives in ``pipelines.resources``."""
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +12,8 @@ from dagster_duckdb import DuckDBResource
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.tracking._model_registry import utils as registry_state
+from mlflow.tracking._tracking_service import utils as tracking_state
 from pydantic import PrivateAttr
 
 from hrm_core.core.config import DEFAULT_CONFIG, HRMConfig, load_config
@@ -135,7 +138,11 @@ class MlflowResource(dg.ConfigurableResource):
         pointed at this server, registry and experiment for the block — MLflow 3 logs a model into
         the *active* experiment — and the tracking and registry URIs put back after it. Yields the
         experiment id."""
-        previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+        # MLflow keeps the URIs in module state and mirrors them into the environment (for its
+        # subprocesses); both are put back as they were, unset included, so that a client made
+        # later from the environment is not pointed at this block's store.
+        environment = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+        previous = tracking_state._tracking_uri, registry_state._registry_uri
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         try:
@@ -145,6 +152,11 @@ class MlflowResource(dg.ConfigurableResource):
         finally:
             mlflow.set_tracking_uri(previous[0])
             mlflow.set_registry_uri(previous[1])
+            for name, value in environment.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
     def parent_run_id(self, dagster_run_id: str) -> str:
         """The one MLflow run of a Dagster run, under which its training stages nest."""

@@ -3,6 +3,7 @@ the environment; a missing variable or an unknown profile is a clear error."""
 
 import itertools
 import json
+import os
 
 import dagster as dg
 import pytest
@@ -115,3 +116,21 @@ def test_the_training_assets_follow_the_configured_curriculum(project, names):
     assert dg.AssetKey(stages[-1]) in graph.get(dg.AssetKey("rl_finetune")).parent_keys
     checks = {check.asset_key for check in graph.asset_check_keys if check.name == "checkpoint_loads"}
     assert checks == {dg.AssetKey(stages[-1])}
+
+
+def test_mlflow_is_pointed_back_where_it_was_after_an_active_block(tmp_path, monkeypatch):
+    """``tracking.active()`` must not leave MLflow (module state or environment) pointed at its
+    store: a client made later from the environment would register into the wrong registry."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from assets.resources import MlflowResource
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    tracking = MlflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with tracking.active() as experiment_id:
+        assert mlflow.get_registry_uri() == tracking.tracking_uri and experiment_id
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://mlflow.example:5000"
+    assert "MLFLOW_REGISTRY_URI" not in os.environ
+    assert MlflowClient("http://mlflow.example:5000")._registry_uri == "http://mlflow.example:5000"
