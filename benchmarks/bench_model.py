@@ -102,9 +102,10 @@ def decision_latency(
         row = torch.tensor([t])
         inputs = sampler.windows(row)
         start = time.perf_counter()
-        decision = agent.decide(inputs, sampler.cap[row], held)
+        decision = agent.decide(inputs, sampler.cap[row], held, sampler.benchmark[row])
         times.append(time.perf_counter() - start)
         used.append(int(decision.segments))
+        held = decision.position  # the account holds what the agent decided, as when serving
     ms = np.array(times[10:]) * 1000  # the first bars warm up the allocator
     return {
         "model": "flat" if flat else "hrm",
