@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -20,6 +21,36 @@ os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 # Hypothesis writes its example database and caches to .hypothesis/ in the working directory,
 # which is the checkout under `make test`: point it at a temporary folder instead
 os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", tempfile.mkdtemp(prefix="hrm-hypothesis-"))
+
+
+CHECKOUT_BEFORE = pytest.StashKey[set[str]]()
+
+
+def _checkout_changes() -> set[str]:
+    """``git status`` of the checkout (empty outside a git checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+    except OSError:
+        return set()
+    return set(out.stdout.splitlines()) if out.returncode == 0 else set()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[CHECKOUT_BEFORE] = _checkout_changes()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """State belongs in HRM_HOME and temporary folders: a test run that changed the checkout (an
+    ``mlflow.db``, an ``mlruns/`` written to the working directory) fails, naming what it wrote."""
+    written = sorted(_checkout_changes() - session.config.stash.get(CHECKOUT_BEFORE, set()))
+    if written:
+        print(f"\nthe tests changed the checkout: {written}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
