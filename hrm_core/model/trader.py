@@ -60,16 +60,27 @@ class TraderBase(nn.Module, ABC):
         self.H_cycles, self.L_cycles = model.H_cycles, model.L_cycles
         self.h_pool = model.h_pool
         self.h_tokens = math.ceil(shape.high_level_lookback / model.h_pool)
-        self.high_level_lookback, self.low_level_lookback = (
-            shape.high_level_lookback,
-            shape.low_level_lookback,
-        )
-        self.n_strategic, self.n_tactical = shape.n_strategic, shape.n_tactical
         self.embed_H = nn.Linear(model.h_pool * shape.n_strategic, hidden, bias=False)
         self.embed_L = nn.Linear(shape.n_tactical, hidden, bias=False)
         self.heads = TradingHeads(2 * hidden, hidden)
         self.register_buffer("H_init", nn.init.trunc_normal_(torch.empty(hidden), std=1.0, a=-2.0, b=2.0))
         self.register_buffer("L_init", nn.init.trunc_normal_(torch.empty(hidden), std=1.0, a=-2.0, b=2.0))
+
+    @property
+    def n_strategic(self) -> int:
+        return self.shape.n_strategic
+
+    @property
+    def n_tactical(self) -> int:
+        return self.shape.n_tactical
+
+    @property
+    def high_level_lookback(self) -> int:
+        return self.shape.high_level_lookback
+
+    @property
+    def low_level_lookback(self) -> int:
+        return self.shape.low_level_lookback
 
     @property
     def recurrent(self) -> bool:
