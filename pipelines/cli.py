@@ -44,7 +44,8 @@ EXAMPLES = {
   curl localhost:8080/decisions/latest?symbol=SP500  what predict --json prints, over HTTP""",
     "predict": """examples:
   hrm-trading predict                                production model, every symbol's latest bar
-  hrm-trading predict --model-alias staging --json   the latest candidate, as JSON""",
+  hrm-trading predict --model-alias staging --json   the latest candidate, as JSON
+  hrm-trading predict --position 0.8                 the decisions when 80% of equity is held long""",
     "evaluate": """examples:
   hrm-trading evaluate                               hrm, flat and gru on every fold, evaluation.seeds seeds
   hrm-trading evaluate --folds 0,2 --seeds 2 --models hrm,hrm_blind
@@ -59,6 +60,15 @@ EXAMPLES = {
   hrm-trading stack up                               Postgres, S3, MLflow server, Dagster daemon + UI
   eval "$(hrm-trading stack env)"; hrm-trading run   the whole graph against them (HRM_PROFILE=production)
   hrm-trading stack down                             stop them (their data stays in HRM_HOME/stack)""",
+    "paper": """examples:
+  hrm-trading paper                                  paper-trade the sample's last year (replayed)
+  hrm-trading paper --ticks 20                       only the next 20 bars of the replay
+  hrm-trading paper --source csv --path live/ --follow --every 60
+                                                     trade each new bar of live/ as it arrives
+  hrm-trading paper --model-alias staging --account staging   a second account, another alias""",
+    "orders": """examples:
+  hrm-trading orders                                 the paper account's orders for the next open
+  hrm-trading orders --json                          the same, as a JSON list for a broker""",
     "data": """examples:
   hrm-trading data restore --model-version 3         the raw data version 3 was trained on
   hrm-trading data restore --model-version 3 --to old/   into another folder""",
@@ -100,7 +110,12 @@ def _parser() -> argparse.ArgumentParser:
     predict = _command(commands, "predict", "the registered model's decision for each symbol's latest bar")
     predict.add_argument("--symbol", action="append", help="only this symbol (repeatable)")
     predict.add_argument("--model-alias", default="production", help="registry alias (default production)")
-    predict.add_argument("--config", default=None, help=f"YAML preset (default {DEFAULT_CONFIG})")
+    predict.add_argument(
+        "--position",
+        type=float,
+        default=0.0,
+        help="the exposure held now, a fraction of equity (+ long, − short; default 0)",
+    )
     predict.add_argument("--json", action="store_true", help="print JSON for machines")
     serve = _command(
         commands,
@@ -148,6 +163,35 @@ def _parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="retrain and register even if nothing changed since a run"
     )
     _source_options(train)
+    paper = _command(
+        commands, "paper", "paper-trade the version an alias holds, bar by bar, through the backtest's engine"
+    )
+    paper.add_argument(
+        "--source",
+        choices=["replay", "csv", "parquet", "s3", "yfinance"],
+        default="replay",
+        help="replay recorded bars (default), or read a live source for new bars",
+    )
+    paper.add_argument(
+        "--path", help="replay: a file or folder of bars (default: the warehouse's); csv/parquet/s3"
+    )
+    paper.add_argument("--model-alias", default="production", help="registry alias (default production)")
+    paper.add_argument("--account", default="main", help="paper account name (default main)")
+    paper.add_argument(
+        "--start", help="a new account trades from this date (replay default: a year before the end)"
+    )
+    paper.add_argument("--ticks", type=int, help="trade at most this many bars now")
+    paper.add_argument("--follow", action="store_true", help="keep polling the source for new bars")
+    paper.add_argument(
+        "--every", type=float, default=60.0, help="--follow: seconds between polls (default 60)"
+    )
+    paper.add_argument("--config", default=None, help=f"YAML preset (default {DEFAULT_CONFIG})")
+    orders = _command(commands, "orders", "the paper account's orders for the next bar's open")
+    orders.add_argument(
+        "--model-alias", default=None, help="decide with this alias's version (default: the ledger's)"
+    )
+    orders.add_argument("--account", default="main", help="paper account name (default main)")
+    orders.add_argument("--json", action="store_true", help="print a JSON list of orders")
     _command(commands, "status", "what HRM_HOME holds: data version, symbols, runs, models and drift")
     data = _command(commands, "data", "the versioned raw data")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -182,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         "train": _train,
         "status": _status,
         "data": _data,
+        "paper": _paper,
+        "orders": _orders,
         "stack": _stack,
     }
     if args.command not in commands:
@@ -277,12 +323,11 @@ def _predict(args: argparse.Namespace) -> int:
     """From the served cache when the local registry has not changed since it was last read (no
     Dagster, MLflow or torch to import: about a second), else through the registry."""
     _inference_threads()
-    config_path = args.config or DEFAULT_CONFIG
     rows = None
     if os.environ.get("HRM_PROFILE", "local") == "local":
         from pipelines.served_cache import cached_predict
 
-        rows = cached_predict(args.model_alias, config_path, args.symbol)
+        rows = cached_predict(args.model_alias, args.symbol, args.position)
     if rows is None:
         from pipelines.home import prepare_home
 
@@ -291,12 +336,14 @@ def _predict(args: argparse.Namespace) -> int:
         from pipelines.serving import predict
 
         resources = resources_for_profile()
-        settings = runner.settings_for({"config_path": config_path})
-        rows = predict(resources["tracking"], resources["warehouse"], settings, args.model_alias, args.symbol)
+        rows = predict(
+            resources["tracking"], resources["warehouse"], args.model_alias, args.symbol, args.position
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{rows[0]['model']}, latest bar of each symbol, with no position held:")
+    held = f"holding {args.position:+.2f} of equity" if args.position else "with no position held"
+    print(f"{rows[0]['model']}, latest bar of each symbol, {held}:")
     if not rows[0]["tilt_deployed"]:
         print(
             "  its tilt is off (validation did not show that it pays): it trades the benchmark "
@@ -338,6 +385,87 @@ def _serve(args: argparse.Namespace) -> int:
         args.port,
         args.poll_seconds,
     )
+    return 0
+
+
+def _paper(args: argparse.Namespace) -> int:
+    _inference_threads()
+    from pipelines.home import prepare_home
+
+    prepare_home()
+    from pipelines.paper import follow, paper_source, run_paper
+    from pipelines.resources import resources_for_profile
+
+    settings = runner.settings_for({"config_path": args.config or DEFAULT_CONFIG})
+    resources = resources_for_profile()
+    s3 = resources["s3"].get_client() if (args.path or "").startswith("s3://") else None
+    source = paper_source(args.source, settings, resources["warehouse"], args.path, s3)
+
+    def tick_line(tick) -> None:
+        orders = ", ".join(
+            f"{o.symbol} {o.action} {o.position:+.2f}" + (f" ({o.side} {o.shares:.4g})" if o.side else "")
+            for o in tick.orders.itertuples()
+        )
+        quarantined = f", {tick.quarantined} quarantined" if tick.quarantined else ""
+        print(
+            f"{str(tick.ts)[:19]}  v{tick.version}  {orders or 'no decision (warm-up)'}{quarantined}",
+            flush=True,
+        )
+
+    def once():
+        run = run_paper(
+            resources["tracking"],
+            settings,
+            source,
+            args.model_alias,
+            args.account,
+            args.start,
+            args.ticks,
+            tick_line,
+        )
+        if run.started:
+            print(f"started paper account {run.account!r} trading from {run.start[:19]} ({source.kind})")
+        print(paper_summary(run.account, settings.config()))
+        return run
+
+    if args.follow:
+        follow(once, args.every)
+    else:
+        once()
+    return 0
+
+
+def paper_summary(account: str, config) -> str:
+    from pipelines.paper import open_account
+    from pipelines.summary import format_paper
+
+    with open_account(account, read_only=True) as con:
+        return format_paper(con, account, config)
+
+
+def _orders(args: argparse.Namespace) -> int:
+    _inference_threads()
+    from pipelines.home import prepare_home
+
+    prepare_home()
+    from pipelines.paper import next_orders
+    from pipelines.resources import resources_for_profile
+
+    orders = next_orders(resources_for_profile()["tracking"], args.account, args.model_alias)
+    if args.json:
+        print(json.dumps(orders, indent=2))
+        return 0
+    if not orders:
+        print(f"paper account {args.account!r}: no orders for the next open (every position is on target)")
+        return 0
+    print(f"paper account {args.account!r}: orders for the next open")
+    print(f"{'symbol':>8}  {'side':<4}  {'quantity':>12}  {'type':<14}  {'decided at':<19}  version")
+    for o in orders:
+        print(
+            f"{o['symbol']:>8}  {o['side']:<4}  {o['quantity']:>12.4f}  {o['order_type']:<14}  "
+            f"{o['decided_at']:<19}  {o['model']} v{o['version']} "
+            f"({o['action']} to {o['target_exposure']:+.2f})"
+        )
     return 0
 
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import duckdb
 
-from hrm_core.core.config import hrm_home, load_config
+from hrm_core.core.config import hrm_home
 from hrm_core.core.vocabulary import REGISTERED_MODEL
-from hrm_core.model.serving import SPEC_FILE, WEIGHTS_FILE, ServedModel
-from pipelines.decisions import LoadedVersion, decide_latest
+from hrm_core.model.serving import SPEC_FILE, WEIGHTS_FILE, LoadedVersion, ServedModel
+from pipelines.decisions import decide_latest
 from pipelines.locations import REGISTRY_FILE, SERVED_DIR, WAREHOUSE_FILE
 
 META_FILE, ALIASES_FILE = "meta.json", "aliases.json"
@@ -110,7 +110,7 @@ class ServedCache:
         os.replace(tmp, path)
 
 
-def cached_predict(alias: str, config_path: str, symbols: list[str] | None) -> list[dict] | None:
+def cached_predict(alias: str, symbols: list[str] | None, held: float = 0.0) -> list[dict] | None:
     """``predict`` on the local profile from the cache alone, or None when the cache cannot answer
     (the registry changed, the version was never loaded, or a run is writing the warehouse): then
     the caller asks the registry."""
@@ -126,4 +126,4 @@ def cached_predict(alias: str, config_path: str, symbols: list[str] | None) -> l
     model, meta = cache.load(version)
     loaded = LoadedVersion(REGISTERED_MODEL, alias, version, model, meta)
     with con:
-        return decide_latest(loaded, con, load_config(config_path), symbols)
+        return decide_latest(loaded, con, symbols, held)

@@ -28,8 +28,8 @@ from dagster_duckdb import DuckDBResource
 
 from assets.resources import HRMSettings, MlflowResource
 from hrm_core.core.errors import HRMError
-from hrm_core.model.serving import INPUT_NAMES, OUTPUT_COLUMNS
-from pipelines.decisions import LoadedVersion, UnknownSymbol
+from hrm_core.model.serving import INPUT_NAMES, OUTPUT_COLUMNS, LoadedVersion
+from hrm_core.workflows.latest import UnknownSymbol
 from pipelines.serving import latest_decisions, load_version
 
 MAX_BODY_BYTES = 16 * 2**20
@@ -112,7 +112,7 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/decisions/latest":
             symbols = parse_qs(url.query).get("symbol")
             try:
-                return latest_decisions(loaded, self.server.warehouse, self.server.settings, symbols)
+                return latest_decisions(loaded, self.server.warehouse, symbols)
             except UnknownSymbol as error:
                 raise RequestError(HTTPStatus.NOT_FOUND, str(error)) from error
         if url.path == "/invocations":

@@ -18,12 +18,12 @@ import mlflow
 import yaml
 from dagster_duckdb import DuckDBResource
 
-from assets.resources import HRMSettings, LakeWarehouse, MlflowResource, warehouse_exists
+from assets.resources import LakeWarehouse, MlflowResource, warehouse_exists
 from hrm_core.core.config import hrm_home
 from hrm_core.core.errors import HRMError
 from hrm_core.core.vocabulary import ALIAS_PRODUCTION, ALIAS_STAGING
-from hrm_core.model.serving import SPEC_FILE, WEIGHTS_FILE
-from pipelines.decisions import LoadedVersion, decide_latest
+from hrm_core.model.serving import SPEC_FILE, WEIGHTS_FILE, LoadedVersion
+from pipelines.decisions import decide_latest
 from pipelines.locations import SERVED_DIR
 from pipelines.served_cache import ServedCache
 
@@ -112,22 +112,22 @@ def _reading(warehouse: DuckDBResource):
 
 
 def latest_decisions(
-    loaded: LoadedVersion, warehouse: DuckDBResource, settings: HRMSettings, symbols: list[str] | None
+    loaded: LoadedVersion, warehouse: DuckDBResource, symbols: list[str] | None, held: float = 0.0
 ) -> list[dict]:
     """``decide_latest`` on the profile's warehouse, opened like the assets open it (retrying while
     a run writes)."""
     if not warehouse_exists(warehouse):
         raise HRMError("the warehouse is empty; run `make run` (full_job) first")
     with _reading(warehouse) as con:
-        return decide_latest(loaded, con, settings.config(), symbols)
+        return decide_latest(loaded, con, symbols, held)
 
 
 def predict(
     tracking: MlflowResource,
     warehouse: DuckDBResource,
-    settings: HRMSettings,
     alias: str,
     symbols: list[str] | None,
+    held: float = 0.0,
 ) -> list[dict]:
     """The decisions of the version holding ``alias`` for each symbol's latest bar."""
-    return latest_decisions(load_version(tracking, alias), warehouse, settings, symbols)
+    return latest_decisions(load_version(tracking, alias), warehouse, symbols, held)

@@ -175,3 +175,31 @@ def format_evaluation(summary: dict, seconds: float) -> str:
             f"({len(spa['models'])} models, {spa['bars']} bars)"
         )
     return "\n".join(lines)
+
+
+def format_paper(con, account: str, config) -> str:
+    """A paper account's record in a few lines: its equity, and its metrics beside the benchmark's
+    on the same bars (out of sample, net of costs)."""
+    from hrm_core.workflows.paper import equity_curve, performance
+
+    curve = equity_curve(con)
+    if curve.empty:
+        return f"paper account {account!r}: no bar traded yet"
+    versions = [v for (v,) in con.execute("SELECT DISTINCT version FROM paper.orders ORDER BY 1").fetchall()]
+    lines = [
+        f"paper account {account!r}: {len(curve)} bars, "
+        f"{curve.index[0]:%Y-%m-%d} .. {curve.index[-1]:%Y-%m-%d}, "
+        f"equity {curve['portfolio'].iloc[-1]:,.2f} (decided by version {', '.join(versions) or '-'})"
+    ]
+    summary = performance(con, config)
+    if summary:
+        lines.append(f"  {'':<10} {'return':>8} {'sharpe':>7} {'max dd':>8}   (net of costs, out of sample)")
+        for name in ("paper", "benchmark"):
+            m = summary[name]
+            lines.append(
+                f"  {name:<10} {m['total_return']:>+8.2%} {m['sharpe']:>7.2f} {m['max_drawdown']:>8.2%}"
+            )
+        lines.append(
+            f"  turnover {summary['paper']['turnover']:.2f}/year, costs {summary['paper']['costs']:,.2f}"
+        )
+    return "\n".join(lines)

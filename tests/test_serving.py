@@ -169,7 +169,7 @@ def predict_process(served) -> tuple[list[dict], set[str]]:
     Dagster it imported."""
     script = (
         "import sys; from pipelines.cli import main;"
-        "code = main(['predict', '--json', '--config', sys.argv[1]]);"
+        "code = main(['predict', '--json']);"
         "print(*[m for m in ('torch', 'mlflow', 'dagster') if m in sys.modules], file=sys.stderr);"
         "raise SystemExit(code)"
     )

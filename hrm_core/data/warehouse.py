@@ -26,15 +26,27 @@ TABLE_DDL = {
 }
 
 
+_OPEN: set[int] = set()
+"""Connections (by id) inside a ``transaction`` block: DuckDB aborts a transaction that is asked to
+begin another, so a nested block must know it is nested without asking."""
+
+
 @contextmanager
 def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Run the block in one transaction; roll back on any exception."""
+    """Run the block in one transaction; roll back on any exception. A block inside another on the
+    same connection joins it: the outer commit or rollback covers both."""
+    if id(con) in _OPEN:
+        yield con
+        return
     con.execute("BEGIN TRANSACTION")
+    _OPEN.add(id(con))
     try:
         yield con
     except BaseException:
         con.execute("ROLLBACK")
         raise
+    finally:
+        _OPEN.discard(id(con))
     con.execute("COMMIT")
 
 

@@ -157,19 +157,57 @@ def read_market_data(
 ) -> MarketData:
     """Model columns of ``features.hierarchical`` with prices and task tags, normalised with
     ``normalization``; ``part_sql`` (with ``join_sql``) names each row's part."""
+    return _read(
+        con,
+        config,
+        normalization,
+        f"l.task, {part_sql} AS part",
+        f"LEFT JOIN labels.forward AS l USING (symbol, ts) {join_sql}",
+    )
+
+
+def read_latest_bars(
+    con: duckdb.DuckDBPyConnection,
+    config: HRMConfig,
+    normalization: dict[str, tuple[float, float]],
+    bars: int,
+    symbols: list[str] | None = None,
+) -> MarketData:
+    """The last ``bars`` rows of each symbol (of ``symbols``, or all): what a decision at the
+    latest bar reads, so serving and paper trading cost the same however long the history. No
+    task tags or parts (a warehouse that serves need not have labels or splits)."""
+    where = "" if symbols is None else "WHERE f.symbol IN (SELECT unnest(?::VARCHAR[]))"
+    return _read(
+        con,
+        config,
+        normalization,
+        "NULL AS task, NULL AS part",
+        f"{where} QUALIFY row_number() OVER (PARTITION BY f.symbol ORDER BY f.ts DESC) <= {int(bars)}",
+        [] if symbols is None else [symbols],
+    )
+
+
+def _read(
+    con: duckdb.DuckDBPyConnection,
+    config: HRMConfig,
+    normalization: dict[str, tuple[float, float]],
+    tags_sql: str,
+    tail_sql: str,
+    params: list | None = None,
+) -> MarketData:
     hf = config.hierarchical_features
     columns = model_features(hf.strategic_indicators, hf.tactical_indicators)
     names = columns["strategic"] + columns["tactical"]
     frame = con.execute(
         f"""
         SELECT f.symbol, f.ts, {", ".join(f"f.{c}" for c in names)}, f.h_atr_20 AS atr,
-               c.open, c.high, c.low, c.close, l.task, {part_sql} AS part
+               c.open, c.high, c.low, c.close, {tags_sql}
         FROM features.hierarchical AS f
         JOIN clean.ohlcv AS c USING (symbol, ts)
-        LEFT JOIN labels.forward AS l USING (symbol, ts)
-        {join_sql}
+        {tail_sql}
         ORDER BY f.symbol, f.ts
-        """
+        """,
+        params or [],
     ).df()
     if frame.empty:
         raise HRMError("no feature rows: run the data job (hierarchical_features) first")

@@ -18,12 +18,14 @@ tilt gate off (no skill shown on validation) answers the benchmark.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hrm_core.core.config import PolicyConfig
+from hrm_core.core.config import HRMConfig, PolicyConfig
 from hrm_core.core.vocabulary import REGIMES
 from hrm_core.model.compiled import LOG_VOLATILITY, REGIME_0, TILT_LOGIT, UP_LOGIT, CompiledHRM, HRMShape
 from hrm_core.model.exposure import action_of, decide_exposure, direction_confidence
@@ -141,14 +143,51 @@ class ServedModel:
         ]
         self.check_inputs(*arrays)
         strategic, tactical, cap, held, benchmark = arrays
+        raw, steps = self.heads(strategic, tactical)
+        return self.decide_from_heads(raw, steps, cap, held, benchmark)
+
+    def heads(self, strategic: np.ndarray, tactical: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network's part of a decision: raw head outputs [B, len(HEAD_OUTPUTS)] and segments
+        used [B]. It reads the market windows only (the position held enters after the network),
+        so a server computes it once per bar and reuses it for every position asked about."""
+        strategic = np.ascontiguousarray(strategic, dtype=np.float32)
+        tactical = np.ascontiguousarray(tactical, dtype=np.float32)
         if self.compiled is not None:
             raw, steps, _ = self.compiled.run(strategic, tactical, self.segments, act=True)
-        else:
-            raw, steps = self.agent(strategic, tactical)
+            return raw, steps
+        return self.agent(strategic, tactical)
+
+    def decide_from_heads(
+        self, raw: np.ndarray, steps: np.ndarray, cap: np.ndarray, held: np.ndarray, benchmark: np.ndarray
+    ) -> np.ndarray:
+        """The decision columns from ``heads``' outputs and the account: cap, held and benchmark
+        [B] (float32, as ``decide`` takes them)."""
+        cap, held, benchmark = (np.ascontiguousarray(a, dtype=np.float32) for a in (cap, held, benchmark))
         tilt, target, position = decide_exposure(
             raw[:, TILT_LOGIT], held, benchmark, cap, self.hold_weight, self.tilt_gate, self.policy, self.band
         )
         return decision_columns(raw, steps, held, tilt, target, position)
+
+
+@dataclass(frozen=True)
+class LoadedVersion:
+    """One registered version, ready to decide, and the metadata it was logged with (normalisation,
+    feature names, trading rules)."""
+
+    name: str
+    alias: str
+    version: str
+    model: ServedModel
+    meta: dict
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.alias}"
+
+    @cached_property
+    def config(self) -> HRMConfig:
+        """The config the version was trained with: its features, lookbacks, policy and costs."""
+        return HRMConfig.model_validate(self.model.spec["config"])
 
 
 def decision_columns(
@@ -185,7 +224,6 @@ def _eager_agent(spec: dict, weights: dict[str, np.ndarray]):
     eager agent. Returns a function of (strategic, tactical) -> (raw head outputs, steps)."""
     import torch
 
-    from hrm_core.core.config import HRMConfig
     from hrm_core.model.agent import HRMTradingAgent
     from hrm_core.model.build import build_model_for
     from hrm_core.model.trader import MarketInputs

@@ -16,7 +16,8 @@ from hrm_core.dataset.targets import outcome_targets
 from hrm_core.engine.decisions import exit_levels, ledger_frame, run_decisions
 from hrm_core.engine.env import TradingEnv
 from hrm_core.engine.hrm_env import HRMTradingEnv
-from hrm_core.model.exposure import action_of, band_path, benchmark_exposure
+from hrm_core.model.exposure import action_of, band_path, benchmark_exposure, exposure_cap
+from hrm_core.model.serving import OUTPUT_COLUMNS, ServedModel
 from hrm_core.model.trader import TraderBase
 from hrm_core.sim.baselines import BASELINES
 from hrm_core.sim.results import BENCHMARK, BUY_AND_HOLD_WITH_EXITS, TRADE_COLUMNS, BacktestResult, SymbolRun
@@ -66,6 +67,52 @@ def run_agent(
         segments=pd.Series(used, index=index[:-1]),
         regimes=pd.DataFrame(regimes, index=index[:-1], columns=list(REGIMES)),
         brier=brier,
+    )
+
+
+def run_version(model: ServedModel, data: MarketData, config: HRMConfig, symbol: str, part: str) -> SymbolRun:
+    """A registered version's served files trading ``symbol`` through ``part`` in ``TradingEnv``:
+    the backtest of exactly what paper trading and serving decide with (the kernels' float32
+    decisions), for comparing a paper account with it. Each decision reads the exposure the
+    previous one chose, or none once the account is flat, as ``HRMTradingEnv`` does."""
+    env = TradingEnv(data, config, symbol=symbol, part=part)
+    rows = env.rows
+    hf = config.hierarchical_features
+    raw, steps = model.heads(*data.windows(rows, hf.high_level_lookback, hf.low_level_lookback))
+    cap = exposure_cap(data.close[rows], np.nan_to_num(data.atr[rows]), config.trading)
+    benchmark = benchmark_exposure(data.close, data.symbol_id, config.policy, config.trading)[rows]
+    stop, target = exit_levels(config.trading)
+    _, info = env.reset(seed=config.seed)
+    equity, shares, trades = [info["equity"]], [info["shares"]], []
+    held = np.zeros(1, dtype=np.float32)
+    for i in range(len(rows) - 1):
+        columns = model.decide_from_heads(
+            raw[i : i + 1], steps[i : i + 1], cap[i : i + 1], held, benchmark[i : i + 1]
+        )
+        decision = dict(zip(OUTPUT_COLUMNS, columns[0], strict=True))
+        action = {
+            "action_type": int(decision["action"]),
+            "quantity": np.array([abs(decision["position"])], dtype=np.float32),
+            "stop_loss": np.array([stop], dtype=np.float32),
+            "take_profit": np.array([target], dtype=np.float32),
+        }
+        _, _, _, _, info = env.step(action)
+        held = np.array([decision["position"] if env.account["shares"] != 0.0 else 0.0], dtype=np.float32)
+        equity.append(info["equity"])
+        shares.append(info["shares"])
+        if "closed_trade" in info:
+            trades.append(info["closed_trade"])
+    if (still_open := env.open_trade()) is not None:
+        trades.append(still_open)
+    index = pd.DatetimeIndex(data.ts[rows])
+    equity = pd.Series(equity, index=index)
+    positions = pd.Series(shares, index=index)
+    return SymbolRun(
+        returns=equity.pct_change().iloc[1:],
+        positions=positions,
+        exposure=positions * data.close[rows] / equity,
+        trades=_timed(ledger_frame(trades), data.ts),
+        costs=env.costs,
     )
 
 

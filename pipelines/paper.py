@@ -1,0 +1,261 @@
+"""``hrm-trading paper`` and ``hrm-trading orders``: a paper account trading the version an alias
+holds, bar by bar (``hrm_core/workflows/paper.py``), and the orders it will place at the next open.
+
+Sources: ``replay`` feeds recorded bars one time stamp at a time, from ``--path`` (a CSV or
+parquet file or folder) or, without one, from the training warehouse's clean bars, starting a year
+before the last bar unless ``--start`` says otherwise; ``csv``/``parquet``/``s3``/``yfinance`` read
+the configured source each time and trade the bars it has that the account has not seen (all of
+its bars before ``--start`` are history; without ``--start`` a new account trades only the bars
+that arrive after it was started). ``--follow`` keeps polling the source.
+
+The alias is read again before every tick: when it moves, the next bar is decided by the new
+version and the ledger's ``version`` column says so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from assets.resources import HRMSettings, MlflowResource
+from hrm_core.core.config import DataConfig, hrm_home
+from hrm_core.core.errors import HRMError
+from hrm_core.core.vocabulary import ACTIONS
+from hrm_core.data.sources import make_source
+from hrm_core.data.warehouse import read_bars
+from hrm_core.engine.decisions import ACCOUNT_DT, account_params, exit_levels
+from hrm_core.engine.decisions import decide as engine_decide
+from hrm_core.model.serving import LoadedVersion
+from hrm_core.workflows import paper
+from hrm_core.workflows.latest import decide, latest_bars
+from pipelines.serving import load_version
+
+PAPER_DIR = "paper"
+REPLAY_YEARS = 1
+SOURCES = ("replay", "csv", "parquet", "s3", "yfinance")
+
+
+def account_database(account: str) -> Path:
+    """Where a paper account's warehouse lives: ``HRM_HOME/paper/<account>/warehouse.duckdb``."""
+    if not account.replace("-", "").replace("_", "").isalnum():
+        raise HRMError(f"paper account {account!r}: use letters, digits, '-' and '_' only, e.g. main")
+    return hrm_home() / PAPER_DIR / account / "warehouse.duckdb"
+
+
+def open_account(account: str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """The account's warehouse, with its ledger tables."""
+    path = account_database(account)
+    if read_only:
+        if not path.exists():
+            raise HRMError(f"no paper account {account!r} yet: start one with `hrm-trading paper`")
+        return duckdb.connect(str(path), read_only=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path))
+    paper.open_ledger(con)
+    return con
+
+
+@dataclass(frozen=True)
+class PaperSource:
+    """Where the bars come from and when a new account's trading starts."""
+
+    kind: str
+    load: Callable[[], pd.DataFrame]
+    default_start: Callable[[pd.DataFrame], pd.Timestamp]
+
+
+def paper_source(
+    kind: str, settings: HRMSettings, warehouse, path: str | None, s3_client=None
+) -> PaperSource:
+    """The bars a paper account reads (``SOURCES``)."""
+    if kind not in SOURCES:
+        raise HRMError(f"paper: unknown source {kind!r}; use one of {', '.join(SOURCES)}")
+    config = settings.config()
+    last_year = _years_before_last(REPLAY_YEARS)
+    if kind == "replay" and path:
+        fmt = "parquet" if Path(path).suffix in (".parquet", ".pq") else "csv"
+        return PaperSource(f"replay:{path}", make_source(DataConfig(source=fmt, path=path)).load, last_year)
+    if kind == "replay":
+        symbols = config.data.symbols
+        return PaperSource("replay:warehouse", lambda: _warehouse_bars(warehouse, symbols), last_year)
+    data = config.data.model_copy(update={"source": kind, **({"path": path} if path else {})})
+    data = DataConfig.model_validate(data.model_dump())  # a file source without a path is refused here
+    return PaperSource(kind, make_source(data, s3_client).load, _after_last)
+
+
+def _years_before_last(years: int) -> Callable[[pd.DataFrame], pd.Timestamp]:
+    def start(bars: pd.DataFrame) -> pd.Timestamp:
+        return _naive(bars["ts"].max()) - pd.DateOffset(years=years)
+
+    return start
+
+
+def _after_last(bars: pd.DataFrame) -> pd.Timestamp:
+    return _naive(bars["ts"].max()) + pd.Timedelta(microseconds=1)
+
+
+def _naive(ts) -> pd.Timestamp:
+    ts = pd.Timestamp(ts)
+    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo else ts
+
+
+def _warehouse_bars(warehouse, symbols: list[str] | None) -> pd.DataFrame:
+    """The training warehouse's clean bars, as a source reads them (with their lineage)."""
+    with warehouse.get_connection() as con:
+        if symbols is None:
+            symbols = [s for (s,) in con.execute("SELECT DISTINCT symbol FROM clean.ohlcv").fetchall()]
+        bars = read_bars(con, "clean.ohlcv", symbols)
+    if bars.empty:
+        raise HRMError("paper --source replay: the warehouse has no bars; run `make run` first")
+    return bars.assign(source_file="warehouse:clean.ohlcv", source_row=np.arange(len(bars)))
+
+
+@dataclass
+class PaperRun:
+    """What one ``paper`` command did."""
+
+    account: str
+    ticks: list[paper.Tick]
+    started: bool  # this command started the account
+    start: str
+
+
+def run_paper(
+    tracking: MlflowResource,
+    settings: HRMSettings,
+    source: PaperSource,
+    alias: str,
+    account: str = "main",
+    start: str | None = None,
+    max_ticks: int | None = None,
+    on_tick: Callable[[paper.Tick], None] | None = None,
+) -> PaperRun:
+    """Trade every new bar of ``source`` (at most ``max_ticks`` time stamps) on the account."""
+    validation = settings.config().validation
+    bars = source.load()
+    loaded = _Following(tracking, alias)
+    with open_account(account) as con:
+        started = not paper.settings(con)
+        if started:
+            first = _naive(start if start else source.default_start(bars))
+            history = bars[pd.to_datetime(bars["ts"], utc=True).dt.tz_localize(None) < first]
+            capital = loaded.version().config.trading.initial_capital
+            paper.seed(con, history, validation, first, source.kind, capital)
+        todo = paper.new_bars(con, bars)
+        ticks = []
+        for _, group in todo.groupby("ts", sort=True):
+            if max_ticks is not None and len(ticks) >= max_ticks:
+                break
+            done = paper.tick(con, group, loaded.version(), validation)
+            ticks.append(done)
+            if on_tick is not None:
+                on_tick(done)
+        begun = paper.settings(con)["start"]
+    return PaperRun(account, ticks, started, begun)
+
+
+class _Following:
+    """The version ``alias`` holds, read again at every call (loaded only when it moved)."""
+
+    def __init__(self, tracking: MlflowResource, alias: str) -> None:
+        self.tracking, self.alias = tracking, alias
+        self.loaded: LoadedVersion | None = None
+
+    def version(self) -> LoadedVersion:
+        found = self.tracking.version_with_alias(self.alias)
+        if self.loaded is None or found is None or str(found.version) != self.loaded.version:
+            self.loaded = load_version(self.tracking, self.alias)  # a clear error when none holds it
+        return self.loaded
+
+
+def follow(run: Callable[[], PaperRun], every: float, stop: Callable[[], bool] = lambda: False) -> None:
+    """Run ``run`` every ``every`` seconds until ``stop`` (or Ctrl-C)."""
+    while not stop():
+        run()
+        time.sleep(every)
+
+
+def next_orders(tracking: MlflowResource, account: str, alias: str | None) -> list[dict]:
+    """The orders the account places at the next open: from its ledger, or, when ``alias`` holds
+    another version than the one that decided, that version's decision on the same bar from the
+    same account (nothing is written)."""
+    with open_account(account, read_only=True) as con:
+        states = con.execute(
+            "SELECT * FROM paper.positions "
+            "QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY ts DESC) = 1"
+        ).df()
+        if states.empty:
+            raise HRMError(f"paper account {account!r} has traded no bar yet: run `hrm-trading paper`")
+        decided = con.execute("SELECT * FROM paper.orders").df()
+        decided = decided.merge(states[["symbol", "ts"]], on=["symbol", "ts"])
+        loaded = load_version(tracking, alias) if alias else None
+        if loaded is not None and set(decided["version"]) != {loaded.version}:
+            return _orders_of(loaded, con, states, decided)
+    return [_order(row) for row in decided.to_dict("records") if row["side"] is not None]
+
+
+def _orders_of(loaded: LoadedVersion, con, states: pd.DataFrame, decided: pd.DataFrame) -> list[dict]:
+    symbols = sorted(decided["symbol"])
+    latest = latest_bars(con, loaded, symbols)
+    held = decided.set_index("symbol").loc[symbols, "held"].to_numpy()
+    columns = decide(loaded, latest, latest.index(symbols), held)
+    names = loaded.meta["output_columns"]
+    trading = loaded.config.trading
+    params = account_params(trading)
+    orders = []
+    for symbol, row, i in zip(symbols, columns, latest.index(symbols), strict=True):
+        out = dict(zip(names, row.tolist(), strict=True))
+        state = states.set_index("symbol").loc[symbol]
+        account = np.zeros(1, dtype=ACCOUNT_DT)
+        for name in ACCOUNT_DT.names:
+            account[name] = state[name]
+        account["pending"] = 0.0  # as it was before the ledger's decision
+        stop_atr, target_atr = exit_levels(trading)
+        engine_decide(
+            account[0],
+            params,
+            latest.close[i],
+            latest.atr[i],
+            int(out["action"]),
+            abs(out["position"]),
+            stop_atr,
+            target_atr,
+        )
+        shares = float(account[0]["pending"])
+        if shares != 0.0:
+            orders.append(
+                _order(
+                    {
+                        "symbol": symbol,
+                        "side": paper.BUY if shares > 0 else paper.SELL,
+                        "shares": abs(shares),
+                        "order_type": paper.ORDER_TYPE,
+                        "ts": state["ts"],
+                        "action": ACTIONS[int(out["action"])],
+                        "position": out["position"],
+                        "model": loaded.name,
+                        "version": loaded.version,
+                    }
+                )
+            )
+    return orders
+
+
+def _order(row: dict) -> dict:
+    return {
+        "symbol": row["symbol"],
+        "side": row["side"],
+        "quantity": float(row["shares"]),
+        "order_type": row["order_type"],
+        "decided_at": str(pd.Timestamp(row["ts"]))[:19],
+        "action": row["action"],
+        "target_exposure": float(row["position"]),
+        "model": row["model"],
+        "version": str(row["version"]),
+    }
