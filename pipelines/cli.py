@@ -123,7 +123,11 @@ def _parser() -> argparse.ArgumentParser:
         "serve the registered model over HTTP (MLflow's scoring protocol), following its alias",
     )
     serve.add_argument("--model-alias", default="production", help="registry alias (default production)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; any other needs HRM_SERVE_TOKEN set)",
+    )
     serve.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
     serve.add_argument(
         "--poll-seconds",
@@ -131,7 +135,11 @@ def _parser() -> argparse.ArgumentParser:
         default=2.0,
         help="how often to check where the alias points (default 2)",
     )
-    serve.add_argument("--config", default=None, help=f"YAML preset (default {DEFAULT_CONFIG})")
+    serve.add_argument(
+        "--paper-account",
+        default="main",
+        help="decisions read this paper account's positions unless a request gives its own (default main)",
+    )
     serve.add_argument("--verbose", action="store_true", help="log every request")
     evaluate = _command(
         commands,
@@ -366,6 +374,7 @@ def _serve(args: argparse.Namespace) -> int:
     from pipelines.home import prepare_home
 
     prepare_home()
+    from pipelines.paper import account_database
     from pipelines.resources import resources_for_profile
     from pipelines.server import serve
 
@@ -374,16 +383,15 @@ def _serve(args: argparse.Namespace) -> int:
     log = logging.getLogger("hrm_trading.serve")
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    settings = runner.settings_for({"config_path": args.config or DEFAULT_CONFIG})
     resources = resources_for_profile()
     serve(
         resources["tracking"],
         resources["warehouse"],
-        settings,
         args.model_alias,
         args.host,
         args.port,
         args.poll_seconds,
+        account_database(args.paper_account),
     )
     return 0
 

@@ -1,138 +1,324 @@
-"""``hrm-trading serve``: the registered model over HTTP, following its alias.
+"""``hrm-trading serve``: the registered model over HTTP on FastAPI and uvicorn (the stack MLflow 3
+serves models with), following its alias.
 
 MLflow's scoring protocol, so MLflow clients and load balancers work unchanged:
-- ``GET /ping``: 200 while a version is loaded (503 when none holds the alias);
+- ``GET /ping``: 200 while a version is loaded (503 when none holds the alias); never needs a token;
 - ``POST /invocations`` (``application/json``): ``{"inputs": {"strategic": [...], "tactical": [...],
   "cap": [...], "held": [...], "benchmark": [...]}}`` (named tensors) or
   ``{"instances": [{...}, ...]}`` (one object per sample)
   → ``{"predictions": [[...], ...], "columns": [...], "model": ..., "version": ...}``;
-and ``GET /decisions/latest[?symbol=S]``: the rows ``hrm-trading predict --json`` prints.
+and ``GET /decisions/latest[?symbol=S&position=P]`` (or ``POST`` with ``{"symbols": [...],
+"positions": {"S": P}}``): each symbol's decision at its latest bar for the exposure held, which
+defaults to the paper account's when one is trading (``hrm-trading paper``), else none. OpenAPI
+docs at ``/docs``.
 
-Every response names the version that answered (``X-Model-Version``). A thread polls the registry
-every ``poll_seconds`` and, when the alias has moved, loads the new version and swaps it in whole:
-no restart, and no request sees half a model. A bad request gets a 4xx and a message saying what
-was wrong; nothing a client sends can stop the server.
+Latency does not grow with the warehouse: a background thread keeps, per warehouse snapshot and
+version, every symbol's latest bar with the network's outputs there (``workflows/latest.py``),
+recomputed when the warehouse, the paper account or the alias changes; a request only turns
+them into decisions for its positions. A request between a change and the end of its refresh is
+answered from the previous snapshot.
+
+Hardening: the server binds 127.0.0.1 unless a token is configured (``HRM_SERVE_TOKEN``); with
+one, every route but ``/ping`` needs ``Authorization: Bearer <token>``. Bodies are limited to
+``MAX_BODY_BYTES``, a body must arrive within ``READ_TIMEOUT`` seconds, idle keep-alive
+connections close after ``KEEP_ALIVE`` seconds, and uvicorn's event loop serves every other
+client while one is slow. A bad request gets a 4xx with a message saying what was wrong.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hmac
+import ipaddress
 import json
 import logging
+import os
+import socket
 import threading
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from pathlib import Path
+from typing import Annotated, Any
 
+import duckdb
 import numpy as np
+import uvicorn
 from dagster_duckdb import DuckDBResource
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from assets.resources import HRMSettings, MlflowResource
+from assets.resources import LakeWarehouse, MlflowResource, warehouse_exists
 from hrm_core.core.errors import HRMError
 from hrm_core.model.serving import INPUT_NAMES, OUTPUT_COLUMNS, LoadedVersion
-from hrm_core.workflows.latest import UnknownSymbol
-from pipelines.serving import latest_decisions, load_version
+from hrm_core.workflows.latest import LatestBars, NotReady, UnknownSymbol, latest_bars
+from pipelines.decisions import decision_rows
+from pipelines.serving import load_version, no_version_message
 
 MAX_BODY_BYTES = 16 * 2**20
+READ_TIMEOUT = 10.0
+KEEP_ALIVE = 5
+MAX_CONNECTIONS = 256
+TOKEN_ENV = "HRM_SERVE_TOKEN"
 log = logging.getLogger("hrm_trading.serve")
 
 
-class RequestError(Exception):
-    """A client's mistake: the status to answer and what to tell them."""
+class Tensors(BaseModel):
+    """One batch of named inputs (``ServedModel.decide``): windows [B, lookback, features] and
+    [B] numbers."""
 
-    def __init__(self, status: HTTPStatus, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+    model_config = ConfigDict(extra="forbid")
+    strategic: list[Any] | None = None
+    tactical: list[Any] | None = None
+    cap: list[Any] | None = None
+    held: list[Any] | None = None
+    benchmark: list[Any] | None = None
 
 
-class ModelServer(ThreadingHTTPServer):
-    """The HTTP server and the version it serves now (``loaded``, swapped whole by ``refresh``)."""
+class Instance(BaseModel):
+    """One sample's named inputs: windows [lookback, features] and numbers."""
 
-    daemon_threads = True
+    model_config = ConfigDict(extra="forbid")
+    strategic: list[Any] | None = None
+    tactical: list[Any] | None = None
+    cap: float | None = None
+    held: float | None = None
+    benchmark: float | None = None
+
+
+class ScoringRequest(BaseModel):
+    """MLflow's scoring request: named tensors (``inputs``) or one object per sample (``instances``)."""
+
+    inputs: Tensors | None = None
+    instances: list[Instance] | None = None
+
+
+class ScoringResponse(BaseModel):
+    predictions: list[list[float]]
+    columns: list[str]
+    model: str
+    version: str
+
+
+class DecisionsRequest(BaseModel):
+    """Which symbols (default all) and the exposure held in each (default: the paper account's)."""
+
+    model_config = ConfigDict(extra="forbid")
+    symbols: list[str] | None = Field(None, max_length=100_000)
+    positions: dict[str, float] | None = None
+
+
+_DECISION_FIELDS: dict[str, Any] = {
+    "symbol": (str, ...),
+    "bar": (str, ...),
+    "close": (float, ...),
+    "held": (float, Field(..., description="the exposure the decision read, a fraction of equity")),
+    "held_from": (str, Field(..., description="request, paper:<account> or none")),
+    **{name: (float, ...) for name in OUTPUT_COLUMNS},
+    "action": (str, ...),
+    "segments": (int, ...),
+    "model": (str, ...),
+    "version": (str, ...),
+    "tilt_deployed": (bool, ...),
+}
+Decision = create_model("Decision", **_DECISION_FIELDS)
+
+
+class Ping(BaseModel):
+    status: str
+    model: str
+    version: str
+
+
+def authorised(request: Request) -> None:
+    """Every route but ``/ping`` needs the token, when the server has one."""
+    token = request.app.state.token
+    if token is None:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+        raise HTTPException(
+            HTTPStatus.UNAUTHORIZED,
+            f"send Authorization: Bearer <token> (the server's {TOKEN_ENV})",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def current_snapshot(request: Request) -> Snapshot:
+    """What the request is answered from (503 while no version holds the alias)."""
+    state: ServerState = request.app.state.serving
+    if state.snapshot is None:
+        raise HTTPException(HTTPStatus.SERVICE_UNAVAILABLE, state.missing)
+    return state.snapshot
+
+
+Served = Annotated["Snapshot", Depends(current_snapshot)]
+ROUTES = "GET /ping, POST /invocations, GET|POST /decisions/latest, GET /docs"
+
+
+def warehouse_snapshot(warehouse: DuckDBResource) -> str:
+    """Changes whenever the warehouse does: a lake's newest commit, or the DuckDB file's and its
+    write-ahead log's sizes and modification times."""
+    if isinstance(warehouse, LakeWarehouse):
+        commits = warehouse.lake().commits()
+        return commits[-1]["key"] if commits else ""
+    return _file_state(Path(warehouse.database))
+
+
+def _file_state(path: Path) -> str:
+    parts = []
+    for p in (path, Path(f"{path}.wal")):
+        try:
+            st = p.stat()
+            parts.append(f"{st.st_size}:{st.st_mtime_ns}")
+        except FileNotFoundError:
+            parts.append("-")
+    return "/".join(parts)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What requests are answered from: a version, its latest bars, the paper account's positions."""
+
+    loaded: LoadedVersion
+    bars: LatestBars | None  # None: the warehouse is empty
+    paper: dict[str, float]  # symbol -> exposure held by the paper account
+    key: tuple[str, str, str]  # (version, warehouse snapshot, paper account state)
+
+
+class ServerState:
+    """The version the alias holds and the snapshot served, refreshed by a background thread."""
 
     def __init__(
         self,
-        address: tuple[str, int],
         tracking: MlflowResource,
         warehouse: DuckDBResource,
-        settings: HRMSettings,
         alias: str,
         poll_seconds: float = 2.0,
+        paper_account: Path | None = None,
     ) -> None:
-        self.tracking, self.warehouse, self.settings = tracking, warehouse, settings
-        self.alias, self.poll_seconds = alias, poll_seconds
-        self.loaded: LoadedVersion | None = load_version(tracking, alias)  # fails fast when none
+        self.tracking, self.warehouse, self.alias = tracking, warehouse, alias
+        self.poll_seconds, self.paper_account = poll_seconds, paper_account
+        self.snapshot: Snapshot | None = None
         self.missing = ""
         self._stop = threading.Event()
-        self._poller = threading.Thread(target=self._poll, name="alias-poller", daemon=True)
-        super().__init__(address, Handler)
-        self._poller.start()
+        self._poller = threading.Thread(target=self._poll, name="refresher", daemon=True)
+        self.refresh()
+        if self.snapshot is None:  # fail fast, naming what to do
+            raise HRMError(no_version_message(tracking, alias))
+
+    @property
+    def paper_label(self) -> str:
+        return f"paper:{self.paper_account.parent.name}" if self.paper_account else "none"
 
     def refresh(self) -> None:
-        """Load the version the alias points at now, if it is not the one served."""
-        version = self.tracking.version_with_alias(self.alias)
-        if version is None:
-            if self.loaded is not None:
+        """Load the version the alias points at, and the snapshot, if either changed."""
+        found = self.tracking.version_with_alias(self.alias)
+        if found is None:
+            if self.snapshot is not None:
                 log.warning("no version holds the alias %r any more; answering 503", self.alias)
-            self.loaded, self.missing = None, f"no model version has the alias '{self.alias}'"
-        elif self.loaded is None or str(version.version) != self.loaded.version:
+            self.snapshot, self.missing = None, f"no model version has the alias '{self.alias}'"
+            return
+        current = self.snapshot
+        loaded = current.loaded if current and current.loaded.version == str(found.version) else None
+        if loaded is None:
             loaded = load_version(self.tracking, self.alias)
-            log.info("%s: now serving version %s", loaded.label, loaded.version)
-            self.loaded = loaded
+            if current is not None:
+                log.info("%s: now serving version %s", loaded.label, loaded.version)
+        paper_state = _file_state(self.paper_account) if self.paper_account else "-"
+        key = (loaded.version, warehouse_snapshot(self.warehouse), paper_state)
+        if current is not None and current.key == key:
+            return
+        bars = self._latest(loaded)
+        paper = self._paper_positions() if self.paper_account else {}
+        if paper is None:  # the paper account is being written: keep what was read before
+            paper = current.paper if current else {}
+        self.snapshot = Snapshot(loaded, bars, paper, key)
+
+    def _latest(self, loaded: LoadedVersion) -> LatestBars | None:
+        if not warehouse_exists(self.warehouse):
+            return None
+        with self.warehouse.get_connection() as con:
+            return latest_bars(con, loaded)
+
+    def _paper_positions(self) -> dict[str, float] | None:
+        if not self.paper_account.exists():
+            return {}
+        try:
+            with duckdb.connect(str(self.paper_account), read_only=True) as con:
+                rows = con.execute(
+                    "SELECT symbol, held FROM paper.positions "
+                    "QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY ts DESC) = 1"
+                ).fetchall()
+        except duckdb.Error:
+            return None
+        return {symbol: float(held) for symbol, held in rows}
+
+    def start(self) -> None:
+        self._poller.start()
+
+    def stop(self) -> None:
+        self._stop.set()
 
     def _poll(self) -> None:
         while not self._stop.wait(self.poll_seconds):
             try:
                 self.refresh()
-            except Exception as error:  # the registry may be briefly unreachable: keep serving
-                log.warning("could not check the alias %r: %s", self.alias, error)
-
-    def server_close(self) -> None:
-        self._stop.set()
-        super().server_close()
+            except Exception as error:  # the registry or the warehouse may be briefly unavailable
+                log.warning("could not refresh %r: %s", self.alias, error)
 
 
-class Handler(BaseHTTPRequestHandler):
-    server: ModelServer
-    protocol_version = "HTTP/1.1"  # keep-alive: a client's requests share one connection
-    disable_nagle_algorithm = (
-        True  # else a response's header and body wait out the client's delayed ACK (40 ms)
+def create_app(state: ServerState, token: str | None = None) -> FastAPI:
+    """The application: routes, auth as a dependency, errors as MLflow writes them."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state.start()
+        yield
+        state.stop()
+
+    app = FastAPI(
+        title="hrm-trading serve",
+        description=__doc__.split("\n\n")[1],
+        lifespan=lifespan,
+        max_body_size=MAX_BODY_BYTES,
     )
 
-    def do_GET(self) -> None:
-        self._answer(self._get)
+    app.state.serving, app.state.token = state, token
+    guarded = [Depends(authorised)]
 
-    def do_POST(self) -> None:
-        self.body_read = False
-        self._answer(self._post)
+    @app.get("/ping", response_model=Ping)
+    async def ping(served: Served) -> dict:
+        loaded = served.loaded
+        return {"status": "ok", "model": loaded.label, "version": loaded.version}
 
-    def _get(self, loaded: LoadedVersion) -> object:
-        url = urlsplit(self.path)
-        if url.path == "/ping":
-            return {"status": "ok", "model": loaded.label, "version": loaded.version}
-        if url.path == "/decisions/latest":
-            symbols = parse_qs(url.query).get("symbol")
-            try:
-                return latest_decisions(loaded, self.server.warehouse, symbols)
-            except UnknownSymbol as error:
-                raise RequestError(HTTPStatus.NOT_FOUND, str(error)) from error
-        if url.path == "/invocations":
-            raise RequestError(HTTPStatus.METHOD_NOT_ALLOWED, "POST /invocations with a JSON body")
-        raise RequestError(HTTPStatus.NOT_FOUND, f"no such path {url.path!r}: {ROUTES}")
-
-    def _post(self, loaded: LoadedVersion) -> object:
-        if urlsplit(self.path).path != "/invocations":
-            raise RequestError(HTTPStatus.NOT_FOUND, f"no such path {self.path!r}: {ROUTES}")
-        content_type = self.headers.get("Content-Type", "").split(";")[0].strip()
+    @app.post(
+        "/invocations",
+        response_model=ScoringResponse,
+        dependencies=guarded,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": ScoringRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def invocations(request: Request, served: Served) -> dict:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip()
         if content_type != "application/json":
-            raise RequestError(
+            raise HTTPException(
                 HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
                 f"Content-Type {content_type or '(none)'!r}: send application/json",
             )
-        inputs = parse_inputs(self._body())
+        inputs = parse_inputs(await _body(request))
         try:
-            decision = loaded.model.decide(*(inputs[name] for name in INPUT_NAMES))
+            decision = served.loaded.model.decide(*(inputs[name] for name in INPUT_NAMES))
         except ValueError as error:
-            raise RequestError(HTTPStatus.BAD_REQUEST, str(error)) from error
+            raise HTTPException(HTTPStatus.BAD_REQUEST, str(error)) from error
+        loaded = served.loaded
         return {
             "predictions": decision.tolist(),
             "columns": list(OUTPUT_COLUMNS),
@@ -140,53 +326,125 @@ class Handler(BaseHTTPRequestHandler):
             "version": loaded.version,
         }
 
-    def _body(self) -> bytes:
+    @app.get("/decisions/latest", response_model=list[Decision], dependencies=guarded)
+    async def latest(
+        served: Served,
+        symbol: Annotated[list[str] | None, Query(description="only these symbols (repeatable)")] = None,
+        position: Annotated[
+            float | None, Query(description="the exposure held in each, a fraction of equity", ge=-10, le=10)
+        ] = None,
+    ) -> list[dict]:
+        positions = None if position is None else dict.fromkeys(symbol or served_symbols(served), position)
+        return decisions(served, symbol, positions, state.paper_label)
+
+    @app.post("/decisions/latest", response_model=list[Decision], dependencies=guarded)
+    async def latest_for(served: Served, body: DecisionsRequest) -> list[dict]:
+        return decisions(served, body.symbols, body.positions, state.paper_label)
+
+    @app.api_route("/invocations", methods=["GET", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+    async def wrong_method() -> None:
+        raise HTTPException(HTTPStatus.METHOD_NOT_ALLOWED, "POST /invocations with a JSON body")
+
+    _errors(app)
+
+    @app.middleware("http")
+    async def version_header(request: Request, call_next: Callable):
+        response = await call_next(request)
+        if state.snapshot is not None:
+            response.headers["X-Model-Version"] = state.snapshot.loaded.version
+        return response
+
+    return app
+
+
+def served_symbols(served: Snapshot) -> list[str]:
+    if served.bars is None:
+        raise HTTPException(HTTPStatus.SERVICE_UNAVAILABLE, "the warehouse is empty; run `make run` first")
+    return served.bars.symbols
+
+
+def decisions(
+    served: Snapshot, symbols: list[str] | None, positions: dict[str, float] | None, paper_label: str
+) -> list[dict]:
+    """Rows for ``symbols`` (default all): held from ``positions``, else the paper account, else 0."""
+    wanted = symbols or served_symbols(served)
+    if served.bars is None:
+        raise HTTPException(HTTPStatus.SERVICE_UNAVAILABLE, "the warehouse is empty; run `make run` first")
+    positions = positions or {}
+    unknown = sorted(set(positions) - set(wanted))
+    if unknown:
+        raise HTTPException(
+            HTTPStatus.BAD_REQUEST, f"positions: {unknown[0]!r} is not among the symbols asked"
+        )
+    bad = [s for s, p in positions.items() if not np.isfinite(p) or abs(p) > 10]
+    if bad:
+        raise HTTPException(
+            HTTPStatus.BAD_REQUEST, f"positions: {bad[0]!r} must be a finite exposure in [-10, 10]"
+        )
+    held, sources = [], []
+    for s in wanted:
+        if s in positions:
+            held.append(positions[s]), sources.append("request")
+        elif s in served.paper:
+            held.append(served.paper[s]), sources.append(paper_label)
+        else:
+            held.append(0.0), sources.append("none")
+    try:
+        rows = decision_rows(served.loaded, served.bars, wanted, np.array(held))
+    except UnknownSymbol as error:
+        raise HTTPException(HTTPStatus.NOT_FOUND, str(error)) from error
+    except NotReady as error:
+        raise HTTPException(HTTPStatus.CONFLICT, str(error)) from error
+    for row, source in zip(rows, sources, strict=True):
+        row["held_from"] = source
+    return rows
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, or a 408 when the client stops sending it for ``READ_TIMEOUT`` seconds."""
+    chunks = []
+    stream = request.stream().__aiter__()
+    while True:
         try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError as error:
-            raise RequestError(HTTPStatus.LENGTH_REQUIRED, "send a Content-Length") from error
-        if length > MAX_BODY_BYTES:
-            raise RequestError(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body of {length} bytes; at most {MAX_BODY_BYTES}"
-            )
-        body = self.rfile.read(length)
-        self.body_read = True
-        return body
-
-    def _answer(self, route) -> None:
-        loaded = self.server.loaded
-        try:
-            if loaded is None:
-                raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE, self.server.missing)
-            status, payload = HTTPStatus.OK, route(loaded)
-        except RequestError as error:
-            status, payload = error.status, {"error_code": error.status.phrase, "message": str(error)}
-        except HRMError as error:  # the warehouse or the registry is not ready
-            status, payload = (
-                HTTPStatus.SERVICE_UNAVAILABLE,
-                {"error_code": "UNAVAILABLE", "message": str(error)},
-            )
-        except Exception as error:
-            log.exception("%s %s failed", self.command, self.path)
-            status = HTTPStatus.INTERNAL_SERVER_ERROR
-            payload = {"error_code": "INTERNAL_ERROR", "message": f"{type(error).__name__}: {error}"}
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        if loaded is not None:
-            self.send_header("X-Model-Version", loaded.version)
-        if self.command == "POST" and not self.body_read:  # the unread body would garble the next request
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
+            chunk = await asyncio.wait_for(stream.__anext__(), READ_TIMEOUT)
+        except StopAsyncIteration:
+            return b"".join(chunks)
+        except TimeoutError as error:
+            raise HTTPException(
+                HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within {READ_TIMEOUT:g} s"
+            ) from error
+        chunks.append(chunk)
 
 
-ROUTES = "GET /ping, POST /invocations, GET /decisions/latest[?symbol=S]"
+def _errors(app: FastAPI) -> None:
+    """Every error as MLflow's scoring server writes it: ``{"error_code", "message"}``."""
+
+    def answer(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+        phrase = HTTPStatus(status).phrase
+        return JSONResponse({"error_code": phrase, "message": message}, status_code=status, headers=headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        message = error.detail if isinstance(error.detail, str) else json.dumps(error.detail)
+        if error.status_code == HTTPStatus.NOT_FOUND and message == "Not Found":
+            message = f"no such path {request.url.path!r}: {ROUTES}"
+        if error.status_code == HTTPStatus.METHOD_NOT_ALLOWED and message == "Method Not Allowed":
+            message = f"{request.method} {request.url.path}: not allowed; {ROUTES}"
+        return answer(error.status_code, message, getattr(error, "headers", None))
+
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return answer(HTTPStatus.BAD_REQUEST, f"{where}: {first.get('msg')}")
+
+    @app.exception_handler(HRMError)
+    async def unavailable(request: Request, error: HRMError) -> JSONResponse:
+        return answer(HTTPStatus.SERVICE_UNAVAILABLE, str(error))
 
 
 def parse_inputs(body: bytes) -> dict[str, np.ndarray]:
@@ -194,57 +452,119 @@ def parse_inputs(body: bytes) -> dict[str, np.ndarray]:
     try:
         request = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise RequestError(HTTPStatus.BAD_REQUEST, f"the body is not JSON: {error}") from error
-    if isinstance(request, dict) and isinstance(request.get("inputs"), dict):
-        columns = request["inputs"]
-    elif isinstance(request, dict) and isinstance(request.get("instances"), list) and request["instances"]:
-        rows = request["instances"]
-        if not all(isinstance(row, dict) for row in rows):
-            raise RequestError(HTTPStatus.BAD_REQUEST, "each of 'instances' is an object of named inputs")
-        columns = {name: [row.get(name) for row in rows] for name in INPUT_NAMES}
+        raise HTTPException(HTTPStatus.BAD_REQUEST, f"the body is not JSON: {error}") from error
+    except RecursionError as error:
+        raise HTTPException(HTTPStatus.BAD_REQUEST, "the body's JSON is nested too deeply") from error
+    usage = (
+        'send {"inputs": {"strategic": [...], "tactical": [...], "cap": [...], "held": [...], '
+        '"benchmark": [...]}} or {"instances": [{"strategic": ..., "tactical": ..., "cap": ..., '
+        '"held": ..., "benchmark": ...}]}'
+    )
+    try:
+        parsed = ScoringRequest.model_validate(request)
+    except (ValidationError, RecursionError) as error:
+        raise HTTPException(HTTPStatus.BAD_REQUEST, f"{usage} ({_first_error(error)})") from error
+    if parsed.inputs is not None:
+        columns = parsed.inputs.model_dump()
+    elif parsed.instances:
+        columns = {name: [getattr(row, name) for row in parsed.instances] for name in INPUT_NAMES}
     else:
-        raise RequestError(
-            HTTPStatus.BAD_REQUEST,
-            'send {"inputs": {"strategic": [...], "tactical": [...], "cap": [...], "held": [...], '
-            '"benchmark": [...]}} or {"instances": [{"strategic": ..., "tactical": ..., "cap": ..., '
-            '"held": ..., "benchmark": ...}]}',
-        )
-    missing = [name for name in INPUT_NAMES if columns.get(name) is None]
+        raise HTTPException(HTTPStatus.BAD_REQUEST, usage)
+    missing = [name for name in INPUT_NAMES if columns.get(name) is None or None in columns[name]]
     if missing:
-        raise RequestError(
+        raise HTTPException(
             HTTPStatus.BAD_REQUEST, f"missing input {missing[0]!r}; inputs: {', '.join(INPUT_NAMES)}"
         )
     arrays = {}
     for name in INPUT_NAMES:
         try:
             arrays[name] = np.asarray(columns[name], dtype=np.float32)
-        except (TypeError, ValueError) as error:
-            raise RequestError(
+        except (TypeError, ValueError, RecursionError) as error:
+            raise HTTPException(
                 HTTPStatus.BAD_REQUEST, f"{name}: not a rectangular array of numbers ({error})"
             ) from error
     return arrays
 
 
+def _first_error(error: Exception) -> str:
+    if isinstance(error, ValidationError) and error.errors():
+        first = error.errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return "nested too deeply" if isinstance(error, RecursionError) else str(error)
+
+
+class DeclaredSizeLimit:
+    """Refuses a body declared larger than ``MAX_BODY_BYTES`` before reading any of it, with the
+    JSON error every other refusal has (FastAPI's own limit, for bodies sent without a length,
+    answers in plain text)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            declared = dict(scope["headers"]).get(b"content-length", b"0")
+            if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
+                message = f"a body of {declared.decode(errors='replace')} bytes; at most {MAX_BODY_BYTES}"
+                status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+                response = JSONResponse({"error_code": status.phrase, "message": message}, status_code=status)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def server_config(app: FastAPI, host: str, port: int, token: str | None) -> uvicorn.Config:
+    """uvicorn's settings: the bind (refused beyond loopback without a token), connection limits
+    and timeouts."""
+    if not is_loopback(host) and not token:
+        raise HRMError(
+            f"serve --host {host}: refusing to serve beyond this machine without a token; set "
+            f"{TOKEN_ENV} (clients then send Authorization: Bearer <token>) or bind 127.0.0.1"
+        )
+    return uvicorn.Config(
+        DeclaredSizeLimit(app),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=KEEP_ALIVE,
+        limit_concurrency=MAX_CONNECTIONS,
+        h11_max_incomplete_event_size=64 * 1024,
+    )
+
+
 def serve(
     tracking: MlflowResource,
     warehouse: DuckDBResource,
-    settings: HRMSettings,
     alias: str,
     host: str,
     port: int,
     poll_seconds: float = 2.0,
+    paper_account: Path | None = None,
 ) -> None:
     """Serve until interrupted."""
-    server = ModelServer((host, port), tracking, warehouse, settings, alias, poll_seconds)
-    loaded = server.loaded
+    token = os.environ.get(TOKEN_ENV) or None
+    state = ServerState(tracking, warehouse, alias, poll_seconds, paper_account)
+    config = server_config(create_app(state, token), host, port, token)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(MAX_CONNECTIONS)  # clients that connect before uvicorn starts wait in the backlog
+    loaded = state.snapshot.loaded
+    auth = "; Bearer token required" if token else ""
     print(
-        f"serving {loaded.label} (version {loaded.version}) on http://{host}:{server.server_port} "
-        f"({ROUTES}); following the alias every {poll_seconds:g} s; Ctrl-C stops",
+        f"serving {loaded.label} (version {loaded.version}) on http://{host}:{sock.getsockname()[1]} "
+        f"({ROUTES}); following the alias every {poll_seconds:g} s{auth}; Ctrl-C stops",
         flush=True,
     )
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    uvicorn.Server(config).run(sockets=[sock])

@@ -5,6 +5,7 @@ restart, and answers bad requests with a 4xx and a message."""
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -16,19 +17,23 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+import uvicorn
 import yaml
 
 from assets.registry import log_served_model
 from assets.resources import HRMSettings
 from hrm_core.core.config import HRMConfig, load_config
+from hrm_core.core.errors import HRMError
 from hrm_core.dataset.market import load_market_data
 from hrm_core.model.agent import HRMTradingAgent
 from hrm_core.model.serving import OUTPUT_COLUMNS, ServedModel, save_served
 from hrm_core.model.trader import MarketInputs
 from hrm_core.training.trainer import build_model
 from hrm_core.workflows.train import prepare_warehouse
+from pipelines.decisions import decide_latest
 from pipelines.resources import local_resources
-from pipelines.server import ModelServer
+from pipelines.server import ServerState, create_app, server_config
+from pipelines.serving import load_version
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
@@ -212,17 +217,30 @@ class Client:
         return response.status, payload, response.getheader("X-Model-Version")
 
 
+class Running:
+    """uvicorn serving ``app`` on a free port in a thread (as ``hrm-trading serve`` configures it)."""
+
+    def __init__(self, app) -> None:
+        self.server = uvicorn.Server(server_config(app, "127.0.0.1", 0, None))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.01)
+        self.server_port = self.server.servers[0].sockets[0].getsockname()[1]
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
 @pytest.fixture
 def server(served):
     r = served["resources"]
-    server = ModelServer(
-        ("127.0.0.1", 0), r["tracking"], r["warehouse"], served["settings"], "production", 0.1
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    running = Running(create_app(ServerState(r["tracking"], r["warehouse"], "production", 0.1)))
+    yield running
+    running.close()
 
 
 def invocation(served, n: int = 3) -> tuple[dict, tuple]:
@@ -288,6 +306,14 @@ def test_bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving(serv
             {"inputs": {k: "x" for k in body["inputs"]}},
             "application/json",
             400,
+            "inputs.strategic: Input should be a valid list",
+        ),
+        (
+            "POST",
+            "/invocations",
+            {"inputs": {k: [["x"]] for k in body["inputs"]}},
+            "application/json",
+            400,
             "numbers",
         ),
         ("POST", "/invocations", body, "text/csv", 415, "application/json"),
@@ -337,8 +363,6 @@ def test_hrm_trading_serve_starts_from_the_cli_and_answers(served):
             "serve",
             "--port",
             "0",
-            "--config",
-            str(served["config_path"]),
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -353,3 +377,122 @@ def test_hrm_trading_serve_starts_from_the_cli_and_answers(served):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def raw_request(port: int, payload: bytes, read: bool = True) -> tuple[int, dict]:
+    """Send bytes as they are; the status and JSON body of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(payload)
+        if not read:
+            return 0, {}
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < length_of(answer):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body or b"{}")
+
+
+def length_of(answer: bytes) -> int:
+    for line in answer.split(b"\r\n\r\n")[0].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":")[1])
+    return 0
+
+
+def post(body: bytes, length: int | None = None, content_type: bytes = b"application/json") -> bytes:
+    size = len(body) if length is None else length
+    return (
+        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: "
+        + content_type
+        + b"\r\nContent-Length: "
+        + str(size).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+
+
+def test_hostile_clients_get_a_4xx_and_never_stall_the_others(served, server, monkeypatch):
+    monkeypatch.setattr("pipelines.server.READ_TIMEOUT", 1.0)
+    port = server.server_port
+    slow = []
+    for _ in range(20):  # slow-loris: connections that send half a request and wait
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        slow.append(sock)
+    try:
+        started = time.monotonic()
+        assert Client(port).request("GET", "/ping")[0] == 200
+        assert time.monotonic() - started < 2.0  # not queued behind them
+        cases = {
+            "deeply nested": (post(b"[" * 100_000 + b"]" * 100_000), 400),
+            "nested within the parser's depth": (
+                post(b'{"inputs": {"cap": ' + b"[" * 500 + b"]" * 500 + b"}}"),
+                400,
+            ),
+            "not UTF-8": (post(b"\xff\xfe\x00{"), 400),
+            "declares 4 GB": (post(b"{}", length=4 * 2**30), 413),
+            "over the limit": (post(b" " * (16 * 2**20 + 1)), 413),
+            "truncated": (post(b'{"inputs": {', length=1000), 408),
+            "traversal in symbol": (
+                b"GET /decisions/latest?symbol=../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n",
+                404,
+            ),
+            "a position out of range": (
+                b"GET /decisions/latest?position=1e308 HTTP/1.1\r\nHost: x\r\n\r\n",
+                400,
+            ),
+        }
+        for name, (payload, status) in cases.items():
+            got, answer = raw_request(port, payload)
+            assert got == status and answer.get("message"), (name, got, answer)
+        body, _ = invocation(served)
+        assert Client(port).request("POST", "/invocations", body)[0] == 200  # still serving
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_a_token_guards_every_route_but_ping_and_no_token_means_loopback_only(served):
+    r = served["resources"]
+    state = ServerState(r["tracking"], r["warehouse"], "production", 60)
+    with pytest.raises(HRMError, match="refusing to serve beyond this machine without a token"):
+        server_config(create_app(state), "0.0.0.0", 0, None)
+    assert server_config(create_app(state, "s3cret"), "0.0.0.0", 0, "s3cret").host == "0.0.0.0"
+    running = Running(create_app(state, token="s3cret"))
+    try:
+        client = Client(running.server_port)
+        assert client.request("GET", "/ping")[0] == 200
+        status, answer, _ = client.request("GET", "/decisions/latest")
+        assert status == 401 and "Bearer" in answer["message"]
+        client.connection.request("GET", "/decisions/latest", headers={"Authorization": "Bearer wrong"})
+        wrong = client.connection.getresponse()
+        assert wrong.status == 401 and wrong.read()
+        client.connection.request("GET", "/decisions/latest", headers={"Authorization": "Bearer s3cret"})
+        response = client.connection.getresponse()
+        assert response.status == 200 and len(json.loads(response.read())) == 2
+    finally:
+        running.close()
+
+
+def test_decisions_take_the_position_held(served, server):
+    client = Client(server.server_port)
+    _, flat, _ = client.request("GET", "/decisions/latest?symbol=SP500")
+    _, held, _ = client.request("GET", "/decisions/latest?symbol=SP500&position=0.8")
+    status, posted, _ = client.request(
+        "POST", "/decisions/latest", {"symbols": ["SP500"], "positions": {"SP500": 0.8}}
+    )
+    assert status == 200 and posted == held
+    assert flat[0]["held"] == 0.0 and flat[0]["held_from"] == "none"
+    assert held[0]["held"] == pytest.approx(0.8) and held[0]["held_from"] == "request"
+    assert held[0]["tilt"] != flat[0]["tilt"]  # the tilt reads the position held (hold weight 0.7)
+    r = served["resources"]
+    with r["warehouse"].get_connection() as con:
+        (expected,) = decide_latest(load_version(r["tracking"], "production"), con, ["SP500"], 0.8)
+    assert {k: held[0][k] for k in expected} == expected
+    status, answer, _ = client.request(
+        "POST", "/decisions/latest", {"symbols": ["SP500"], "positions": {"NASDAQ": 1}}
+    )
+    assert status == 400 and "NASDAQ" in answer["message"]
