@@ -300,7 +300,7 @@ def _run(args: argparse.Namespace, algorithm: str | None = None) -> int:
             revert_lake_runs(defs.resources["warehouse"], [result.run_id, *ingest_run_ids])
     print(format_summary(result))
     if job_name == "full_job" and result.success:
-        from pipelines.serving import warm_served_cache
+        from assets.serving import warm_served_cache
 
         warm_served_cache(defs.resources["tracking"])  # the next predict decides from the cache
         path = write_run_summary(result, home / "reports" / "latest" / "summary.json")
@@ -333,15 +333,15 @@ def _predict(args: argparse.Namespace) -> int:
     _inference_threads()
     rows = None
     if os.environ.get("HRM_PROFILE", "local") == "local":
-        from pipelines.served_cache import cached_predict
+        from assets.served_cache import cached_predict
 
         rows = cached_predict(args.model_alias, args.symbol, args.position)
     if rows is None:
         from pipelines.home import prepare_home
 
         prepare_home()
+        from assets.serving import predict
         from pipelines.resources import resources_for_profile
-        from pipelines.serving import predict
 
         resources = resources_for_profile()
         rows = predict(
@@ -374,7 +374,7 @@ def _serve(args: argparse.Namespace) -> int:
     from pipelines.home import prepare_home
 
     prepare_home()
-    from pipelines.paper import account_database
+    from assets.paper_loop import account_database
     from pipelines.resources import resources_for_profile
     from pipelines.server import serve
 
@@ -401,7 +401,7 @@ def _paper(args: argparse.Namespace) -> int:
     from pipelines.home import prepare_home
 
     prepare_home()
-    from pipelines.paper import follow, paper_source, run_paper
+    from assets.paper_loop import follow, paper_source, run_paper
     from pipelines.resources import resources_for_profile
 
     settings = runner.settings_for({"config_path": args.config or DEFAULT_CONFIG})
@@ -444,7 +444,7 @@ def _paper(args: argparse.Namespace) -> int:
 
 
 def paper_summary(account: str, config) -> str:
-    from pipelines.paper import open_account
+    from assets.paper_loop import open_account
     from pipelines.summary import format_paper
 
     with open_account(account, read_only=True) as con:
@@ -456,7 +456,7 @@ def _orders(args: argparse.Namespace) -> int:
     from pipelines.home import prepare_home
 
     prepare_home()
-    from pipelines.paper import next_orders
+    from assets.paper_loop import next_orders
     from pipelines.resources import resources_for_profile
 
     orders = next_orders(resources_for_profile()["tracking"], args.account, args.model_alias)

@@ -6,18 +6,24 @@ import dagster as dg
 
 from assets.features import features_finite, features_point_in_time
 from assets.monitoring import feature_drift_within_threshold
+from assets.paper import paper_within_expectation
 from assets.registry import backtest_within_sanity_bounds
 from assets.splits import splits_purged_and_embargoed
 from pipelines.jobs import (
     DATA_ASSETS,
     EVALUATION_ASSETS,
     MONITORING_ASSETS,
+    PAPER_ASSETS,
     daily_ingest_schedule,
     data_job,
     drift_retrain_sensor,
     evaluation_cell_job,
     evaluation_report_job,
     full_job,
+    paper_job,
+    paper_new_data_sensor,
+    paper_retrain_sensor,
+    paper_schedule,
     train_job,
     training_graph,
     weekly_retrain_schedule,
@@ -45,7 +51,7 @@ def build_definitions(
     resources = resources if resources is not None else resources_for_profile()
     training_assets, training_checks = training_graph(resources["settings"].config().training.curriculum)
     return dg.Definitions(
-        assets=[*DATA_ASSETS, *training_assets, *MONITORING_ASSETS, *EVALUATION_ASSETS],
+        assets=[*DATA_ASSETS, *training_assets, *MONITORING_ASSETS, *EVALUATION_ASSETS, *PAPER_ASSETS],
         asset_checks=[
             features_finite,
             features_point_in_time,
@@ -53,10 +59,11 @@ def build_definitions(
             *training_checks,
             backtest_within_sanity_bounds,
             feature_drift_within_threshold,
+            paper_within_expectation,
         ],
-        jobs=[data_job, train_job, full_job, evaluation_cell_job, evaluation_report_job],
-        schedules=[daily_ingest_schedule, weekly_retrain_schedule],
-        sensors=[drift_retrain_sensor],
+        jobs=[data_job, train_job, full_job, evaluation_cell_job, evaluation_report_job, paper_job],
+        schedules=[daily_ingest_schedule, weekly_retrain_schedule, paper_schedule],
+        sensors=[drift_retrain_sensor, paper_new_data_sensor, paper_retrain_sensor],
         resources=resources,
         loggers=loggers,
         executor=step_executor(),

@@ -11,6 +11,7 @@ from assets.features import hierarchical_features
 from assets.ingest import raw_ohlcv, symbols_partitions
 from assets.labels import training_labels
 from assets.monitoring import DRIFT_SHARE, feature_drift_report
+from assets.paper import BEYOND_EXPECTATION, paper_account
 from assets.registry import backtest_report, candidate_model, promotion_decision
 from assets.resources import HRMSettings
 from assets.rl import rl_finetune_asset
@@ -31,6 +32,7 @@ DATA_ASSETS = [
 ]
 
 MONITORING_ASSETS = [feature_drift_report]
+PAPER_ASSETS = [paper_account]
 EVALUATION_ASSETS = [evaluation_cell, evaluation_report]
 
 
@@ -157,5 +159,55 @@ def drift_retrain_sensor(
             dg.RunRequest(
                 run_key=f"drift-{asset_event.run_id}-{asset_event.timestamp}", tags={"trigger": "drift"}
             )
+        ]
+    )
+
+
+paper_job = dg.define_asset_job(
+    "paper_job", selection=dg.AssetSelection.groups("paper"), description="the paper account's next bars"
+)
+INTERVAL_CRON = {"1m": "* * * * *", "5m": "*/5 * * * *", "15m": "*/15 * * * *", "1h": "0 * * * *"}
+"""One paper tick per bar: the cron of each bar interval (daily bars, and any other: after the
+close on weekdays)."""
+
+
+def paper_cron(interval: str) -> str:
+    return INTERVAL_CRON.get(interval, "30 21 * * 1-5")
+
+
+@dg.schedule(
+    job=paper_job,
+    cron_schedule=paper_cron(os.environ.get("HRM_PAPER_INTERVAL", "1d")),
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)
+def paper_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """Once per bar interval (``$HRM_PAPER_INTERVAL``, default daily after the US close): the
+    paper account trades the bars that arrived."""
+    return dg.RunRequest(run_key=context.scheduled_execution_time.isoformat())
+
+
+@dg.sensor(job=paper_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
+def paper_new_data_sensor(context: dg.SensorEvaluationContext, settings: HRMSettings) -> dg.SensorResult:
+    """A paper run as soon as the configured source has a bar the last run did not see."""
+    config = settings.config()
+    s3 = S3Resource().get_client() if (config.data.path or "").startswith("s3://") else None
+    newest = str(make_source(config.data, s3).load()["ts"].max())
+    if newest == context.cursor:
+        return dg.SensorResult(skip_reason=f"no bar after {newest}")
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"paper-{newest}")], cursor=newest)
+
+
+@dg.asset_sensor(asset_key=paper_account.key, job=train_job, default_status=dg.DefaultSensorStatus.STOPPED)
+def paper_retrain_sensor(
+    context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
+) -> dg.SensorResult:
+    """Retrain when the paper account left its backtest's expectation: a drawdown beyond the
+    backtest's worst, or live features drifted beyond ``monitoring.max_drift_share``."""
+    metadata = asset_event.asset_materialization.metadata
+    if not metadata[BEYOND_EXPECTATION].value:
+        return dg.SensorResult(skip_reason="the paper account is within its backtest's expectation")
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(run_key=f"paper-{asset_event.run_id}", tags={"trigger": "paper_monitoring"})
         ]
     )

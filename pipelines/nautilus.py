@@ -74,7 +74,8 @@ VENUE = Venue("HRM")
 PRICE_PRECISION = 6  # rounds a fill price by at most 5e-7, far below a cent on any share
 SIZE_PRECISION = 6  # fractional shares, as our engine trades them
 BAR_VOLUME = 1e9  # the data has no volume; fills take liquidity from ProportionalSlippage's book
-LATENCY_NS = 1  # an order sent at a close reaches the venue after it, and before the next open
+LATENCY_NS = 1  # an order sent at a close reaches the venue after the close
+OPEN_LEAD_NS = 1  # a bar's open is stamped this much before the bar: after the last close's orders arrive
 ACTION, POSITION = OUTPUT_COLUMNS.index("action"), OUTPUT_COLUMNS.index("position")
 
 
@@ -243,7 +244,7 @@ def market_data(instrument: Cfd, data: MarketData, rows: np.ndarray) -> tuple[Ba
     price = instrument.make_price
     events: list = []
     for i, (row, stamp) in enumerate(zip(rows, ts, strict=True)):
-        opened = int(stamp) - LATENCY_NS
+        opened = int(stamp) - OPEN_LEAD_NS
         open_ = price(data.open[row])
         events.append(
             TradeTick(

@@ -16,10 +16,10 @@ from urllib.parse import urlsplit, urlunsplit
 from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
+from assets.locations import ARTIFACTS_DIR, REGISTRY_FILE, WAREHOUSE_FILE
 from assets.resources import DvcResource, HRMSettings, LakeWarehouse, MlflowResource
 from hrm_core.core.config import hrm_home
 from hrm_core.core.errors import ConfigError
-from pipelines.locations import ARTIFACTS_DIR, REGISTRY_FILE, WAREHOUSE_FILE
 from pipelines.storage import RunJsonIOManager
 
 

@@ -51,12 +51,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from assets.decisions import decision_rows
 from assets.resources import LakeWarehouse, MlflowResource, warehouse_exists
+from assets.serving import load_version, no_version_message
 from hrm_core.core.errors import HRMError
 from hrm_core.model.serving import INPUT_NAMES, OUTPUT_COLUMNS, LoadedVersion
 from hrm_core.workflows.latest import LatestBars, NotReady, UnknownSymbol, latest_bars
-from pipelines.decisions import decision_rows
-from pipelines.serving import load_version, no_version_message
 
 MAX_BODY_BYTES = 16 * 2**20
 READ_TIMEOUT = 10.0

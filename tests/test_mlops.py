@@ -12,16 +12,16 @@ import pandas as pd
 import pytest
 import yaml
 
+from assets.locations import REGISTRY_FILE, SERVED_DIR
 from assets.monitoring import DRIFT_SHARE, drifted_share
 from assets.resources import HRMSettings
+from assets.served_cache import ServedCache
 from hrm_core.core.config import PromotionConfig, merged, read_preset
 from hrm_core.sim.promotion import decide_promotion
 from pipelines.cli import main
 from pipelines.definitions import build_definitions
 from pipelines.jobs import drift_retrain_sensor, partition_range_tags, sync_symbol_partitions
-from pipelines.locations import REGISTRY_FILE, SERVED_DIR
 from pipelines.resources import local_resources
-from pipelines.served_cache import ServedCache
 
 pytestmark = pytest.mark.slow
 

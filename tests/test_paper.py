@@ -9,18 +9,20 @@ import subprocess
 import sys
 import time
 
+import dagster as dg
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
+from assets.paper_loop import PaperSource, account_database, next_orders, paper_source, run_paper
+from assets.serving import load_version
 from hrm_core.data.warehouse import read_bars
 from hrm_core.dataset.market import read_market_data
 from hrm_core.sim.backtest import run_version
 from hrm_core.workflows import paper
 from pipelines.cli import main
-from pipelines.paper import PaperSource, account_database, next_orders, paper_source, run_paper
-from pipelines.serving import load_version
+from pipelines.server import ServerState, create_app
 from tests.test_serving import served  # noqa: F401  (the fixture: a tiny version 1 under production)
 
 pytestmark = pytest.mark.slow
@@ -178,3 +180,73 @@ def test_bad_bars_are_quarantined_and_never_traded(served, tmp_path):  # noqa: F
         rules = con.execute("SELECT rules FROM quarantine.ohlcv").fetchone()[0]
     assert counts[0] == counts[1] + counts[2] == len(bars) and counts[2] == 1
     assert "low_le_open_close" in rules
+
+
+def test_the_server_reads_the_paper_account_and_refreshes_when_its_warehouse_changes(served):  # noqa: F811
+    from dagster_duckdb import DuckDBResource
+
+    from tests.test_serving import Client, Running
+
+    replay(served, "served", ticks=2)
+    database = account_database("served")
+    r = served["resources"]
+    state = ServerState(r["tracking"], DuckDBResource(database=str(database)), "production", 0.05, database)
+    running = Running(create_app(state))
+    try:
+        client = Client(running.server_port)
+        status, rows, _ = client.request("GET", "/decisions/latest")
+        positions = ledger("served")["paper.positions"]
+        last = positions[positions["ts"] == positions["ts"].max()].set_index("symbol")
+        assert status == 200 and {row["held_from"] for row in rows} == {"paper:served"}
+        for row in rows:
+            assert row["held"] == pytest.approx(last.loc[row["symbol"], "held"])
+            assert pd.Timestamp(row["bar"]) == positions["ts"].max()
+        replay(served, "served", ticks=1)  # a new bar in the warehouse the server reads
+        deadline = time.monotonic() + 30
+        while client.request("GET", "/decisions/latest")[1][0]["bar"] == rows[0]["bar"]:
+            assert time.monotonic() < deadline, "the server did not see the new bar"
+            time.sleep(0.05)
+        _, moved, _ = client.request("GET", "/decisions/latest?position=0")
+        assert {row["held_from"] for row in moved} == {"request"}
+    finally:
+        running.close()
+
+
+def test_the_paper_asset_reports_against_the_backtest_and_can_trigger_retraining(served):  # noqa: F811
+    from assets.paper import BEYOND_EXPECTATION, paper_account, paper_within_expectation
+    from pipelines.jobs import paper_retrain_sensor
+
+    r = served["resources"]
+    resources = {"settings": served["settings"], "warehouse": r["warehouse"], "tracking": r["tracking"]}
+    with dg.DagsterInstance.ephemeral() as instance:
+        config = {"ops": {"paper_account": {"config": {"account": "dagster", "ticks": 30}}}}
+        result = dg.materialize(
+            [paper_account, paper_within_expectation],
+            resources=resources,
+            run_config=config,
+            instance=instance,
+        )
+        assert result.success
+        (event,) = result.get_asset_materialization_events()
+        metadata = {k: v.value for k, v in event.materialization.metadata.items()}
+        assert metadata["ticks"] == 30 and metadata["versions"] == ["1"]
+        assert metadata["equity_curve"].startswith("![paper equity](data:image/png;base64,")
+        for fact in (
+            "rolling_sharpe",
+            "drawdown",
+            "turnover",
+            "sharpe",
+            "benchmark_sharpe",
+            "live_drifted_share",
+        ):
+            assert np.isfinite(metadata[fact]), fact
+        (check,) = result.get_asset_check_evaluations()
+        assert check.passed == (not metadata[BEYOND_EXPECTATION])
+        context = dg.build_sensor_context(instance=instance)
+        requested = paper_retrain_sensor.evaluate_tick(context)
+        assert bool(requested.run_requests) == metadata[BEYOND_EXPECTATION]
+        beyond = dg.AssetMaterialization(asset_key=paper_account.key, metadata={BEYOND_EXPECTATION: True})
+        instance.report_runless_asset_event(beyond)
+        later = dg.build_sensor_context(instance=instance, cursor=requested.cursor)
+        (retrain,) = paper_retrain_sensor.evaluate_tick(later).run_requests
+        assert retrain.tags["trigger"] == "paper_monitoring"

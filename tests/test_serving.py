@@ -20,8 +20,10 @@ import torch
 import uvicorn
 import yaml
 
+from assets.decisions import decide_latest
 from assets.registry import log_served_model
 from assets.resources import HRMSettings
+from assets.serving import load_version
 from hrm_core.core.config import HRMConfig, load_config
 from hrm_core.core.errors import HRMError
 from hrm_core.dataset.market import load_market_data
@@ -30,10 +32,8 @@ from hrm_core.model.serving import OUTPUT_COLUMNS, ServedModel, save_served
 from hrm_core.model.trader import MarketInputs
 from hrm_core.training.trainer import build_model
 from hrm_core.workflows.train import prepare_warehouse
-from pipelines.decisions import decide_latest
 from pipelines.resources import local_resources
 from pipelines.server import ServerState, create_app, server_config
-from pipelines.serving import load_version
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {

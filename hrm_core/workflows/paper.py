@@ -31,9 +31,10 @@ import numpy as np
 import pandas as pd
 
 from hrm_core.core.config import HRMConfig, ValidationConfig
-from hrm_core.core.vocabulary import ACTIONS, EXIT_REASONS, EXIT_STOP, EXIT_TARGET
+from hrm_core.core.vocabulary import ACTIONS, EXIT_REASONS, EXIT_STOP, EXIT_TARGET, PARTS
 from hrm_core.data.validation import ValidationReport, validate_ohlcv
 from hrm_core.data.warehouse import TABLE_DDL, ensure_tables, to_utc_naive, transaction
+from hrm_core.dataset.market import read_latest_bars
 from hrm_core.engine.decisions import (
     ACCOUNT_DT,
     TRADE_DT,
@@ -48,6 +49,7 @@ from hrm_core.engine.decisions import decide as engine_decide
 from hrm_core.features.build import update_features
 from hrm_core.model.exposure import action_of, band_path, benchmark_exposure
 from hrm_core.model.serving import LoadedVersion
+from hrm_core.sim.backtest import run_version
 from hrm_core.sim.metrics import performance_summary
 from hrm_core.workflows.latest import decide, latest_bars
 
@@ -350,7 +352,8 @@ def pending_orders(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 def performance(con: duckdb.DuckDBPyConnection, config: HRMConfig) -> dict[str, dict[str, float]]:
     """The account's record (every symbol's account together, from the first traded bar) beside
     the benchmark's on the same bars through the same engine and costs: both out of sample (the
-    bars came after the account started) and net of costs."""
+    bars came after the account started) and net of costs. Turnover is the mean absolute change of
+    exposure per bar, averaged over symbols, as the backtest reports it."""
     curve = equity_curve(con)
     if len(curve) < 2:
         return {}
@@ -361,9 +364,8 @@ def performance(con: duckdb.DuckDBPyConnection, config: HRMConfig) -> dict[str, 
         "paper": performance_summary(account, periods_per_year=ppy),
         "benchmark": performance_summary(benchmark.pct_change().iloc[1:].to_numpy(), periods_per_year=ppy),
     }
-    fills = con.execute("SELECT sum(shares * price) FROM paper.fills").fetchone()[0] or 0.0
-    years = len(account) / ppy
-    summary["paper"]["turnover"] = float(fills / curve["portfolio"].mean() / years)
+    held = exposures(con)
+    summary["paper"]["turnover"] = float(held.diff().abs().mean().mean())
     summary["paper"]["costs"] = float(
         con.execute(
             "SELECT sum(costs) FROM (SELECT costs FROM paper.positions "
@@ -371,6 +373,33 @@ def performance(con: duckdb.DuckDBPyConnection, config: HRMConfig) -> dict[str, 
         ).fetchone()[0]
     )
     return summary
+
+
+def exposures(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Per bar and symbol, the exposure held at the close (shares × close / equity)."""
+    frame = con.execute(
+        "SELECT ts, symbol, shares * close / equity AS exposure FROM paper.positions ORDER BY ts"
+    ).df()
+    return frame.pivot(index="ts", columns="symbol", values="exposure")
+
+
+def version_backtest(con: duckdb.DuckDBPyConnection, loaded: LoadedVersion, start: pd.Timestamp) -> pd.Series:
+    """The portfolio equity of ``loaded``'s backtest (``sim.backtest.run_version``) on the account's
+    own bars from ``start``: what the account would show had this version decided every bar."""
+    config = loaded.config
+    normalization = {name: tuple(stats) for name, stats in loaded.meta["normalization"].items()}
+    data = read_latest_bars(con, config, normalization, bars=2**62)
+    data = data.with_part(np.where(data.ts >= np.datetime64(start), PARTS.index("test"), -1))
+    curves = {}
+    for symbol in data.symbols:
+        try:
+            run = run_version(loaded.model, data, config, symbol, "test")
+        except ValueError:  # fewer than 2 decision bars yet
+            continue
+        curves[symbol] = (1 + run.returns).cumprod() * config.trading.initial_capital
+    if not curves:
+        return pd.Series(dtype=float)
+    return pd.DataFrame(curves).ffill().sum(axis=1)
 
 
 def benchmark_equity(con: duckdb.DuckDBPyConnection, config: HRMConfig, start: pd.Timestamp) -> pd.DataFrame:

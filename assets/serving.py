@@ -18,14 +18,14 @@ import mlflow
 import yaml
 from dagster_duckdb import DuckDBResource
 
+from assets.decisions import decide_latest
+from assets.locations import SERVED_DIR
 from assets.resources import LakeWarehouse, MlflowResource, warehouse_exists
+from assets.served_cache import ServedCache
 from hrm_core.core.config import hrm_home
 from hrm_core.core.errors import HRMError
 from hrm_core.core.vocabulary import ALIAS_PRODUCTION, ALIAS_STAGING
 from hrm_core.model.serving import SPEC_FILE, WEIGHTS_FILE, LoadedVersion
-from pipelines.decisions import decide_latest
-from pipelines.locations import SERVED_DIR
-from pipelines.served_cache import ServedCache
 
 PICKLE_RULE = "served models are weights.npz and spec.json read as data, and never pickles"
 CODE_MODEL_LOADER = "mlflow.pyfunc.loaders.code_model"  # a models-from-code pyfunc: no pickled model

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from assets.resources import HRMSettings, MlflowResource
+from assets.serving import load_version
 from hrm_core.core.config import DataConfig, hrm_home
 from hrm_core.core.errors import HRMError
 from hrm_core.core.vocabulary import ACTIONS
@@ -34,7 +35,6 @@ from hrm_core.engine.decisions import decide as engine_decide
 from hrm_core.model.serving import LoadedVersion
 from hrm_core.workflows import paper
 from hrm_core.workflows.latest import decide, latest_bars
-from pipelines.serving import load_version
 
 PAPER_DIR = "paper"
 REPLAY_YEARS = 1

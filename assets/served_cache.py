@@ -20,11 +20,11 @@ from pathlib import Path
 
 import duckdb
 
+from assets.decisions import decide_latest
+from assets.locations import REGISTRY_FILE, SERVED_DIR, WAREHOUSE_FILE
 from hrm_core.core.config import hrm_home
 from hrm_core.core.vocabulary import REGISTERED_MODEL
 from hrm_core.model.serving import SPEC_FILE, WEIGHTS_FILE, LoadedVersion, ServedModel
-from pipelines.decisions import decide_latest
-from pipelines.locations import REGISTRY_FILE, SERVED_DIR, WAREHOUSE_FILE
 
 META_FILE, ALIASES_FILE = "meta.json", "aliases.json"
 
