@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HRM_HOME ?= $(CURDIR)/.hrm
 export DAGSTER_HOME ?= $(HRM_HOME)/dagster
 
-.PHONY: setup run test ui stack bench lint
+.PHONY: setup run test paper ui stack bench lint
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -24,6 +24,10 @@ run: setup
 
 test: setup
 	$(BIN)/pytest -q
+
+# After `make run`: the sample's last year, replayed bar by bar into the paper account.
+paper: setup
+	$(BIN)/hrm-trading paper
 
 ui: setup
 	mkdir -p $(DAGSTER_HOME)

@@ -174,9 +174,10 @@ class _Following:
         return self.loaded
 
 
-def follow(run: Callable[[], PaperRun], every: float, stop: Callable[[], bool] = lambda: False) -> None:
-    """Run ``run`` every ``every`` seconds until ``stop`` (or Ctrl-C)."""
-    while not stop():
+def follow(run: Callable[[], PaperRun], every: float) -> None:
+    """Run ``run`` every ``every`` seconds until interrupted (Ctrl-C). The account's warehouse is
+    open only while a run trades, so ``orders`` and ``serve`` read it in between."""
+    while True:
         run()
         time.sleep(every)
 

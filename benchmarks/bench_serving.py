@@ -11,8 +11,13 @@ every decision runs all 8 segments) registered in a temporary home on the sample
    clients (keep-alive connections, threads of one client process), ``--seconds`` each:
    decisions/s and p50 / p99 latency, against a server pinned to 1 BLAS thread and one given 2
    (``HRM_THREADS``).
+4. ``GET /decisions/latest?symbol=S`` (a random symbol, a random position held) from 8 clients, and
+   all symbols in one request, on the sample and on generated warehouses of up to 1,000 symbols ×
+   2,000 bars (``--sizes``), with the time the server takes to build its snapshot of a warehouse
+   (read the last bars of every symbol and run the network on them; paid once per warehouse
+   change, in the background).
 
-    python benchmarks/bench_serving.py [--seconds 10] [--skip-export]
+    python benchmarks/bench_serving.py [--seconds 10] [--skip-export] [--sizes 100x2000,1000x500,1000x2000]
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,11 +41,16 @@ import torch
 
 from assets.registry import log_served_model
 from hrm_core.core.config import load_config
+from hrm_core.data.schema import OHLCV_COLUMNS
+from hrm_core.data.synthetic import random_walk_bars
+from hrm_core.data.warehouse import ensure_tables
 from hrm_core.dataset.market import load_market_data
+from hrm_core.features.build import build_features
 from hrm_core.model.act import run_segments
 from hrm_core.model.exposure import action_of, next_position
 from hrm_core.model.trader import MarketInputs
 from hrm_core.training.trainer import build_model
+from hrm_core.workflows.latest import latest_bars
 from hrm_core.workflows.train import prepare_warehouse
 from pipelines.resources import local_resources
 
@@ -161,7 +172,7 @@ def _env(threads: int = 1) -> dict:
 
 def predict_times(setup: dict) -> dict:
     """``hrm-trading predict`` wall time through the registry, then from the cache."""
-    command = [sys.executable, "-m", "pipelines.cli", "predict", "--config", str(setup["config_path"])]
+    command = [sys.executable, "-m", "pipelines.cli", "predict"]
     times = {}
     for case in ("through the registry", "from the cache"):
         if case == "through the registry":
@@ -182,11 +193,9 @@ def load_test(setup: dict, clients: int, seconds: float, threads: int = 1) -> di
         "serve",
         "--port",
         "0",
-        "--config",
-        str(setup["config_path"]),
     ]
     server = subprocess.Popen(
-        command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command, env=_env(threads), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
         line = server.stdout.readline()
@@ -196,7 +205,13 @@ def load_test(setup: dict, clients: int, seconds: float, threads: int = 1) -> di
         strategic, tactical = data.windows(rows, hf.high_level_lookback, hf.low_level_lookback)
         bodies = [
             json.dumps(
-                {"inputs": {"strategic": [s.tolist()], "tactical": [t.tolist()], "cap": [1.0], "held": [0.0]}}
+                {
+                    "inputs": {
+                        "strategic": [s.tolist()],
+                        "tactical": [t.tolist()],
+                        **{"cap": [1.0], "held": [0.0], "benchmark": [0.5]},
+                    }
+                }
             ).encode()
             for s, t in zip(strategic, tactical, strict=True)
         ]
@@ -238,33 +253,149 @@ def load_test(setup: dict, clients: int, seconds: float, threads: int = 1) -> di
     }
 
 
+def generated_warehouse(path: Path, symbols: int, bars: int) -> Path:
+    """A warehouse of ``symbols`` generated symbols × ``bars`` daily bars, with features."""
+    frame = random_walk_bars(symbols, bars, seed=symbols * bars)[list(OHLCV_COLUMNS)]
+    frame["ts"] = frame["ts"].dt.tz_localize(None)
+    with duckdb.connect(str(path)) as con:
+        ensure_tables(con)
+        con.from_df(frame).insert_into("clean.ohlcv")
+        build_features(con)
+    return path
+
+
+def snapshot_seconds(home: Path) -> float:
+    """What the server pays when the warehouse changes: the last bars of every symbol and the
+    network on them (best of 3)."""
+    from assets.serving import load_version
+    from pipelines.resources import local_resources
+
+    resources = local_resources(home)
+    loaded = load_version(resources["tracking"], "production")
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        with duckdb.connect(resources["warehouse"].database, read_only=True) as con:
+            latest_bars(con, loaded)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def decisions_test(setup: dict, clients: int, seconds: float) -> dict:
+    """``clients`` keep-alive connections asking ``/decisions/latest`` for one random symbol at a
+    random position for ``seconds``; then all symbols in one request (best of 5)."""
+    env = _env()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "serve", "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        line = server.stdout.readline()
+        port = int(line.split("http://127.0.0.1:")[1].split()[0])
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        connection.request("GET", "/decisions/latest")
+        symbols = [row["symbol"] for row in json.loads(connection.getresponse().read())]
+        latencies: list[list[float]] = [[] for _ in range(clients)]
+        stop = time.perf_counter() + seconds
+
+        def client(k: int) -> None:
+            rng = np.random.default_rng(k)
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            while time.perf_counter() < stop:
+                symbol, held = symbols[rng.integers(len(symbols))], rng.uniform(-1, 1)
+                start = time.perf_counter()
+                connection.request("GET", f"/decisions/latest?symbol={symbol}&position={held:.3f}")
+                response = connection.getresponse()
+                response.read()
+                assert response.status == 200
+                latencies[k].append(time.perf_counter() - start)
+
+        workers = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join()
+        every = []
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)  # the first one idled out
+        for _ in range(5):
+            start = time.perf_counter()
+            connection.request("GET", "/decisions/latest?position=0.5")
+            rows = json.loads(connection.getresponse().read())
+            every.append(time.perf_counter() - start)
+            assert len(rows) == len(symbols)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    ms = np.concatenate([np.array(x) for x in latencies]) * 1000
+    return {
+        "symbols": len(symbols),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "requests": len(ms),
+        "all_symbols_s": min(every),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--skip-export", action="store_true")
+    parser.add_argument("--sizes", default="100x2000,1000x500,1000x2000", help="generated symbols x bars")
+    parser.add_argument("--skip-formats", action="store_true", help="only the decisions part (4)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="hrm-bench-serving-") as tmp:
         home = Path(tmp) / "home"
         setup = {**registered_home(home), "home": home}
         print("served model: CPU preset HRM, 3×7 cycles, halt_max_steps 8, two symbols (sample data)")
-        formats = format_times(setup, Path(tmp), export=not args.skip_export)
-        for r in formats:
-            print(f"cold load + decide, {r['format']:<22} {r['cold_seconds']:>6.2f} s")
-        predict = predict_times(setup)
-        for case, seconds in predict.items():
-            print(f"hrm-trading predict, {case:<22} {seconds:>6.2f} s")
-        print(f"\nhrm-trading serve, POST /invocations at batch 1, {args.seconds:g} s each")
+        formats, predict, loads = [], {}, []
+        if not args.skip_formats:
+            formats = format_times(setup, Path(tmp), export=not args.skip_export)
+            for r in formats:
+                print(f"cold load + decide, {r['format']:<22} {r['cold_seconds']:>6.2f} s")
+            predict = predict_times(setup)
+            for case, seconds in predict.items():
+                print(f"hrm-trading predict, {case:<22} {seconds:>6.2f} s")
+            print(f"\nhrm-trading serve, POST /invocations at batch 1, {args.seconds:g} s each")
+            print(
+                f"{'clients':>7} {'threads':>7} {'decisions/s':>12} {'p50 ms':>8} {'p99 ms':>8} "
+                f"{'requests':>9}"
+            )
+            for clients, threads in ((1, 1), (1, 2), (8, 1), (8, 2)):
+                r = load_test(setup, clients, args.seconds, threads)
+                loads.append(r)
+                rate, p50, p99 = r["decisions_per_s"], r["p50_ms"], r["p99_ms"]
+                print(f"{clients:>7} {threads:>7} {rate:>12,.0f} {p50:>8.2f} {p99:>8.2f} {r['requests']:>9}")
+        print(f"\nGET /decisions/latest, 8 clients, one random symbol and position each, {args.seconds:g} s")
         print(
-            f"{'clients':>7} {'threads':>7} {'decisions/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9}"
+            f"{'warehouse':>22} {'snapshot s':>10} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9} "
+            f"{'all symbols s':>13}"
         )
-        loads = []
-        for clients, threads in ((1, 1), (1, 2), (8, 1), (8, 2)):
-            r = load_test(setup, clients, args.seconds, threads)
-            loads.append(r)
-            rate, p50, p99 = r["decisions_per_s"], r["p50_ms"], r["p99_ms"]
-            print(f"{clients:>7} {threads:>7} {rate:>12,.0f} {p50:>8.2f} {p99:>8.2f} {r['requests']:>9}")
-    print(json.dumps({"formats": formats, "predict": predict, "load": loads}))
+        sizes = [("sample", None)] + [
+            (size, tuple(map(int, size.split("x")))) for size in args.sizes.split(",")
+        ]
+        latest = []
+        warehouse = home / "warehouse.duckdb"
+        sample = Path(tmp) / "sample.duckdb"
+        warehouse.rename(sample)
+        for name, shape in sizes:
+            built = sample if shape is None else generated_warehouse(Path(tmp) / f"{name}.duckdb", *shape)
+            shutil.copy(built, warehouse)
+            r = {
+                "warehouse": name,
+                "snapshot_s": snapshot_seconds(home),
+                **decisions_test(setup, 8, args.seconds),
+            }
+            latest.append(r)
+            label = "sample (2 × 5,000)" if shape is None else f"{shape[0]:,} × {shape[1]:,}"
+            print(
+                f"{label:>22} {r['snapshot_s']:>10.2f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                f"{r['requests']:>9} {r['all_symbols_s']:>13.3f}"
+            )
+    print(json.dumps({"formats": formats, "predict": predict, "load": loads, "decisions": latest}))
 
 
 if __name__ == "__main__":

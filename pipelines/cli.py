@@ -411,7 +411,7 @@ def _paper(args: argparse.Namespace) -> int:
 
     def tick_line(tick) -> None:
         orders = ", ".join(
-            f"{o.symbol} {o.action} {o.position:+.2f}" + (f" ({o.side} {o.shares:.4g})" if o.side else "")
+            f"{o.symbol} to {o.position:+.2f} ({o.side} {o.shares:.4g})" if o.side else f"{o.symbol} holds"
             for o in tick.orders.itertuples()
         )
         quarantined = f", {tick.quarantined} quarantined" if tick.quarantined else ""
@@ -434,6 +434,13 @@ def _paper(args: argparse.Namespace) -> int:
         if run.started:
             print(f"started paper account {run.account!r} trading from {run.start[:19]} ({source.kind})")
         print(paper_summary(run.account, settings.config()))
+        from assets.serving import load_version
+
+        if not load_version(resources["tracking"], args.model_alias).model.tilt_on:
+            print(
+                "  the version's tilt is off (validation did not show that it pays): it trades the "
+                "benchmark, so the account's record is the benchmark's"
+            )
         return run
 
     if args.follow:

@@ -199,7 +199,6 @@ def format_paper(con, account: str, config) -> str:
             lines.append(
                 f"  {name:<10} {m['total_return']:>+8.2%} {m['sharpe']:>7.2f} {m['max_drawdown']:>8.2%}"
             )
-        lines.append(
-            f"  turnover {summary['paper']['turnover']:.2f}/year, costs {summary['paper']['costs']:,.2f}"
-        )
+        paper = summary["paper"]
+        lines.append(f"  turnover {paper['turnover']:.4f} of equity per bar, costs {paper['costs']:,.2f}")
     return "\n".join(lines)

@@ -166,7 +166,7 @@ def tick(
             before = account.copy()
             trade = np.zeros(1, dtype=TRADE_DT)
             closed = run_bar(account, params, n, bar["open"], bar["high"], bar["low"], bar["close"], trade[0])
-            fills += _fills(symbol, ts, before, account, trade[0], closed, bar["open"], params)
+            fills += _fills(symbol, ts, before, trade[0], closed, bar["open"], params)
             if closed:
                 trades.append(_trade_row(con, symbol, ts, trade[0]))
             if account["shares"] == 0.0:  # flat (a stop, a target, or a decision to be): nothing held
@@ -240,7 +240,7 @@ def _decide(con, loaded, traded, states, held, ts, trading) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=_columns("paper.orders"))
 
 
-def _fills(symbol, ts, before, after, trade, closed, open_, params) -> list[list]:
+def _fills(symbol, ts, before, trade, closed, open_, params) -> list[list]:
     """The fills of one bar: the pending order at the open, and a stop or target intrabar."""
     fills = []
     pending = float(before["pending"])
