@@ -110,7 +110,7 @@ from pathlib import Path; import numpy as np
 from hrm_core.model.serving import ServedModel
 m = ServedModel.load(Path('{folder}/weights.npz'), Path('{folder}/spec.json'))
 s, t = np.load('{folder}/windows.npz').values()
-m.decide(s, t, np.ones(2), np.zeros(2))
+m.decide(s, t, np.ones(2), np.zeros(2), np.zeros(2))
 """,
     "eager torch": """
 from pathlib import Path; import json, numpy as np, torch
@@ -125,7 +125,8 @@ model.load_state_dict({{k: torch.from_numpy(v) for k, v in np.load('{folder}/wei
 model.set_cycles(*spec['cycles'])
 s, t = np.load('{folder}/windows.npz').values()
 agent = HRMTradingAgent(model.eval(), config, act=True, compiled=False)
-agent.decide(MarketInputs(torch.from_numpy(s), torch.from_numpy(t)), torch.ones(2), torch.zeros(2))
+inputs = MarketInputs(torch.from_numpy(s), torch.from_numpy(t))
+agent.decide(inputs, torch.ones(2), torch.zeros(2), torch.zeros(2))
 """,
     "torch.export program": """
 import numpy as np, torch

@@ -50,6 +50,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from starlette.concurrency import run_in_threadpool
 
 from assets.decisions import decision_rows
 from assets.resources import LakeWarehouse, MlflowResource, warehouse_exists
@@ -313,11 +314,9 @@ def create_app(state: ServerState, token: str | None = None) -> FastAPI:
                 HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
                 f"Content-Type {content_type or '(none)'!r}: send application/json",
             )
-        inputs = parse_inputs(await _body(request))
-        try:
-            decision = served.loaded.model.decide(*(inputs[name] for name in INPUT_NAMES))
-        except ValueError as error:
-            raise HTTPException(HTTPStatus.BAD_REQUEST, str(error)) from error
+        body = await _body(request)
+        # In the thread pool: the kernels run without the GIL, so clients are decided in parallel.
+        decision = await run_in_threadpool(_score, served.loaded, body)
         loaded = served.loaded
         return {
             "predictions": decision.tolist(),
@@ -445,6 +444,14 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(HRMError)
     async def unavailable(request: Request, error: HRMError) -> JSONResponse:
         return answer(HTTPStatus.SERVICE_UNAVAILABLE, str(error))
+
+
+def _score(loaded: LoadedVersion, body: bytes) -> np.ndarray:
+    inputs = parse_inputs(body)
+    try:
+        return loaded.model.decide(*(inputs[name] for name in INPUT_NAMES))
+    except ValueError as error:
+        raise HTTPException(HTTPStatus.BAD_REQUEST, str(error)) from error
 
 
 def parse_inputs(body: bytes) -> dict[str, np.ndarray]:

@@ -26,7 +26,7 @@ from pipelines.server import ServerState, create_app
 from tests.test_serving import served  # noqa: F401  (the fixture: a tiny version 1 under production)
 
 pytestmark = pytest.mark.slow
-TICKS = 40
+TICKS = 30
 
 
 def replay(served, account: str, ticks: int | None = TICKS, alias: str = "production"):  # noqa: F811
@@ -68,7 +68,11 @@ def test_a_replayed_period_equals_the_backtest_of_the_same_version(served):  # n
         equity = (1 + backtest.returns).cumprod() * config.trading.initial_capital
         ours = positions.loc[symbol].loc[equity.index]
         assert len(equity) >= TICKS
-        np.testing.assert_allclose(ours["equity"].to_numpy(), equity.to_numpy(), rtol=0, atol=1e-9 * 1e5)
+        np.testing.assert_allclose(ours["equity"].to_numpy(), equity.to_numpy(), rtol=1e-9, atol=0)
+        returns = ours["equity"].pct_change().iloc[1:]
+        np.testing.assert_allclose(
+            returns.to_numpy(), backtest.returns.iloc[1:].to_numpy(), rtol=0, atol=1e-9
+        )
         np.testing.assert_allclose(
             ours["shares"].to_numpy(), backtest.positions.iloc[1:].to_numpy(), atol=1e-9
         )
@@ -219,7 +223,7 @@ def test_the_paper_asset_reports_against_the_backtest_and_can_trigger_retraining
     r = served["resources"]
     resources = {"settings": served["settings"], "warehouse": r["warehouse"], "tracking": r["tracking"]}
     with dg.DagsterInstance.ephemeral() as instance:
-        config = {"ops": {"paper_account": {"config": {"account": "dagster", "ticks": 30}}}}
+        config = {"ops": {"paper_account": {"config": {"account": "dagster", "ticks": 10}}}}
         result = dg.materialize(
             [paper_account, paper_within_expectation],
             resources=resources,
@@ -229,7 +233,7 @@ def test_the_paper_asset_reports_against_the_backtest_and_can_trigger_retraining
         assert result.success
         (event,) = result.get_asset_materialization_events()
         metadata = {k: v.value for k, v in event.materialization.metadata.items()}
-        assert metadata["ticks"] == 30 and metadata["versions"] == ["1"]
+        assert metadata["ticks"] == 10 and metadata["versions"] == ["1"]
         assert metadata["equity_curve"].startswith("![paper equity](data:image/png;base64,")
         for fact in (
             "rolling_sharpe",
