@@ -23,7 +23,7 @@ from dagster_duckdb import DuckDBResource
 from matplotlib.figure import Figure
 
 from assets.monitoring import drift_frames, drifted_share
-from assets.paper_loop import account_database, paper_source, run_paper
+from assets.paper_loop import account_database, default_source, paper_source, run_paper
 from assets.resources import HRMSettings, MlflowResource
 from assets.serving import load_version
 from hrm_core.core.vocabulary import ALIAS_PRODUCTION
@@ -35,10 +35,11 @@ BEYOND_EXPECTATION, DRIFT_SHARE = "beyond_expectation", "live_drifted_share"
 
 
 class PaperConfig(dg.Config):
-    """Which account trades, from which source, with which alias; ``ticks`` bars at most per run
-    (a replay's schedule steps one bar per run; a live source trades whatever arrived)."""
+    """Which account trades, from which source (default: the configured one, or a replay of the
+    warehouse for the static sample), with which alias; ``ticks`` bars at most per run (the
+    schedule steps a replay one bar per run; a live source trades whatever arrived)."""
 
-    source: str = "replay"
+    source: str | None = None
     path: str | None = None
     account: str = "main"
     alias: str = ALIAS_PRODUCTION
@@ -54,28 +55,29 @@ def paper_account(
     tracking: MlflowResource,
 ) -> dg.MaterializeResult:
     """The paper ledger (``HRM_HOME/paper/<account>/warehouse.duckdb``) after trading the new bars."""
-    source = paper_source(config.source, settings, warehouse, config.path)
+    source = paper_source(config.source or default_source(settings), settings, warehouse, config.path)
 
     def tick_log(tick: paper.Tick) -> None:
         context.log.info(f"{tick.ts}: version {tick.version}, {len(tick.orders)} decisions")
 
     run = run_paper(tracking, settings, source, config.alias, config.account, None, config.ticks, tick_log)
     loaded = load_version(tracking, config.alias)
-    hrm = settings.config()
+    trades_with, monitoring = loaded.config, settings.config().monitoring  # the version's costs and policy
     with duckdb.connect(str(account_database(config.account)), read_only=True) as con:
         curve = paper.equity_curve(con)
-        summary = paper.performance(con, hrm)
-        benchmark = paper.benchmark_equity(con, hrm, curve.index[0]).sum(axis=1) if len(curve) else None
+        summary = paper.performance(con, trades_with)
+        benchmark = (
+            paper.benchmark_equity(con, trades_with, curve.index[0]).sum(axis=1) if len(curve) else None
+        )
         expected = paper.version_backtest(con, loaded, curve.index[0]) if len(curve) else None
-        live = _live_features(con, loaded, hrm.monitoring.drift_window_bars)
-    facts = expectation(
-        curve, summary, _registered_backtest(tracking, loaded.version), hrm.trading.periods_per_year
-    )
+        live = _live_features(con, loaded, monitoring.drift_window_bars)
+    registered = _registered_backtest(tracking, loaded.version)
+    facts = expectation(curve, summary, registered, trades_with.trading.periods_per_year)
     reference, _ = drift_frames(warehouse, list(live.columns), int(loaded.meta["fold"]), 1)
     share = drifted_share(reference, live)[0] if len(live) >= 20 and len(reference) else float("nan")
     facts[DRIFT_SHARE] = share
     facts[BEYOND_EXPECTATION] = bool(
-        facts["drawdown_beyond_backtest"] or (np.isfinite(share) and share > hrm.monitoring.max_drift_share)
+        facts["drawdown_beyond_backtest"] or (np.isfinite(share) and share > monitoring.max_drift_share)
     )
     metadata = {
         "ticks": len(run.ticks),

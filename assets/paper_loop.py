@@ -14,6 +14,7 @@ version and the ledger's ``version`` column says so.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +38,10 @@ from hrm_core.workflows import paper
 from hrm_core.workflows.latest import decide, latest_bars
 
 PAPER_DIR = "paper"
+LOCK_WAIT = 60.0
+"""Seconds a paper run waits for readers of the account (``serve``, ``orders``) to let go."""
 REPLAY_YEARS = 1
+log = logging.getLogger("hrm_trading.paper")
 SOURCES = ("replay", "csv", "parquet", "s3", "yfinance")
 
 
@@ -56,7 +60,15 @@ def open_account(account: str, read_only: bool = False) -> duckdb.DuckDBPyConnec
             raise HRMError(f"no paper account {account!r} yet: start one with `hrm-trading paper`")
         return duckdb.connect(str(path), read_only=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path))
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            con = duckdb.connect(str(path))
+            break
+        except duckdb.IOException:  # another process (serve, orders) is reading it: DuckDB's lock
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     paper.open_ledger(con)
     return con
 
@@ -68,6 +80,12 @@ class PaperSource:
     kind: str
     load: Callable[[], pd.DataFrame]
     default_start: Callable[[pd.DataFrame], pd.Timestamp]
+
+
+def default_source(settings: HRMSettings) -> str:
+    """The configured source, or a replay of the warehouse when that is the (static) sample."""
+    configured = settings.config().data.source
+    return "replay" if configured == "sample" else configured
 
 
 def paper_source(
@@ -148,6 +166,10 @@ def run_paper(
             capital = loaded.version().config.trading.initial_capital
             paper.seed(con, history, validation, first, source.kind, capital)
         todo = paper.new_bars(con, bars)
+        joining = paper.joining_history(con, todo)
+        if len(joining):
+            paper.add_history(con, joining, validation)
+            todo = paper.new_bars(con, bars)
         ticks = []
         for _, group in todo.groupby("ts", sort=True):
             if max_ticks is not None and len(ticks) >= max_ticks:
@@ -175,10 +197,16 @@ class _Following:
 
 
 def follow(run: Callable[[], PaperRun], every: float) -> None:
-    """Run ``run`` every ``every`` seconds until interrupted (Ctrl-C). The account's warehouse is
-    open only while a run trades, so ``orders`` and ``serve`` read it in between."""
+    """Run ``run`` every ``every`` seconds until interrupted (Ctrl-C). A failed round (the source
+    or the registry unreachable, say) is reported and the next round tries again; the account's
+    warehouse is open only while a round trades."""
     while True:
-        run()
+        try:
+            run()
+        except Exception as error:
+            log.warning(
+                "paper: this round failed (%s: %s); trying again in %g s", type(error).__name__, error, every
+            )
         time.sleep(every)
 
 

@@ -433,10 +433,11 @@ def _paper(args: argparse.Namespace) -> int:
         )
         if run.started:
             print(f"started paper account {run.account!r} trading from {run.start[:19]} ({source.kind})")
-        print(paper_summary(run.account, settings.config()))
         from assets.serving import load_version
 
-        if not load_version(resources["tracking"], args.model_alias).model.tilt_on:
+        loaded = load_version(resources["tracking"], args.model_alias)
+        print(paper_summary(run.account, loaded.config))  # the costs and benchmark it trades with
+        if not loaded.model.tilt_on:
             print(
                 "  the version's tilt is off (validation did not show that it pays): it trades the "
                 "benchmark, so the account's record is the benchmark's"

@@ -12,6 +12,7 @@ from assets.ingest import raw_ohlcv, symbols_partitions
 from assets.labels import training_labels
 from assets.monitoring import DRIFT_SHARE, feature_drift_report
 from assets.paper import BEYOND_EXPECTATION, paper_account
+from assets.paper_loop import default_source
 from assets.registry import backtest_report, candidate_model, promotion_decision
 from assets.resources import HRMSettings
 from assets.rl import rl_finetune_asset
@@ -180,10 +181,14 @@ def paper_cron(interval: str) -> str:
     cron_schedule=paper_cron(os.environ.get("HRM_PAPER_INTERVAL", "1d")),
     default_status=dg.DefaultScheduleStatus.STOPPED,
 )
-def paper_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+def paper_schedule(context: dg.ScheduleEvaluationContext, settings: HRMSettings) -> dg.RunRequest:
     """Once per bar interval (``$HRM_PAPER_INTERVAL``, default daily after the US close): the
-    paper account trades the bars that arrived."""
-    return dg.RunRequest(run_key=context.scheduled_execution_time.isoformat())
+    paper account trades the bars that arrived; a replay (the sample) steps one bar."""
+    one_bar = {"ops": {"paper_account": {"config": {"ticks": 1}}}}
+    replay = default_source(settings) == "replay"
+    return dg.RunRequest(
+        run_key=context.scheduled_execution_time.isoformat(), run_config=one_bar if replay else {}
+    )
 
 
 @dg.sensor(job=paper_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)

@@ -19,8 +19,9 @@ them into decisions for its positions. A request between a change and the end of
 answered from the previous snapshot.
 
 Hardening: the server binds 127.0.0.1 unless a token is configured (``HRM_SERVE_TOKEN``); with
-one, every route but ``/ping`` needs ``Authorization: Bearer <token>``. Bodies are limited to
-``MAX_BODY_BYTES``, a body must arrive within ``READ_TIMEOUT`` seconds, idle keep-alive
+one, every route but ``/ping`` needs ``Authorization: Bearer <token>``, and the OpenAPI docs are
+off. Bodies are limited to
+``MAX_BODY_BYTES``, a whole body must arrive within ``READ_TIMEOUT`` seconds, idle keep-alive
 connections close after ``KEEP_ALIVE`` seconds, and uvicorn's event loop serves every other
 client while one is slow. A bad request gets a 4xx with a message saying what was wrong.
 """
@@ -63,6 +64,7 @@ MAX_BODY_BYTES = 16 * 2**20
 READ_TIMEOUT = 10.0
 KEEP_ALIVE = 5
 MAX_CONNECTIONS = 256
+MAX_POSITION = 10.0
 TOKEN_ENV = "HRM_SERVE_TOKEN"
 log = logging.getLogger("hrm_trading.serve")
 
@@ -181,12 +183,27 @@ def _file_state(path: Path) -> str:
 
 
 @dataclass(frozen=True)
+class PaperHolding:
+    """A symbol's paper account at its latest bar: the exposure held going into the bar's decision
+    and the one that decision chose (held from the next open)."""
+
+    ts: np.datetime64
+    before: float
+    after: float
+
+    def at(self, bar: np.datetime64) -> float:
+        """The exposure held at ``bar``'s close, before deciding there: the account's own decision
+        read ``before`` at its latest bar; at a later bar it holds what it chose."""
+        return self.before if bar <= self.ts else self.after
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """What requests are answered from: a version, its latest bars, the paper account's positions."""
 
     loaded: LoadedVersion
     bars: LatestBars | None  # None: the warehouse is empty
-    paper: dict[str, float]  # symbol -> exposure held by the paper account
+    paper: dict[str, PaperHolding]  # symbol -> the paper account's exposures
     key: tuple[str, str, str]  # (version, warehouse snapshot, paper account state)
 
 
@@ -229,15 +246,17 @@ class ServerState:
             loaded = load_version(self.tracking, self.alias)
             if current is not None:
                 log.info("%s: now serving version %s", loaded.label, loaded.version)
+        market = (loaded.version, warehouse_snapshot(self.warehouse))
         paper_state = _file_state(self.paper_account) if self.paper_account else "-"
-        key = (loaded.version, warehouse_snapshot(self.warehouse), paper_state)
-        if current is not None and current.key == key:
+        if current is not None and current.key == (*market, paper_state):
             return
-        bars = self._latest(loaded)
-        paper = self._paper_positions() if self.paper_account else {}
-        if paper is None:  # the paper account is being written: keep what was read before
-            paper = current.paper if current else {}
-        self.snapshot = Snapshot(loaded, bars, paper, key)
+        bars = current.bars if current is not None and current.key[:2] == market else self._latest(loaded)
+        paper = current.paper if current is not None and current.key[2] == paper_state else None
+        if paper is None and self.paper_account:
+            paper = self._paper_positions()
+            if paper is None:  # a paper run holds the file: keep what was read, and read again next time
+                paper, paper_state = (current.paper if current else {}), "unread"
+        self.snapshot = Snapshot(loaded, bars, paper or {}, (*market, paper_state))
 
     def _latest(self, loaded: LoadedVersion) -> LatestBars | None:
         if not warehouse_exists(self.warehouse):
@@ -245,18 +264,26 @@ class ServerState:
         with self.warehouse.get_connection() as con:
             return latest_bars(con, loaded)
 
-    def _paper_positions(self) -> dict[str, float] | None:
+    def _paper_positions(self) -> dict[str, PaperHolding] | None:
+        """Each symbol's latest bar in the paper account, the exposure its decision there read and
+        the one it chose (None when the account cannot be read now)."""
         if not self.paper_account.exists():
             return {}
         try:
             with duckdb.connect(str(self.paper_account), read_only=True) as con:
                 rows = con.execute(
-                    "SELECT symbol, held FROM paper.positions "
-                    "QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY ts DESC) = 1"
+                    """
+                    SELECT p.symbol, p.ts, coalesce(o.held, p.held), p.held
+                    FROM paper.positions AS p LEFT JOIN paper.orders AS o USING (symbol, ts)
+                    QUALIFY row_number() OVER (PARTITION BY p.symbol ORDER BY p.ts DESC) = 1
+                    """
                 ).fetchall()
         except duckdb.Error:
             return None
-        return {symbol: float(held) for symbol, held in rows}
+        return {
+            symbol: PaperHolding(np.datetime64(ts), float(before), float(after))
+            for symbol, ts, before, after in rows
+        }
 
     def start(self) -> None:
         self._poller.start()
@@ -281,7 +308,9 @@ def create_app(state: ServerState, token: str | None = None) -> FastAPI:
         yield
         state.stop()
 
+    documented = {} if token is None else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(
+        **documented,
         title="hrm-trading serve",
         description=__doc__.split("\n\n")[1],
         lifespan=lifespan,
@@ -330,15 +359,33 @@ def create_app(state: ServerState, token: str | None = None) -> FastAPI:
         served: Served,
         symbol: Annotated[list[str] | None, Query(description="only these symbols (repeatable)")] = None,
         position: Annotated[
-            float | None, Query(description="the exposure held in each, a fraction of equity", ge=-10, le=10)
+            float | None,
+            Query(
+                description="the exposure held in each, a fraction of equity",
+                ge=-MAX_POSITION,
+                le=MAX_POSITION,
+            ),
         ] = None,
     ) -> list[dict]:
-        positions = None if position is None else dict.fromkeys(symbol or served_symbols(served), position)
-        return decisions(served, symbol, positions, state.paper_label)
+        positions = (
+            None if position is None else dict.fromkeys(symbol or served_bars(served).symbols, position)
+        )
+        return await run_in_threadpool(decisions, served, symbol, positions, state.paper_label)
 
-    @app.post("/decisions/latest", response_model=list[Decision], dependencies=guarded)
-    async def latest_for(served: Served, body: DecisionsRequest) -> list[dict]:
-        return decisions(served, body.symbols, body.positions, state.paper_label)
+    @app.post(
+        "/decisions/latest",
+        response_model=list[Decision],
+        dependencies=guarded,
+        openapi_extra={
+            "requestBody": {"content": {"application/json": {"schema": DecisionsRequest.model_json_schema()}}}
+        },
+    )
+    async def latest_for(request: Request, served: Served) -> list[dict]:
+        try:
+            body = DecisionsRequest.model_validate_json((await _body(request)) or b"{}")
+        except ValidationError as error:
+            raise HTTPException(HTTPStatus.BAD_REQUEST, _first_error(error)) from error
+        return await run_in_threadpool(decisions, served, body.symbols, body.positions, state.paper_label)
 
     @app.api_route("/invocations", methods=["GET", "PUT", "DELETE", "PATCH"], include_in_schema=False)
     async def wrong_method() -> None:
@@ -356,42 +403,45 @@ def create_app(state: ServerState, token: str | None = None) -> FastAPI:
     return app
 
 
-def served_symbols(served: Snapshot) -> list[str]:
+def served_bars(served: Snapshot) -> LatestBars:
     if served.bars is None:
         raise HTTPException(HTTPStatus.SERVICE_UNAVAILABLE, "the warehouse is empty; run `make run` first")
-    return served.bars.symbols
+    return served.bars
 
 
 def decisions(
     served: Snapshot, symbols: list[str] | None, positions: dict[str, float] | None, paper_label: str
 ) -> list[dict]:
-    """Rows for ``symbols`` (default all): held from ``positions``, else the paper account, else 0."""
-    wanted = symbols or served_symbols(served)
-    if served.bars is None:
-        raise HTTPException(HTTPStatus.SERVICE_UNAVAILABLE, "the warehouse is empty; run `make run` first")
+    """Rows for ``symbols`` (default: every symbol with history enough to decide): held from
+    ``positions``, else the paper account, else none."""
+    bars = served_bars(served)
+    wanted = symbols or [s for s, ready in zip(bars.symbols, bars.ready, strict=True) if ready]
     positions = positions or {}
     unknown = sorted(set(positions) - set(wanted))
     if unknown:
         raise HTTPException(
             HTTPStatus.BAD_REQUEST, f"positions: {unknown[0]!r} is not among the symbols asked"
         )
-    bad = [s for s, p in positions.items() if not np.isfinite(p) or abs(p) > 10]
+    bad = [s for s, p in positions.items() if not np.isfinite(p) or abs(p) > MAX_POSITION]
     if bad:
         raise HTTPException(
-            HTTPStatus.BAD_REQUEST, f"positions: {bad[0]!r} must be a finite exposure in [-10, 10]"
+            HTTPStatus.BAD_REQUEST,
+            f"positions: {bad[0]!r} must be a finite exposure in [-{MAX_POSITION:g}, {MAX_POSITION:g}]",
         )
+    try:
+        rows_at = bars.index(wanted)
+    except UnknownSymbol as error:
+        raise HTTPException(HTTPStatus.NOT_FOUND, str(error)) from error
     held, sources = [], []
-    for s in wanted:
+    for s, i in zip(wanted, rows_at, strict=True):
         if s in positions:
             held.append(positions[s]), sources.append("request")
         elif s in served.paper:
-            held.append(served.paper[s]), sources.append(paper_label)
+            held.append(served.paper[s].at(bars.ts[i])), sources.append(paper_label)
         else:
             held.append(0.0), sources.append("none")
     try:
-        rows = decision_rows(served.loaded, served.bars, wanted, np.array(held))
-    except UnknownSymbol as error:
-        raise HTTPException(HTTPStatus.NOT_FOUND, str(error)) from error
+        rows = decision_rows(served.loaded, bars, wanted, np.array(held))
     except NotReady as error:
         raise HTTPException(HTTPStatus.CONFLICT, str(error)) from error
     for row, source in zip(rows, sources, strict=True):
@@ -400,12 +450,15 @@ def decisions(
 
 
 async def _body(request: Request) -> bytes:
-    """The request body, or a 408 when the client stops sending it for ``READ_TIMEOUT`` seconds."""
+    """The request body, or a 408 when the whole of it has not arrived within ``READ_TIMEOUT``
+    seconds (however slowly it trickles)."""
     chunks = []
+    deadline = asyncio.get_running_loop().time() + READ_TIMEOUT
     stream = request.stream().__aiter__()
     while True:
+        left = deadline - asyncio.get_running_loop().time()
         try:
-            chunk = await asyncio.wait_for(stream.__anext__(), READ_TIMEOUT)
+            chunk = await asyncio.wait_for(stream.__anext__(), max(left, 0.0))
         except StopAsyncIteration:
             return b"".join(chunks)
         except TimeoutError as error:

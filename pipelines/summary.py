@@ -200,5 +200,7 @@ def format_paper(con, account: str, config) -> str:
                 f"  {name:<10} {m['total_return']:>+8.2%} {m['sharpe']:>7.2f} {m['max_drawdown']:>8.2%}"
             )
         paper = summary["paper"]
-        lines.append(f"  turnover {paper['turnover']:.4f} of equity per bar, costs {paper['costs']:,.2f}")
+        lines.append(
+            f"  turnover {paper['turnover']:.4f} of equity per bar, costs {paper['costs']:.2%} of capital"
+        )
     return "\n".join(lines)

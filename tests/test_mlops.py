@@ -150,22 +150,19 @@ def test_the_full_graph_registers_versions_and_moves_aliases(project: Path, caps
     assert retrained.data.tags["ewc_anchor"] == "production v1"
     assert "ewc" in retrained.data.metrics
 
-    assert main(["predict", "--model-alias", "staging", "--json", "--config", config_path]) == 0
+    assert main(["predict", "--model-alias", "staging", "--json"]) == 0
     predicted = json.loads(capsys.readouterr().out)
     assert {row["symbol"] for row in predicted} == {"NASDAQ", "SP500"}
     columns = {"action", "target_exposure", "position", "confidence", "p_up", "market_risk", "segments"}
     assert columns <= set(predicted[0]) and "stop_loss" not in predicted[0]  # only trained outputs
     assert all(row["model"] == "hrm-trader@staging" for row in predicted)
-    assert (
-        main(["predict", "--model-alias", "staging", "--symbol", "SP500", "--json", "--config", config_path])
-        == 0
-    )
+    assert main(["predict", "--model-alias", "staging", "--symbol", "SP500", "--json"]) == 0
     (alone,) = json.loads(capsys.readouterr().out)  # a batch of one: the program's batch size is free
     batched = next(row for row in predicted if row["symbol"] == "SP500")
     assert alone.keys() == batched.keys()
     for key, value in batched.items():  # equal up to float rounding of a different batch size
         assert alone[key] == (pytest.approx(value, rel=1e-5, abs=1e-6) if isinstance(value, float) else value)
-    assert main(["predict", "--model-alias", "canary", "--config", config_path]) == 2
+    assert main(["predict", "--model-alias", "canary"]) == 2
     assert "no model version has the alias 'canary'" in capsys.readouterr().err
     assert not (project / "mlruns").exists()  # MLflow writes under HRM_HOME, never the working directory
 

@@ -98,7 +98,7 @@ def test_a_tick_is_idempotent(served):  # noqa: F811
         last = con.execute("SELECT max(ts) FROM paper.positions").fetchone()[0]
         bars = read_bars(con, "clean.ohlcv", ["SP500"])
         bar = bars[bars["ts"] == pd.Timestamp(last, tz="UTC")].assign(source_file="again", source_row=0)
-        with pytest.raises(duckdb.ConstraintException):  # the same bar twice: refused whole
+        with pytest.raises(ValueError, match="already traded a bar"):  # the same bar twice: refused whole
             paper.tick(con, bar, loaded, served["config"].validation)
     after = ledger("twice")
     for table in before:
@@ -199,12 +199,13 @@ def test_the_server_reads_the_paper_account_and_refreshes_when_its_warehouse_cha
     try:
         client = Client(running.server_port)
         status, rows, _ = client.request("GET", "/decisions/latest")
-        positions = ledger("served")["paper.positions"]
-        last = positions[positions["ts"] == positions["ts"].max()].set_index("symbol")
+        orders = ledger("served")["paper.orders"]
+        last = orders[orders["ts"] == orders["ts"].max()].set_index("symbol")
         assert status == 200 and {row["held_from"] for row in rows} == {"paper:served"}
-        for row in rows:
+        for row in rows:  # at the account's own bar, the server decides what the account decided
+            assert pd.Timestamp(row["bar"]) == orders["ts"].max()
             assert row["held"] == pytest.approx(last.loc[row["symbol"], "held"])
-            assert pd.Timestamp(row["bar"]) == positions["ts"].max()
+            assert row["position"] == pytest.approx(last.loc[row["symbol"], "position"], abs=1e-7)
         replay(served, "served", ticks=1)  # a new bar in the warehouse the server reads
         deadline = time.monotonic() + 30
         while client.request("GET", "/decisions/latest")[1][0]["bar"] == rows[0]["bar"]:
@@ -254,3 +255,36 @@ def test_the_paper_asset_reports_against_the_backtest_and_can_trigger_retraining
         later = dg.build_sensor_context(instance=instance, cursor=requested.cursor)
         (retrain,) = paper_retrain_sensor.evaluate_tick(later).run_requests
         assert retrain.tags["trigger"] == "paper_monitoring"
+
+
+def test_a_symbol_that_joins_a_running_account_brings_its_past_as_history(served, tmp_path):  # noqa: F811
+    with duckdb.connect(served["resources"]["warehouse"].database, read_only=True) as con:
+        bars = read_bars(con, "clean.ohlcv", ["SP500", "NASDAQ"])
+    bars = bars.assign(source_file="live.csv", source_row=np.arange(len(bars)))
+    times = np.sort(bars["ts"].unique())
+    start, first_cut, second_cut = times[-10], times[-8], times[-6]
+    sp500 = bars[(bars["symbol"] == "SP500") & (bars["ts"] <= first_cut)]
+    both = bars[bars["ts"] <= second_cut]
+    r = served["resources"]
+    run = run_paper(
+        r["tracking"],
+        served["settings"],
+        PaperSource("csv", lambda: sp500, None),
+        "production",
+        "join",
+        str(start),
+    )
+    assert [t.traded for t in run.ticks] == [["SP500"]] * 3
+    run = run_paper(
+        r["tracking"], served["settings"], PaperSource("csv", lambda: both, None), "production", "join"
+    )
+    assert [t.traded for t in run.ticks] == [["NASDAQ", "SP500"]] * 2  # NASDAQ's past was not traded
+    book = ledger("join")
+    nasdaq = book["paper.orders"].query("symbol == 'NASDAQ'")
+    assert len(nasdaq) == 2 and (nasdaq["ts"] > pd.Timestamp(first_cut).tz_convert(None)).all()
+    with duckdb.connect(str(account_database("join")), read_only=True) as con:
+        curve = paper.equity_curve(con)
+        rows = [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("raw.ohlcv", "clean.ohlcv")]
+    assert rows[0] == rows[1] == len(both)  # every bar in, as history or traded
+    assert curve["portfolio"].pct_change().abs().max() < 0.05  # no jump of a whole account when NASDAQ joins
+    assert curve["portfolio"].iloc[0] == pytest.approx(curve["SP500"].iloc[0] + 100_000)

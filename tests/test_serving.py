@@ -436,6 +436,11 @@ def test_hostile_clients_get_a_4xx_and_never_stall_the_others(served, server, mo
             "declares 4 GB": (post(b"{}", length=4 * 2**30), 413),
             "over the limit": (post(b" " * (16 * 2**20 + 1)), 413),
             "truncated": (post(b'{"inputs": {', length=1000), 408),
+            "decisions body that never comes": (
+                b"POST /decisions/latest HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n{",
+                408,
+            ),
             "traversal in symbol": (
                 b"GET /decisions/latest?symbol=../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n",
                 404,

@@ -14,8 +14,10 @@ version, reading the last bars only (``latest.py``) and the exposure the account
 the decision into the order that fills at the next open (``engine.decisions.decide``). Each
 symbol's account is the engine's ``ACCOUNT_DT`` record, stored whole every bar, so a tick resumes
 exactly where the last committed one stopped: a tick is atomic (killed anywhere, it left nothing)
-and idempotent (a bar already in ``raw.ohlcv`` is not new). Symbols trade independent accounts of
-``initial_capital`` each, as the backtest runs them.
+and idempotent (``new_bars`` offers only bars later than each symbol's last in ``raw.ohlcv``, and a
+bar traded twice is refused whole). Symbols trade independent accounts of ``initial_capital``
+each, as the backtest runs them; a symbol that joins a running account gets its past as history
+(``joining_history``).
 
 The exposure held that a decision reads is the previous decision's, or none once the account is
 flat (a stop or target closed it), as ``HRMTradingEnv`` keeps it; so a replayed period's fills,
@@ -117,13 +119,34 @@ def seed(
     """Start the account: ingest ``history`` (the bars before ``start``, not traded) and record how
     the account was started, in one transaction."""
     with transaction(con):
-        report = _ingest(con, history, validation)
-        update_features(con)
+        report = add_history(con, history, validation)
         con.executemany(
             "INSERT INTO paper.settings VALUES (?, ?)",
             [["start", str(start)], ["source", source], ["initial_capital", repr(float(initial_capital))]],
         )
     return report
+
+
+def add_history(
+    con: duckdb.DuckDBPyConnection, bars: pd.DataFrame, validation: ValidationConfig
+) -> ValidationReport:
+    """Ingest ``bars`` without trading them, in one transaction: a new account's past, or the
+    past of a symbol that joins a running account."""
+    with transaction(con):
+        report = _ingest(con, bars, validation)
+        update_features(con)
+    return report
+
+
+def joining_history(con: duckdb.DuckDBPyConnection, fresh: pd.DataFrame) -> pd.DataFrame:
+    """Of ``new_bars``, those of symbols the account has never seen dated at or before its latest
+    traded bar: their past, to ingest as history (trading them would place orders in the past)."""
+    known = {s for (s,) in con.execute("SELECT DISTINCT symbol FROM raw.ohlcv").fetchall()}
+    (latest,) = con.execute("SELECT max(ts) FROM paper.positions").fetchone()
+    cutoff = pd.Timestamp(latest) if latest is not None else pd.Timestamp(settings(con)["start"])
+    inclusive = latest is not None
+    late = fresh["ts"] <= cutoff if inclusive else fresh["ts"] < cutoff
+    return fresh[~fresh["symbol"].isin(known) & late]
 
 
 def new_bars(con: duckdb.DuckDBPyConnection, bars: pd.DataFrame) -> pd.DataFrame:
@@ -156,6 +179,9 @@ def tick(
         clean = to_utc_naive(report.clean).set_index("symbol")
         traded = sorted(clean.index)
         states = _latest_states(con, traded)
+        stale = [s for s in traded if s in states and pd.Timestamp(states[s]["ts"]) >= ts]
+        if stale:
+            raise ValueError(f"paper tick: {stale[0]} already traded a bar at or after {ts}")
         fills, trades, held = [], [], {}
         for symbol in traded:
             bar = clean.loc[symbol]
@@ -329,31 +355,25 @@ def ledger(con: duckdb.DuckDBPyConnection) -> dict[str, pd.DataFrame]:
 
 
 def equity_curve(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Per bar: each symbol's account equity and the portfolio's (their sum), as columns."""
+    """Per bar: each symbol's account equity and the portfolio's (their sum), as columns. A
+    symbol's account holds its initial capital in cash until its first bar (a symbol that joins
+    later, or whose first bar was quarantined, adds no jump), and its last equity over a gap."""
     frame = con.execute("SELECT ts, symbol, equity FROM paper.positions ORDER BY ts").df()
-    curve = frame.pivot(index="ts", columns="symbol", values="equity").ffill()
+    curve = frame.pivot(index="ts", columns="symbol", values="equity").ffill().fillna(_capital(con))
     return curve.assign(portfolio=curve.sum(axis=1))
 
 
-def pending_orders(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """The orders for the next bar: each symbol's latest decision that trades."""
-    return con.execute(
-        """
-        SELECT o.symbol, o.side, o.shares, o.order_type, o.ts AS decided_at, o.action, o.position,
-               o.held, o.model, o.version
-        FROM paper.orders AS o
-        JOIN (SELECT symbol, max(ts) AS ts FROM paper.positions GROUP BY symbol) AS p USING (symbol, ts)
-        WHERE o.side IS NOT NULL
-        ORDER BY o.symbol
-        """
-    ).df()
+def _capital(con: duckdb.DuckDBPyConnection) -> float:
+    return float(settings(con)["initial_capital"])
 
 
 def performance(con: duckdb.DuckDBPyConnection, config: HRMConfig) -> dict[str, dict[str, float]]:
     """The account's record (every symbol's account together, from the first traded bar) beside
     the benchmark's on the same bars through the same engine and costs: both out of sample (the
     bars came after the account started) and net of costs. Turnover is the mean absolute change of
-    exposure per bar, averaged over symbols, as the backtest reports it."""
+    exposure per bar (from flat at the first), averaged over symbols; costs are fees, slippage and
+    borrow as a fraction of the capital of all symbols' accounts. The portfolio is the sum of the
+    symbols' accounts (weights drift with their equity; the backtest averages their returns)."""
     curve = equity_curve(con)
     if len(curve) < 2:
         return {}
@@ -364,14 +384,14 @@ def performance(con: duckdb.DuckDBPyConnection, config: HRMConfig) -> dict[str, 
         "paper": performance_summary(account, periods_per_year=ppy),
         "benchmark": performance_summary(benchmark.pct_change().iloc[1:].to_numpy(), periods_per_year=ppy),
     }
-    held = exposures(con)
-    summary["paper"]["turnover"] = float(held.diff().abs().mean().mean())
-    summary["paper"]["costs"] = float(
-        con.execute(
-            "SELECT sum(costs) FROM (SELECT costs FROM paper.positions "
-            "QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY ts DESC) = 1)"
-        ).fetchone()[0]
-    )
+    held = exposures(con).fillna(0.0)  # flat before a symbol's first bar and over a gap
+    changes = held.diff().fillna(held.iloc[:1])  # the first bar's change is from flat
+    summary["paper"]["turnover"] = float(changes.abs().mean().mean())
+    costs = con.execute(
+        "SELECT sum(costs) FROM (SELECT costs FROM paper.positions "
+        "QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY ts DESC) = 1)"
+    ).fetchone()[0]
+    summary["paper"]["costs"] = float(costs) / (held.shape[1] * _capital(con))
     return summary
 
 
@@ -399,7 +419,7 @@ def version_backtest(con: duckdb.DuckDBPyConnection, loaded: LoadedVersion, star
         curves[symbol] = (1 + run.returns).cumprod() * config.trading.initial_capital
     if not curves:
         return pd.Series(dtype=float)
-    return pd.DataFrame(curves).ffill().sum(axis=1)
+    return pd.DataFrame(curves).ffill().fillna(config.trading.initial_capital).sum(axis=1)
 
 
 def benchmark_equity(con: duckdb.DuckDBPyConnection, config: HRMConfig, start: pd.Timestamp) -> pd.DataFrame:
@@ -429,4 +449,4 @@ def benchmark_equity(con: duckdb.DuckDBPyConnection, config: HRMConfig, start: p
         )
         run = run_decisions(frame[traded].fillna({"atr": 0.0}).reset_index(drop=True), decisions, trading)
         curves[symbol] = pd.Series(run.equity.to_numpy(), index=frame.loc[traded, "ts"].to_numpy())
-    return pd.DataFrame(curves).ffill()
+    return pd.DataFrame(curves).ffill().fillna(trading.initial_capital)
