@@ -140,9 +140,15 @@ def run_targets(
     first = np.flatnonzero(data.symbol_id == data.symbols.index(symbol))[0]
     limit = config.trading.max_position_size
     target = np.clip(exposure[rows[0] - first : rows[-1] - first + 1], -limit, limit)
-    position = band_path(target, config.trading.no_trade_band)
+    return _engine_run(data, config, rows, target_decisions(target, config.trading.no_trade_band))
+
+
+def target_decisions(target: np.ndarray, band: float) -> pd.DataFrame:
+    """The engine's decisions (``run_decisions``) that follow a path of target exposures through the
+    no-trade band, starting flat, with no stops or targets."""
+    position = band_path(target, band)
     held = np.concatenate([[0.0], position[:-1]])
-    decisions = pd.DataFrame(
+    return pd.DataFrame(
         {
             "action": action_of(position, held),
             "quantity": np.abs(position),
@@ -150,7 +156,6 @@ def run_targets(
             "take_profit": 0.0,
         }
     )
-    return _engine_run(data, config, rows, decisions)
 
 
 def run_buy_and_hold_with_exits(data: MarketData, config: HRMConfig, symbol: str, part: str) -> SymbolRun:

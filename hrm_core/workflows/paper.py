@@ -49,9 +49,9 @@ from hrm_core.engine.decisions import (
 )
 from hrm_core.engine.decisions import decide as engine_decide
 from hrm_core.features.build import update_features
-from hrm_core.model.exposure import action_of, band_path, benchmark_exposure
+from hrm_core.model.exposure import benchmark_exposure
 from hrm_core.model.serving import LoadedVersion
-from hrm_core.sim.backtest import run_version
+from hrm_core.sim.backtest import run_version, target_decisions
 from hrm_core.sim.metrics import performance_summary
 from hrm_core.workflows.latest import decide, latest_bars
 
@@ -437,16 +437,7 @@ def benchmark_equity(con: duckdb.DuckDBPyConnection, config: HRMConfig, start: p
             frame["close"].to_numpy(), np.zeros(len(frame), int), config.policy, trading
         )
         traded = (frame["ts"] >= start).to_numpy()
-        position = band_path(np.clip(exposure[traded], -limit, limit), trading.no_trade_band)
-        held = np.concatenate([[0.0], position[:-1]])
-        decisions = pd.DataFrame(
-            {
-                "action": action_of(position, held),
-                "quantity": np.abs(position),
-                "stop_loss": 0.0,
-                "take_profit": 0.0,
-            }
-        )
+        decisions = target_decisions(np.clip(exposure[traded], -limit, limit), trading.no_trade_band)
         run = run_decisions(frame[traded].fillna({"atr": 0.0}).reset_index(drop=True), decisions, trading)
         curves[symbol] = pd.Series(run.equity.to_numpy(), index=frame.loc[traded, "ts"].to_numpy())
     return pd.DataFrame(curves).ffill().fillna(trading.initial_capital)
