@@ -168,3 +168,33 @@ def test_every_fill_and_the_value_match_vectorbt(seed):
         + np.abs(size * (np.where(size > 0, 1, -1) * trading.slippage) * bars["open"]).sum(),
         rel=1e-9,
     )
+
+
+def test_a_flip_and_a_stop_in_one_bar_close_two_trades_and_the_ledger_adds_up():
+    """Long, then SELL_SHORT: the flip at bar 2's open closes the long, and bar 2's high touches the
+    new short's stop, which closes the short in the same bar. Both trades are in the ledger, and
+    their PnL is the account's change."""
+    bars = pd.DataFrame(
+        {
+            "open": [100.0, 100.0, 101.0, 101.0],
+            "high": [100.5, 101.0, 120.0, 101.5],
+            "low": [99.5, 99.0, 100.5, 100.5],
+            "close": [100.0, 101.0, 110.0, 101.0],
+            "atr": [2.0, 2.0, 2.0, 2.0],
+        }
+    )
+    decisions = pd.DataFrame(
+        {
+            "action": ["BUY_LONG", "SELL_SHORT", "HOLD", "HOLD"],
+            "quantity": [0.5, 0.5, 0.0, 0.0],
+            "stop_loss": [0.0, 2.0, 0.0, 0.0],
+            "take_profit": 0.0,
+        }
+    )
+    trading = TradingConfig(commission=0.001, slippage=0.0005, fixed_fee=1.0, borrow_rate=0.0)
+    result = run_decisions(bars, decisions, trading)
+    assert list(result.trades["exit"]) == ["signal", "stop"]
+    assert list(result.trades["exit_bar"]) == [2, 2] and result.trades["shares"].iloc[1] < 0
+    assert result.position.iloc[-1] == 0.0
+    total = result.trades["pnl"].sum()
+    assert total == pytest.approx(result.equity.iloc[-1] - trading.initial_capital, abs=1e-9)

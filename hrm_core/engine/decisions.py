@@ -94,6 +94,8 @@ TRADE_DT = np.dtype(
     align=True,
 )
 TRADE_FIELDS = TRADE_DT.names
+MAX_CLOSED_PER_BAR = 2
+"""A flip at the open closes a trade; a stop or target can close the new one in the same bar."""
 
 
 def account_params(trading: TradingConfig) -> np.void:
@@ -181,14 +183,15 @@ def _fill_pending(account, params, t, open_, trade):
 
 
 @numba.njit(cache=True)
-def run_bar(account, params, t, open_, high, low, close, trade):
+def run_bar(account, params, t, open_, high, low, close, trades):
     """Bar t's events: the pending order fills at the open, then stop / target intrabar, then
-    borrow at the close. Writes a closed trade into ``trade`` (``TRADE_FIELDS``) and returns True
-    when one closed."""
-    closed = False
+    borrow at the close. Writes the trades that closed into ``trades`` (``TRADE_DT`` records, at
+    least ``MAX_CLOSED_PER_BAR``) and returns how many: two when a flip at the open closes one and a
+    stop or target closes the new one in the same bar."""
+    closed = 0
     held_before_open = account.shares != 0.0
     if account.pending != 0.0:
-        closed = _fill_pending(account, params, t, open_, trade)
+        closed = 1 if _fill_pending(account, params, t, open_, trades[0]) else 0
     shares = account.shares
     if shares != 0.0:
         d = 1.0 if shares > 0 else -1.0
@@ -205,8 +208,8 @@ def run_bar(account, params, t, open_, high, low, close, trade):
         if reason > 0:
             px, fee = _pay(account, params, -shares, level)
             account.trade_cash += shares * px - fee
-            _close_trade(account, trade, t, px, fee, reason)
-            account.shares, closed = 0.0, True
+            _close_trade(account, trades[closed], t, px, fee, reason)
+            account.shares, closed = 0.0, closed + 1
     if account.shares < 0:
         borrow = params.borrow * -account.shares * close
         account.cash -= borrow
@@ -254,8 +257,7 @@ def _run(open_, high, low, close, atr, action, quantity, stop_atr, target_atr, a
     position = np.empty(n)
     trades = 0
     for t in range(n):
-        if run_bar(account, params, t, open_[t], high[t], low[t], close[t], ledger[trades]):
-            trades += 1
+        trades += run_bar(account, params, t, open_[t], high[t], low[t], close[t], ledger[trades:])
         if t < n - 1:
             decide(account, params, close[t], atr[t], action[t], quantity[t], stop_atr[t], target_atr[t])
         elif mark_open_trade(account, ledger[trades], t, close[t]):  # the last bar: mark it at its close
@@ -299,7 +301,7 @@ def run_decisions(
     )
     _reject(action, quantity, stop_atr, target_atr, bars["atr"].to_numpy(float))
     account = new_accounts(1, float(trading.initial_capital))
-    ledger = np.zeros(n, dtype=TRADE_DT)
+    ledger = np.zeros(MAX_CLOSED_PER_BAR * n + 1, dtype=TRADE_DT)
     cash, position, count = _run(
         *(bars[k].to_numpy(float) for k in ("open", "high", "low", "close", "atr")),
         action,
@@ -325,7 +327,12 @@ def run_decisions(
 
 def ledger_frame(records: np.ndarray | list) -> pd.DataFrame:
     """``TRADE_DT`` records as a frame with named exit reasons."""
-    trades = pd.DataFrame(np.asarray(records, dtype=TRADE_DT).reshape(-1), columns=list(TRADE_FIELDS))
+    flat = (
+        [np.asarray(r, dtype=TRADE_DT).reshape(-1) for r in records]
+        if isinstance(records, list)
+        else [records]
+    )
+    trades = pd.DataFrame(np.concatenate(flat or [np.zeros(0, TRADE_DT)]), columns=list(TRADE_FIELDS))
     trades["exit"] = [EXIT_REASONS[int(r)] for r in trades["exit"]]
     return trades
 

@@ -24,6 +24,7 @@ from hrm_core.core.config import HRMConfig
 from hrm_core.core.vocabulary import ACTIONS
 from hrm_core.dataset.market import FEATURE_CLIP, MarketData
 from hrm_core.engine.decisions import (
+    MAX_CLOSED_PER_BAR,
     TRADE_DT,
     account_params,
     decide,
@@ -85,7 +86,7 @@ class TradingEnv(gym.Env):
         self.step_index = 0
         self.accounts = new_accounts(1, self.config.trading.initial_capital)
         self.account = self.accounts[0]  # a view: the engine updates it in place
-        self.trade = np.zeros(1, dtype=TRADE_DT)
+        self.trade = np.zeros(MAX_CLOSED_PER_BAR, dtype=TRADE_DT)
         return self._observation(), self._info()
 
     def step(self, action: dict[str, Any]) -> tuple[dict, float, bool, bool, dict]:
@@ -96,7 +97,7 @@ class TradingEnv(gym.Env):
         decide(self.account, self.params, d.close[t], d.atr[t], kind, quantity, stop, target)
         nxt = t + 1
         closed = run_bar(
-            self.account, self.params, nxt, d.open[nxt], d.high[nxt], d.low[nxt], d.close[nxt], self.trade[0]
+            self.account, self.params, nxt, d.open[nxt], d.high[nxt], d.low[nxt], d.close[nxt], self.trade
         )
         self.step_index += 1
         change = self.equity / before - 1
@@ -106,7 +107,7 @@ class TradingEnv(gym.Env):
             "risk_adjusted": change - self.risk_penalty * change**2,
         }[self.reward_kind]
         terminated = self.step_index >= len(self.rows) - 1 or self.equity <= 0
-        info = self._info() | ({"closed_trade": self.trade.copy()} if closed else {})
+        info = self._info() | ({"closed_trade": self.trade[:closed].copy()} if closed else {})
         return self._observation(), float(reward), bool(terminated), False, info
 
     def _checked(self, action: dict[str, Any], t: int) -> tuple[int, float, float, float]:

@@ -18,7 +18,15 @@ from numpy.lib import recfunctions
 from hrm_core.core.config import HRMConfig
 from hrm_core.core.vocabulary import ACTIONS
 from hrm_core.dataset.market import MarketData
-from hrm_core.engine.decisions import ACCOUNT_DT, TRADE_DT, account_params, decide, new_accounts, run_bar
+from hrm_core.engine.decisions import (
+    ACCOUNT_DT,
+    MAX_CLOSED_PER_BAR,
+    TRADE_DT,
+    account_params,
+    decide,
+    new_accounts,
+    run_bar,
+)
 from hrm_core.engine.env import observe_accounts
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -92,7 +100,7 @@ class VectorTradingEnv:
         )
         self.atr = np.nan_to_num(data.atr)
         self.states = new_accounts(n_envs, config.trading.initial_capital)  # ACCOUNT_DT records
-        self.scratch_trade = np.zeros(1, dtype=TRADE_DT)  # closed trades are not kept here
+        self.scratch_trade = np.zeros(MAX_CLOSED_PER_BAR, dtype=TRADE_DT)  # closed trades are not kept here
         self.rows = np.zeros(n_envs, dtype=np.int64)
         self.last_rows = np.zeros(n_envs, dtype=np.int64)
 
@@ -144,7 +152,7 @@ class VectorTradingEnv:
             take_profit,
             rewards,
             done,
-            self.scratch_trade[0],
+            self.scratch_trade,
         )
         if done.any():
             self.start_episodes(np.flatnonzero(done), None)

@@ -39,6 +39,7 @@ from hrm_core.data.warehouse import TABLE_DDL, ensure_tables, to_utc_naive, tran
 from hrm_core.dataset.market import read_latest_bars
 from hrm_core.engine.decisions import (
     ACCOUNT_DT,
+    MAX_CLOSED_PER_BAR,
     TRADE_DT,
     account_params,
     exit_levels,
@@ -190,11 +191,10 @@ def tick(
             n = 0 if previous is None else int(previous["bar"]) + 1
             held[symbol] = 0.0 if previous is None else float(previous["held"])
             before = account.copy()
-            trade = np.zeros(1, dtype=TRADE_DT)
-            closed = run_bar(account, params, n, bar["open"], bar["high"], bar["low"], bar["close"], trade[0])
-            fills += _fills(symbol, ts, before, trade[0], closed, bar["open"], params)
-            if closed:
-                trades.append(_trade_row(con, symbol, ts, trade[0]))
+            closing = np.zeros(MAX_CLOSED_PER_BAR, dtype=TRADE_DT)
+            closed = run_bar(account, params, n, bar["open"], bar["high"], bar["low"], bar["close"], closing)
+            fills += _fills(symbol, ts, before, closing[:closed], bar["open"], params)
+            trades += [_trade_row(con, symbol, ts, trade) for trade in closing[:closed]]
             if account["shares"] == 0.0:  # flat (a stop, a target, or a decision to be): nothing held
                 held[symbol] = 0.0
             states[symbol] = {"account": account, "bar": n}
@@ -266,20 +266,20 @@ def _decide(con, loaded, traded, states, held, ts, trading) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=_columns("paper.orders"))
 
 
-def _fills(symbol, ts, before, trade, closed, open_, params) -> list[list]:
-    """The fills of one bar: the pending order at the open, and a stop or target intrabar."""
+def _fills(symbol, ts, before, closed, open_, params) -> list[list]:
+    """The fills of one bar: the pending order at the open, and a stop or target intrabar (the
+    last trade ``closed``, when it exited on one)."""
     fills = []
     pending = float(before["pending"])
     if pending != 0.0:
         price, fee, _ = fill(pending, open_, 0.0, params["fees"], params["fixed_fees"], params["slippage"])
         fills.append([symbol, ts, BUY if pending > 0 else SELL, abs(pending), price, fee, "signal"])
-    if closed and trade["exit"] in (EXIT_STOP, EXIT_TARGET):  # an exit intrabar, after the open's fill
+    if len(closed) and closed[-1]["exit"] in (EXIT_STOP, EXIT_TARGET):  # intrabar, after the open's fill
         shares = float(before["shares"]) + pending
-        price = float(trade["exit_price"])
+        price = float(closed[-1]["exit_price"])
         fee = abs(shares) * price * params["fees"] + params["fixed_fees"]
-        fills.append(
-            [symbol, ts, SELL if shares > 0 else BUY, abs(shares), price, fee, EXIT_REASONS[trade["exit"]]]
-        )
+        reason = EXIT_REASONS[closed[-1]["exit"]]
+        fills.append([symbol, ts, SELL if shares > 0 else BUY, abs(shares), price, fee, reason])
     return fills
 
 
