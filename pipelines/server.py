@@ -159,7 +159,7 @@ def current_snapshot(request: Request) -> Snapshot:
 
 
 Served = Annotated["Snapshot", Depends(current_snapshot)]
-ROUTES = "GET /ping, POST /invocations, GET|POST /decisions/latest, GET /docs"
+ROUTES = "GET /ping, POST /invocations, GET|POST /decisions/latest"
 
 
 def warehouse_snapshot(warehouse: DuckDBResource) -> str:
@@ -621,7 +621,7 @@ def serve(
     sock.bind((host, port))
     sock.listen(MAX_CONNECTIONS)  # clients that connect before uvicorn starts wait in the backlog
     loaded = state.snapshot.loaded
-    auth = "; Bearer token required" if token else ""
+    auth = "; Bearer token required, docs off" if token else "; OpenAPI docs at /docs"
     print(
         f"serving {loaded.label} (version {loaded.version}) on http://{host}:{sock.getsockname()[1]} "
         f"({ROUTES}); following the alias every {poll_seconds:g} s{auth}; Ctrl-C stops",
