@@ -1,18 +1,20 @@
 """``paper_account``: the paper account trading the bars that arrived since its last run (or, for
 a replay, the next ``ticks`` bars), with its record beside the backtest's expectation.
 
-Each materialisation runs ``pipelines``' paper loop (``hrm_core/workflows/paper.py``) and reports:
+Each materialisation runs the paper loop (``paper_loop.py`` over ``hrm_core/workflows/paper.py``) and reports:
 the equity curve beside the benchmark's and beside the backtest of the deciding version on the
 same bars (a plot in the metadata); the rolling Sharpe of the last ``ROLLING_BARS`` bars; the
 drawdown against the worst drawdown of the version's registered backtest; turnover against the
 backtest's; and Evidently's drift share of the live window's features against the version's
-training reference. ``paper_within_expectation`` fails when the drawdown is beyond the backtest's
-worst or the live features drifted beyond ``monitoring.max_drift_share``; the retraining sensor
-(``pipelines/jobs.py``) reads the same facts.
+training reference; the plot and these facts are also written to
+``HRM_HOME/reports/paper/<account>/``. ``paper_within_expectation`` fails when the drawdown is
+beyond the backtest's worst or the live features drifted beyond ``monitoring.max_drift_share``;
+the retraining sensor (``pipelines/jobs.py``) reads the same facts.
 """
 
 import base64
 import io
+import json
 
 import dagster as dg
 import duckdb
@@ -26,6 +28,7 @@ from assets.monitoring import drift_frames, drifted_share
 from assets.paper_loop import account_database, default_source, paper_source, run_paper
 from assets.resources import HRMSettings, MlflowResource
 from assets.serving import load_version
+from hrm_core.core.config import hrm_home
 from hrm_core.core.vocabulary import ALIAS_PRODUCTION
 from hrm_core.sim.metrics import drawdown_series, sharpe_ratio
 from hrm_core.workflows import paper
@@ -88,7 +91,14 @@ def paper_account(
         **{k: (float(v) if isinstance(v, float | np.floating) else v) for k, v in facts.items()},
     }
     if len(curve) >= 2:
-        metadata["equity_curve"] = dg.MetadataValue.md(_plot(curve["portfolio"], benchmark, expected))
+        png = _plot(curve["portfolio"], benchmark, expected)
+        folder = hrm_home() / "reports" / "paper" / config.account
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "equity.png").write_bytes(png)
+        (folder / "summary.json").write_text(json.dumps({**summary, **facts}, indent=1, default=float))
+        image = base64.b64encode(png).decode()
+        metadata["equity_curve"] = dg.MetadataValue.md(f"![paper equity](data:image/png;base64,{image})")
+        metadata["report"] = dg.MetadataValue.path(str(folder))
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -144,8 +154,8 @@ def _live_features(con: duckdb.DuckDBPyConnection, loaded, window: int) -> pd.Da
     ).df()
 
 
-def _plot(account: pd.Series, benchmark: pd.Series | None, expected: pd.Series | None) -> str:
-    """The equity curves as a Markdown image (Dagster shows it in the asset's metadata)."""
+def _plot(account: pd.Series, benchmark: pd.Series | None, expected: pd.Series | None) -> bytes:
+    """The equity curves as a PNG: paper, the deciding version's backtest, the benchmark."""
     figure = Figure(figsize=(8, 3.5))
     axes = figure.subplots()
     axes.plot(account.index, account.to_numpy(), label="paper account")
@@ -158,4 +168,4 @@ def _plot(account: pd.Series, benchmark: pd.Series | None, expected: pd.Series |
     figure.autofmt_xdate()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)
-    return f"![paper equity](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"
+    return buffer.getvalue()

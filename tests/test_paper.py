@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -236,6 +237,9 @@ def test_the_paper_asset_reports_against_the_backtest_and_can_trigger_retraining
         metadata = {k: v.value for k, v in event.materialization.metadata.items()}
         assert metadata["ticks"] == 10 and metadata["versions"] == ["1"]
         assert metadata["equity_curve"].startswith("![paper equity](data:image/png;base64,")
+        report = Path(metadata["report"])
+        assert (report / "equity.png").stat().st_size > 0
+        assert json.loads((report / "summary.json").read_text())["paper"]["sharpe"] == metadata["sharpe"]
         for fact in (
             "rolling_sharpe",
             "drawdown",
