@@ -20,7 +20,8 @@ from assets.paper_loop import PaperSource, account_database, next_orders, paper_
 from assets.serving import load_version
 from hrm_core.data.warehouse import read_bars
 from hrm_core.dataset.market import read_market_data
-from hrm_core.sim.backtest import run_version
+from hrm_core.dataset.targets import outcome_targets
+from hrm_core.sim.backtest import run_agent, run_version
 from hrm_core.workflows import paper
 from pipelines.cli import main
 from pipelines.server import ServerState, create_app
@@ -292,3 +293,24 @@ def test_a_symbol_that_joins_a_running_account_brings_its_past_as_history(served
     assert rows[0] == rows[1] == len(both)  # every bar in, as history or traded
     assert curve["portfolio"].pct_change().abs().max() < 0.05  # no jump of a whole account when NASDAQ joins
     assert curve["portfolio"].iloc[0] == pytest.approx(curve["SP500"].iloc[0] + 100_000)
+
+
+def test_the_registered_backtest_decides_bit_for_bit_what_paper_and_serving_decide(served):  # noqa: F811
+    """The registry's backtest runs the trained model through ``HRMTradingEnv`` (its agent on the
+    kernels); paper trading and serving decide from the served files. The exposure arithmetic runs
+    in numpy in both, so their returns and positions are equal, not merely close."""
+    loaded = load_version(served["resources"]["tracking"], "production")
+    config = loaded.config
+    normalization = {k: tuple(v) for k, v in loaded.meta["normalization"].items()}
+    with duckdb.connect(served["resources"]["warehouse"].database, read_only=True) as con:
+        data = read_market_data(
+            con, config, normalization, "CASE WHEN f.ts >= TIMESTAMP '2016-01-01' THEN 'test' END"
+        )
+    up = outcome_targets(data, config.training.outcome_horizon, config.trading.periods_per_year).up
+    assert loaded.model.tilt_on  # a version whose tilt trades, so the arithmetic matters
+    for symbol in data.symbols:
+        registered = run_agent(served["models"]["1"], data, config, symbol, "test", True, up)
+        served_files = run_version(loaded.model, data, config, symbol, "test")
+        assert len(registered.returns) > 500 and (registered.positions.diff() != 0).sum() > 10
+        assert (registered.positions.to_numpy() == served_files.positions.to_numpy()).all()
+        assert (registered.returns.to_numpy() == served_files.returns.to_numpy()).all()

@@ -99,9 +99,15 @@ class HRMTradingAgent:
             self.z_H, out, steps = run.carry.z_H, run.final, run.steps
         self.bar += 1
         heads = self.model.heads
-        tilt, target, position = decide_exposure(
-            out.tilt_logit, held, benchmark, cap, heads.hold, heads.tilt_gate, self.policy, self.band
-        )
+        if self.compiled is not None:  # in numpy, as the served model decides: the same float32 bits
+            numpy = [np.ascontiguousarray(t.cpu().numpy(), dtype=np.float32) for t in (held, benchmark, cap)]
+            weights = [np.float32(p.detach().cpu().item()) for p in (heads.hold, heads.tilt_gate)]
+            exposure = decide_exposure(out.tilt_logit.numpy(), *numpy, *weights, self.policy, self.band)
+            tilt, target, position = (torch.from_numpy(np.asarray(x, dtype=np.float32)) for x in exposure)
+        else:
+            tilt, target, position = decide_exposure(
+                out.tilt_logit, held, benchmark, cap, heads.hold, heads.tilt_gate, self.policy, self.band
+            )
         return Decision(
             action_index=action_of(position, held),
             tilt=tilt,
