@@ -70,7 +70,16 @@ def test_the_webserver_serves_the_asset_graph_and_a_runs_materialisations(projec
         graph = {n["assetKey"]["path"][0]: {d["path"][0] for d in n["dependencyKeys"]} for n in nodes}
         assert graph["hrm_stage_2_advanced"] == {"hrm_stage_1_basic"}
         assert graph["promotion_decision"] == {"candidate_model", "backtest_report"}
-        assert {"raw_ohlcv", "walk_forward_splits", "feature_drift_report"} <= set(graph)
+        assert {"raw_ohlcv", "walk_forward_splits", "feature_drift_report", "paper_account"} <= set(graph)
+        (repository,) = graphql(
+            port,
+            "{ repositoriesOrError { ... on RepositoryConnection { nodes { "
+            "jobs { name } schedules { name } sensors { name } } } } }",
+        )["repositoriesOrError"]["nodes"]
+        assert "paper_job" in {job["name"] for job in repository["jobs"]}
+        assert "paper_schedule" in {schedule["name"] for schedule in repository["schedules"]}
+        sensors = {sensor["name"] for sensor in repository["sensors"]}
+        assert {"paper_new_data_sensor", "paper_retrain_sensor"} <= sensors
         asset = graphql(
             port,
             '{ assetOrError(assetKey: {path: ["walk_forward_splits"]}) '
