@@ -11,6 +11,7 @@ import duckdb
 import yaml
 from mlflow.exceptions import MlflowException
 
+from assets.paper_loop import PAPER_DIR
 from assets.resources import LakeWarehouse
 from hrm_core.core.errors import HRMError
 from hrm_core.data.versioning import restore_data, snapshot_symbols
@@ -44,7 +45,33 @@ def home_status(home: Path, resources: dict, instance: dg.DagsterInstance) -> st
             f"last drift check: {meta.get('drifted_share', 0):.0%} of {meta.get('features')} features drifted"
             f" ({meta.get('reference')}); report {meta.get('report')}"
         )
+    lines += _paper_lines(home)
     return "\n".join(lines)
+
+
+def _paper_lines(home: Path) -> list[str]:
+    """Each paper account: bars traded, the last one, equity, the versions that decided."""
+    lines = []
+    for database in sorted((home / PAPER_DIR).glob("*/warehouse.duckdb")):
+        account = database.parent.name
+        try:
+            with duckdb.connect(str(database), read_only=True) as con:
+                bars, last, equity = con.execute(
+                    "SELECT count(DISTINCT ts), max(ts), sum(equity) FILTER (WHERE latest) FROM (SELECT ts, "
+                    "equity, ts = max(ts) OVER (PARTITION BY symbol) AS latest FROM paper.positions)"
+                ).fetchone()
+                found = con.execute("SELECT DISTINCT version FROM paper.orders ORDER BY 1").fetchall()
+        except duckdb.Error:
+            lines.append(f"paper account {account}: in use by a running paper run")
+            continue
+        if not bars:
+            lines.append(f"paper account {account}: no bar traded yet")
+            continue
+        lines.append(
+            f"paper account {account}: {bars} bars to {str(last)[:10]}, equity {equity:,.2f}, "
+            f"decided by version {', '.join(v for (v,) in found)} (`hrm-trading orders --account {account}`)"
+        )
+    return lines
 
 
 def _warehouse_line(warehouse) -> str:

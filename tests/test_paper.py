@@ -160,6 +160,10 @@ def test_the_account_follows_the_alias_and_orders_name_the_version(served, capsy
         tracking.client().set_registered_model_alias(tracking.model_name, "staging", "1")
         other = next_orders(tracking, "switch", "staging")  # version 1's orders from the same account
         assert all(o["version"] == "1" for o in other)
+        from pipelines.status import _paper_lines
+
+        (line,) = [x for x in _paper_lines(served["home"]) if x.startswith("paper account switch:")]
+        assert "6 bars" in line and f"decided by version 1, {version}" in line
         assert main(["orders", "--account", "switch"]) == 0
         assert "orders for the next open" in capsys.readouterr().out or not printed
     finally:
