@@ -31,8 +31,6 @@ from hrm_core.core.errors import HRMError
 from hrm_core.core.vocabulary import ACTIONS
 from hrm_core.data.sources import make_source
 from hrm_core.data.warehouse import read_bars
-from hrm_core.engine.decisions import ACCOUNT_DT, account_params, exit_levels
-from hrm_core.engine.decisions import decide as engine_decide
 from hrm_core.model.serving import LoadedVersion
 from hrm_core.workflows import paper
 from hrm_core.workflows.latest import decide, latest_bars
@@ -215,64 +213,35 @@ def next_orders(tracking: MlflowResource, account: str, alias: str | None) -> li
     another version than the one that decided, that version's decision on the same bar from the
     same account (nothing is written)."""
     with open_account(account, read_only=True) as con:
-        states = con.execute(
-            "SELECT * FROM paper.positions "
-            "QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY ts DESC) = 1"
-        ).df()
-        if states.empty:
+        states = paper.latest_states(con)
+        if not states:
             raise HRMError(f"paper account {account!r} has traded no bar yet: run `hrm-trading paper`")
-        decided = con.execute("SELECT * FROM paper.orders").df()
-        decided = decided.merge(states[["symbol", "ts"]], on=["symbol", "ts"])
+        latest = pd.DataFrame({"symbol": list(states), "ts": [state["ts"] for state in states.values()]})
+        decided = con.execute("SELECT * FROM paper.orders").df().merge(latest, on=["symbol", "ts"])
         loaded = load_version(tracking, alias) if alias else None
         if loaded is not None and set(decided["version"]) != {loaded.version}:
             return _orders_of(loaded, con, states, decided)
     return [_order(row) for row in decided.to_dict("records") if row["side"] is not None]
 
 
-def _orders_of(loaded: LoadedVersion, con, states: pd.DataFrame, decided: pd.DataFrame) -> list[dict]:
+def _orders_of(loaded: LoadedVersion, con, states: dict[str, dict], decided: pd.DataFrame) -> list[dict]:
     symbols = sorted(decided["symbol"])
     latest = latest_bars(con, loaded, symbols)
+    at = latest.index(symbols)
     held = decided.set_index("symbol").loc[symbols, "held"].to_numpy()
-    columns = decide(loaded, latest, latest.index(symbols), held)
-    names = loaded.meta["output_columns"]
-    trading = loaded.config.trading
-    params = account_params(trading)
+    names, trading = loaded.meta["output_columns"], loaded.config.trading
     orders = []
-    for symbol, row, i in zip(symbols, columns, latest.index(symbols), strict=True):
+    for symbol, row, i in zip(symbols, decide(loaded, latest, at, held), at, strict=True):
         out = dict(zip(names, row.tolist(), strict=True))
-        state = states.set_index("symbol").loc[symbol]
-        account = np.zeros(1, dtype=ACCOUNT_DT)
-        for name in ACCOUNT_DT.names:
-            account[name] = state[name]
+        account = paper.account_of(states[symbol])
         account["pending"] = 0.0  # as it was before the ledger's decision
-        stop_atr, target_atr = exit_levels(trading)
-        engine_decide(
-            account[0],
-            params,
-            latest.close[i],
-            latest.atr[i],
-            int(out["action"]),
-            abs(out["position"]),
-            stop_atr,
-            target_atr,
-        )
-        shares = float(account[0]["pending"])
+        action = int(out["action"])
+        shares = paper.place_order(account, trading, latest.close[i], latest.atr[i], action, out["position"])
         if shares != 0.0:
-            orders.append(
-                _order(
-                    {
-                        "symbol": symbol,
-                        "side": paper.BUY if shares > 0 else paper.SELL,
-                        "shares": abs(shares),
-                        "order_type": paper.ORDER_TYPE,
-                        "ts": state["ts"],
-                        "action": ACTIONS[int(out["action"])],
-                        "position": out["position"],
-                        "model": loaded.name,
-                        "version": loaded.version,
-                    }
-                )
-            )
+            order = {"symbol": symbol, "side": paper.side_of(shares), "shares": abs(shares)}
+            order |= {"order_type": paper.ORDER_TYPE, "ts": states[symbol]["ts"], "action": ACTIONS[action]}
+            order |= {"position": out["position"], "model": loaded.name, "version": loaded.version}
+            orders.append(_order(order))
     return orders
 
 

@@ -184,23 +184,25 @@ def predict_times(setup: dict) -> dict:
     return times
 
 
+def start_server(threads: int = 1) -> tuple[subprocess.Popen, int]:
+    """``hrm-trading serve`` on a free port, its BLAS and OpenMP on ``threads`` threads; the process
+    and the port it printed."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "serve", "--port", "0"],
+        env=_env(threads),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    line = server.stdout.readline()
+    return server, int(line.split("http://127.0.0.1:")[1].split()[0])
+
+
 def load_test(setup: dict, clients: int, seconds: float, threads: int = 1) -> dict:
     """``clients`` keep-alive connections posting batch-1 invocations for ``seconds`` to a server
     whose BLAS and OpenMP use ``threads`` threads."""
-    command = [
-        sys.executable,
-        "-m",
-        "pipelines.cli",
-        "serve",
-        "--port",
-        "0",
-    ]
-    server = subprocess.Popen(
-        command, env=_env(threads), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    server, port = start_server(threads)
     try:
-        line = server.stdout.readline()
-        port = int(line.split("http://127.0.0.1:")[1].split()[0])
         data, hf = setup["data"], setup["config"].hierarchical_features
         rows = setup["rows"][:: max(1, len(setup["rows"]) // 64)]
         strategic, tactical = data.windows(rows, hf.high_level_lookback, hf.low_level_lookback)
@@ -285,17 +287,8 @@ def snapshot_seconds(home: Path) -> float:
 def decisions_test(setup: dict, clients: int, seconds: float) -> dict:
     """``clients`` keep-alive connections asking ``/decisions/latest`` for one random symbol at a
     random position for ``seconds``; then all symbols in one request (best of 5)."""
-    env = _env()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "serve", "--port", "0"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    server, port = start_server()
     try:
-        line = server.stdout.readline()
-        port = int(line.split("http://127.0.0.1:")[1].split()[0])
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         connection.request("GET", "/decisions/latest")
         symbols = [row["symbol"] for row in json.loads(connection.getresponse().read())]

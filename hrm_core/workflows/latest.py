@@ -26,6 +26,10 @@ class UnknownSymbol(HRMError):
     """A symbol the warehouse does not hold."""
 
 
+def unknown_symbol(symbol: str, known: list[str]) -> UnknownSymbol:
+    return UnknownSymbol(f"unknown symbol {symbol!r}; the warehouse has {', '.join(known) or 'no symbols'}")
+
+
 class NotReady(HRMError):
     """A symbol whose history is too short for a decision (a full window and a known ATR)."""
 
@@ -50,9 +54,7 @@ class LatestBars:
         where = {s: i for i, s in enumerate(self.symbols)}
         unknown = [s for s in symbols if s not in where]
         if unknown:
-            raise UnknownSymbol(
-                f"unknown symbol {unknown[0]!r}; the warehouse has {', '.join(self.symbols) or 'no symbols'}"
-            )
+            raise unknown_symbol(unknown[0], self.symbols)
         return np.array([where[s] for s in symbols], dtype=np.int64)
 
 
@@ -80,7 +82,7 @@ def latest_bars(
             s
             for (s,) in con.execute("SELECT DISTINCT symbol FROM features.hierarchical ORDER BY 1").fetchall()
         ]
-        raise UnknownSymbol(f"unknown symbol {symbols[0]!r}; the warehouse has {', '.join(held)}") from None
+        raise unknown_symbol(symbols[0], held) from None
     trained_on = tuple(tuple(names) for names in loaded.meta["feature_names"])
     if trained_on != (data.strategic_names, data.tactical_names):
         raise HRMError(
@@ -90,7 +92,7 @@ def latest_bars(
     if symbols is not None:
         unknown = sorted(set(symbols) - set(data.symbols))
         if unknown:
-            raise UnknownSymbol(f"unknown symbol {unknown[0]!r}; the warehouse has {', '.join(data.symbols)}")
+            raise unknown_symbol(unknown[0], data.symbols)
     last = np.flatnonzero(np.r_[data.symbol_id[1:] != data.symbol_id[:-1], True])  # [S] rows
     first = np.r_[0, last[:-1] + 1]
     ready = (last - first + 1 >= hf.high_level_lookback) & np.isfinite(data.atr[last]) & (data.atr[last] > 0)

@@ -32,7 +32,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from hrm_core.core.config import HRMConfig, ValidationConfig
+from hrm_core.core.config import HRMConfig, TradingConfig, ValidationConfig
 from hrm_core.core.vocabulary import ACTIONS, EXIT_REASONS, EXIT_STOP, EXIT_TARGET, PARTS
 from hrm_core.data.validation import ValidationReport, validate_ohlcv
 from hrm_core.data.warehouse import TABLE_DDL, ensure_tables, to_utc_naive, transaction
@@ -179,7 +179,7 @@ def tick(
         update_features(con)
         clean = to_utc_naive(report.clean).set_index("symbol")
         traded = sorted(clean.index)
-        states = _latest_states(con, traded)
+        states = latest_states(con, traded)
         stale = [s for s in traded if s in states and pd.Timestamp(states[s]["ts"]) >= ts]
         if stale:
             raise ValueError(f"paper tick: {stale[0]} already traded a bar at or after {ts}")
@@ -187,7 +187,7 @@ def tick(
         for symbol in traded:
             bar = clean.loc[symbol]
             previous = states.get(symbol)
-            account = new_accounts(1, initial)[0] if previous is None else _account(previous)
+            account = new_accounts(1, initial)[0] if previous is None else account_of(previous)
             n = 0 if previous is None else int(previous["bar"]) + 1
             held[symbol] = 0.0 if previous is None else float(previous["held"])
             before = account.copy()
@@ -237,25 +237,13 @@ def _decide(con, loaded, traded, states, held, ts, trading) -> pd.DataFrame:
     index = latest.index(ready)
     columns = decide(loaded, latest, index, np.array([held[s] for s in ready]))
     names = loaded.meta["output_columns"]
-    stop_atr, target_atr = exit_levels(trading)
-    params = account_params(trading)
     for symbol, i, row in zip(ready, index, columns, strict=True):
         out = dict(zip(names, row.tolist(), strict=True))
         account = states[symbol]["account"]
         equity = float(account["cash"] + account["shares"] * latest.close[i])
         action = int(out["action"])
-        engine_decide(
-            account,
-            params,
-            latest.close[i],
-            latest.atr[i],
-            action,
-            abs(out["position"]),
-            stop_atr,
-            target_atr,
-        )
-        shares = float(account["pending"])
-        side = BUY if shares > 0 else SELL if shares < 0 else None
+        shares = place_order(account, trading, latest.close[i], latest.atr[i], action, out["position"])
+        side = side_of(shares)
         rows.append(
             [
                 *(symbol, ts, loaded.name, loaded.version, ACTIONS[action], side, abs(shares), ORDER_TYPE),
@@ -264,6 +252,20 @@ def _decide(con, loaded, traded, states, held, ts, trading) -> pd.DataFrame:
             ]
         )
     return pd.DataFrame(rows, columns=_columns("paper.orders"))
+
+
+def place_order(
+    account: np.void, trading: TradingConfig, close: float, atr: float, action: int, position: float
+) -> float:
+    """A decision at this close placed with the engine (``decide``, sized from equity here, with the
+    configured exit levels) as the order for the next open; returns its shares (+ buy, − sell)."""
+    stop_atr, target_atr = exit_levels(trading)
+    engine_decide(account, account_params(trading), close, atr, action, abs(position), stop_atr, target_atr)
+    return float(account["pending"])
+
+
+def side_of(shares: float) -> str | None:
+    return BUY if shares > 0 else SELL if shares < 0 else None
 
 
 def _fills(symbol, ts, before, closed, open_, params) -> list[list]:
@@ -324,16 +326,19 @@ def _write(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> N
         con.from_df(frame[_columns(table)]).insert_into(table)
 
 
-def _latest_states(con: duckdb.DuckDBPyConnection, symbols: list[str]) -> dict[str, dict]:
+def latest_states(con: duckdb.DuckDBPyConnection, symbols: list[str] | None = None) -> dict[str, dict]:
+    """Each symbol's (of ``symbols``, or every one's) latest ``paper.positions`` row."""
+    where = "" if symbols is None else "WHERE symbol IN (SELECT unnest(?::VARCHAR[])) "
     frame = con.execute(
-        "SELECT * FROM paper.positions WHERE symbol IN (SELECT unnest(?::VARCHAR[])) "
+        f"SELECT * FROM paper.positions {where}"
         "QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY ts DESC) = 1",
-        [symbols],
+        [] if symbols is None else [symbols],
     ).df()
     return {row["symbol"]: row for row in frame.to_dict("records")}
 
 
-def _account(row: dict) -> np.void:
+def account_of(row: dict) -> np.void:
+    """The engine's ``ACCOUNT_DT`` record stored in a ``paper.positions`` row."""
     account = np.zeros(1, dtype=ACCOUNT_DT)
     for name in ACCOUNT_DT.names:
         account[name] = row[name]
