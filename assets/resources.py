@@ -1,5 +1,6 @@
 """The resources assets ask for. Their wiring per deployment lives in ``pipelines.resources``."""
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from pydantic import PrivateAttr
 
 from hrm_core.core.config import DEFAULT_CONFIG, HRMConfig, load_config
 from hrm_core.core.vocabulary import REGISTERED_MODEL
-from hrm_core.data.lake import Lake
+from hrm_core.data.iceberg import Iceberg
 from hrm_core.data.versioning import DatasetVersion, version_data
 
 
@@ -54,44 +55,56 @@ class HRMSettings(dg.ConfigurableResource):
         return load_config(config_path, data=data, evaluation=evaluation, rl=rl)
 
 
-class LakeWarehouse(DuckDBResource):
-    """The production warehouse: Parquet objects under ``root`` (``s3://bucket/prefix`` or a
-    folder) that step pods write in parallel (see ``hrm_core.data.lake``).
+class IcebergWarehouse(DuckDBResource):
+    """The production warehouse: Iceberg tables in a catalog that step pods write in parallel (see
+    ``hrm_core.data.iceberg``). ``catalog`` holds pyiceberg catalog properties without secrets (a
+    SQL catalog on Postgres with data files under an ``s3://`` warehouse in the stack; a REST, Glue
+    or Hive catalog from ``PYICEBERG_CATALOG__HRM__*``); ``uri_env`` names the variable that holds
+    the catalog's URI, which carries a password and so never enters the run's config or the UI.
 
     It is a ``DuckDBResource``, so assets use it unchanged: each connection is an in-memory DuckDB
-    holding the lake's tables, and what the block changed is committed as one commit when the
-    block ends without an error (nothing is written when it raises).
+    holding the tables as of the snapshot current when it opened, and what the block changed is
+    committed, partition by partition, when the block ends without an error (nothing is written
+    when it raises). Each commit names the Dagster run, so a failed run can be reverted.
     """
 
     database: str = ":memory:"
-    root: str
-    endpoint_url: str | None = None
-    cache_dir: str = str(Path.home() / ".cache" / "hrm-trading" / "lake")
+    catalog: dict[str, str]
+    uri_env: str | None = None
     _run_id: str = PrivateAttr(default="")
 
-    def lake(self) -> Lake:
-        return Lake(self.root, Path(self.cache_dir), self.endpoint_url)
+    def iceberg(self) -> Iceberg:
+        uri = os.environ.get(self.uri_env) if self.uri_env else None
+        return Iceberg(self.catalog | ({"uri": uri} if uri else {}))
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._run_id = context.run_id or ""  # commits carry it, so a failed run can be reverted
+        self._run_id = context.run_id or ""
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        lake = self.lake()
+        iceberg = self.iceberg()
         con = duckdb.connect()
         try:
-            loaded = lake.load_into(con)
+            loaded = iceberg.load_into(con)
             yield con
-            lake.commit(con, loaded, self._run_id)
+            iceberg.commit(con, loaded, self._run_id)
         finally:
             con.close()
 
 
 def warehouse_exists(warehouse: DuckDBResource) -> bool:
-    """Whether the profile's warehouse holds anything yet (a DuckDB file, or a lake's commits)."""
-    if isinstance(warehouse, LakeWarehouse):
-        return bool(warehouse.lake().commits())
+    """Whether the profile's warehouse holds anything yet (a DuckDB file, or Iceberg tables)."""
+    if isinstance(warehouse, IcebergWarehouse):
+        return any(snapshot is not None for snapshot in warehouse.iceberg().snapshots().values())
     return Path(warehouse.database).exists()
+
+
+def warehouse_snapshots(warehouse: DuckDBResource) -> str:
+    """The snapshot id of every Iceberg table as JSON (what a model version records to read its
+    data back by time travel); empty for the local DuckDB file, whose record is DVC's."""
+    if isinstance(warehouse, IcebergWarehouse):
+        return json.dumps(warehouse.iceberg().snapshots(), sort_keys=True)
+    return ""
 
 
 class DvcResource(dg.ConfigurableResource):

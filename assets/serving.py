@@ -20,7 +20,7 @@ from dagster_duckdb import DuckDBResource
 
 from assets.decisions import decide_latest
 from assets.locations import SERVED_DIR
-from assets.resources import LakeWarehouse, MlflowResource, warehouse_exists
+from assets.resources import IcebergWarehouse, MlflowResource, warehouse_exists
 from assets.served_cache import ServedCache
 from hrm_core.core.config import hrm_home
 from hrm_core.core.errors import HRMError
@@ -102,7 +102,7 @@ def _reading(warehouse: DuckDBResource):
     """The warehouse connection, after saying so when a run is writing it (DuckDB has one writer
     process; the resource retries for about 100 s, then the CLI prints the lock error in one line)."""
     try:
-        if not isinstance(warehouse, LakeWarehouse):  # the lake has no writer lock
+        if not isinstance(warehouse, IcebergWarehouse):  # Iceberg has no writer lock
             duckdb.connect(warehouse.database, read_only=True).close()
     except duckdb.IOException:
         print(

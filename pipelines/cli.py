@@ -294,10 +294,10 @@ def _run(args: argparse.Namespace, algorithm: str | None = None) -> int:
         if result.success:
             transaction.commit()
         else:
-            from pipelines.home import fail_mlflow_runs, revert_lake_runs
+            from pipelines.home import fail_mlflow_runs, revert_warehouse_runs
 
             fail_mlflow_runs(defs.resources["tracking"], result.run_id)
-            revert_lake_runs(defs.resources["warehouse"], [result.run_id, *ingest_run_ids])
+            revert_warehouse_runs(defs.resources["warehouse"], [result.run_id, *ingest_run_ids])
     print(format_summary(result))
     if job_name == "full_job" and result.success:
         from assets.serving import warm_served_cache

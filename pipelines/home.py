@@ -162,20 +162,21 @@ class RunTransaction:
         shutil.rmtree(self.backup)
 
 
-def revert_lake_runs(warehouse, run_ids: list[str]) -> int:
-    """Undo the lake commits of ``run_ids`` (a failed production run: its ingest runs and itself);
-    the local DuckDB file is restored by :class:`RunTransaction` instead. Returns the commits undone."""
-    from assets.resources import LakeWarehouse
+def revert_warehouse_runs(warehouse, run_ids: list[str]) -> int:
+    """Undo the Iceberg commits of ``run_ids`` (a failed production run: its ingest runs and
+    itself); the local DuckDB file is restored by :class:`RunTransaction` instead. Returns the
+    partitions restored."""
+    from assets.resources import IcebergWarehouse
 
-    if not isinstance(warehouse, LakeWarehouse):
+    if not isinstance(warehouse, IcebergWarehouse):
         return 0
-    lake = warehouse.lake()
-    return sum(lake.revert_run(run_id) for run_id in run_ids)
+    iceberg = warehouse.iceberg()
+    return sum(iceberg.revert_run(run_id) for run_id in run_ids)
 
 
 def recover_home(home: Path, instance, tracking, warehouse=None) -> list[str]:
     """What a command that finds the home free does first: restore a killed run's copy and clean
-    up after dead runs (and, on the production lake, undo their commits). Call while holding the
+    up after dead runs (and, on the production warehouse, undo their commits). Call while holding the
     lock; returns what was done, for the user."""
     done = []
     if RunTransaction(home).restore_killed_run():
@@ -183,9 +184,9 @@ def recover_home(home: Path, instance, tracking, warehouse=None) -> list[str]:
     dead = recover_dead_runs(instance, tracking)
     if dead:
         done.append(f"marked {len(dead)} run(s) whose process died as failed: {', '.join(dead)}")
-        undone = revert_lake_runs(warehouse, dead)
+        undone = revert_warehouse_runs(warehouse, dead)
         if undone:
-            done.append(f"undid {undone} warehouse commit(s) of those runs")
+            done.append(f"restored {undone} warehouse partition(s) those runs wrote")
     return done
 
 

@@ -17,7 +17,7 @@ from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
 from assets.locations import ARTIFACTS_DIR, REGISTRY_FILE, WAREHOUSE_FILE
-from assets.resources import DvcResource, HRMSettings, LakeWarehouse, MlflowResource
+from assets.resources import DvcResource, HRMSettings, IcebergWarehouse, MlflowResource
 from hrm_core.core.config import hrm_home
 from hrm_core.core.errors import ConfigError
 from pipelines.storage import RunJsonIOManager
@@ -64,8 +64,8 @@ def required_env(name: str) -> str:
 
 def production_resources() -> dict:
     """Cluster profile: locations come from the environment the deployment sets. The warehouse is
-    the Parquet lake, so step pods write it in parallel; ``HRM_HOME`` is each pod's scratch space
-    (the lake's object cache, the DVC working copy, asset values) on a volume the pods share."""
+    Iceberg, so step pods write it in parallel; ``HRM_HOME`` is each pod's scratch space (the DVC
+    working copy, asset values) on a volume the pods share."""
     project_dir = os.environ.get("HRM_PROJECT_DIR", ".")
     endpoint = os.environ.get("HRM_S3_ENDPOINT_URL") or None
     home = hrm_home()
@@ -73,9 +73,7 @@ def production_resources() -> dict:
         "settings": HRMSettings(
             project_dir=project_dir, config_path=os.environ.get("HRM_CONFIG", "configs/hrm_gpu.yaml")
         ),
-        "warehouse": LakeWarehouse(
-            root=required_env("HRM_WAREHOUSE_URL"), endpoint_url=endpoint, cache_dir=str(home / "lake-cache")
-        ),
+        "warehouse": iceberg_warehouse(endpoint),
         "dvc": DvcResource(
             repo_dir=str(home), remote_url=required_env("HRM_DVC_REMOTE"), endpoint_url=endpoint
         ),
@@ -83,6 +81,32 @@ def production_resources() -> dict:
         "tracking": MlflowResource(tracking_uri=required_env("MLFLOW_TRACKING_URI")),
         "io_manager": RunJsonIOManager(base_dir=str(home / "outputs")),
     }
+
+
+CATALOG_URI_ENV = "HRM_ICEBERG_CATALOG_URI"
+CATALOG_ENV_PREFIX = "PYICEBERG_CATALOG__HRM__"
+
+
+def iceberg_warehouse(endpoint: str | None) -> IcebergWarehouse:
+    """The Iceberg catalog of the production profile: pyiceberg's SQL catalog on
+    ``$HRM_ICEBERG_CATALOG_URI`` (the stack's Postgres) with data files under ``$HRM_WAREHOUSE_URL``;
+    without it, the catalog pyiceberg configures from ``PYICEBERG_CATALOG__HRM__*`` (REST, Glue,
+    Hive, ...)."""
+    region = os.environ.get("AWS_REGION")
+    files = {"s3.endpoint": endpoint, "s3.region": region}
+    files = {k: v for k, v in files.items() if v}
+    if os.environ.get(CATALOG_URI_ENV):
+        catalog = {"type": "sql", "warehouse": required_env("HRM_WAREHOUSE_URL"), **files}
+        return IcebergWarehouse(catalog=catalog, uri_env=CATALOG_URI_ENV)
+    if not any(name.startswith(CATALOG_ENV_PREFIX) for name in os.environ):
+        raise ConfigError(
+            f"the production profile (HRM_PROFILE=production) needs an Iceberg catalog: ${CATALOG_URI_ENV} "
+            f"for a SQL catalog, e.g. "
+            f"{CATALOG_URI_ENV}=postgresql+psycopg2://hrm:PASSWORD@postgres:5432/iceberg, "
+            f"or pyiceberg's own variables for another, e.g. {CATALOG_ENV_PREFIX}TYPE=rest and "
+            f"{CATALOG_ENV_PREFIX}URI=https://catalog.example.com"
+        )
+    return IcebergWarehouse(catalog=files)
 
 
 def without_credentials(url: str) -> str:

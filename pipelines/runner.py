@@ -73,10 +73,10 @@ def execute_job(defs, settings_args: dict, job_name: str, config, instance) -> t
     of them on the instance the UI reads; return the run's result and the ids of the ingest runs.
 
     Under the production profile the symbols are ingested first, one ``raw_ohlcv`` run per symbol
-    and several at once (as the cluster runs one pod per partition), all writing the lake in
+    and several at once (as the cluster runs one pod per partition), all writing the Iceberg warehouse in
     parallel; the job then runs without ``raw_ohlcv``.
     """
-    from assets.resources import LakeWarehouse
+    from assets.resources import IcebergWarehouse
     from hrm_core.core.config import hrm_home
     from pipelines.jobs import discover_symbols, partition_range_tags, sync_symbol_partitions
 
@@ -92,7 +92,9 @@ def execute_job(defs, settings_args: dict, job_name: str, config, instance) -> t
     keys = sorted(job.asset_layer.selected_asset_keys)
     ingest_run_ids: list[str] = []
     tags = {**partition_range_tags(symbols), **run_tags()}
-    if isinstance(defs.resources["warehouse"], LakeWarehouse) and any(k.path == ["raw_ohlcv"] for k in keys):
+    if isinstance(defs.resources["warehouse"], IcebergWarehouse) and any(
+        k.path == ["raw_ohlcv"] for k in keys
+    ):
         ingest_run_ids = ingest_in_parallel(settings_args, symbols, defs.resources["warehouse"], instance)
         keys = [k for k in keys if k.path != ["raw_ohlcv"]]
         tags = run_tags()
@@ -109,9 +111,9 @@ def execute_job(defs, settings_args: dict, job_name: str, config, instance) -> t
 def ingest_in_parallel(settings_args: dict, symbols: list[str], warehouse, instance) -> list[str]:
     """One ``raw_ohlcv`` run per symbol launched through the Dagster instance, as many at once as
     there are cores (the instance's queue may allow fewer); return their run ids. When one fails,
-    every ingest run's lake commits are reverted and the failure is raised."""
+    every ingest run's warehouse commits are reverted and the failure is raised."""
     from hrm_core.core.config import hrm_home
-    from pipelines.home import revert_lake_runs
+    from pipelines.home import revert_warehouse_runs
     from pipelines.launch import run_partitions
 
     workers = max(1, min(len(symbols), os.cpu_count() or 1))
@@ -134,7 +136,7 @@ def ingest_in_parallel(settings_args: dict, symbols: list[str], warehouse, insta
     )
     run_ids = [run.run_id for run in runs]
     if failed:
-        revert_lake_runs(warehouse, run_ids)
+        revert_warehouse_runs(warehouse, run_ids)
         raise HRMError(
             f"ingest of {failed[0]} (raw_ohlcv[{failed[0]}]) failed; see its run in the Dagster UI"
         )

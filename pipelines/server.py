@@ -54,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from starlette.concurrency import run_in_threadpool
 
 from assets.decisions import decision_rows
-from assets.resources import LakeWarehouse, MlflowResource, warehouse_exists
+from assets.resources import IcebergWarehouse, MlflowResource, warehouse_exists
 from assets.serving import load_version, no_version_message
 from hrm_core.core.errors import HRMError
 from hrm_core.model.serving import INPUT_NAMES, OUTPUT_COLUMNS, LoadedVersion
@@ -163,11 +163,10 @@ ROUTES = "GET /ping, POST /invocations, GET|POST /decisions/latest"
 
 
 def warehouse_snapshot(warehouse: DuckDBResource) -> str:
-    """Changes whenever the warehouse does: a lake's newest commit, or the DuckDB file's and its
-    write-ahead log's sizes and modification times."""
-    if isinstance(warehouse, LakeWarehouse):
-        commits = warehouse.lake().commits()
-        return commits[-1]["key"] if commits else ""
+    """Changes whenever the warehouse does: the Iceberg tables' current snapshots, or the DuckDB
+    file's and its write-ahead log's sizes and modification times."""
+    if isinstance(warehouse, IcebergWarehouse):
+        return json.dumps(warehouse.iceberg().snapshots(), sort_keys=True)
     return _file_state(Path(warehouse.database))
 
 

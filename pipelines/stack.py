@@ -31,7 +31,7 @@ from hrm_core.core.errors import HRMError
 from pipelines.threads import pid_alive
 
 BUCKET = "hrm"
-DATABASES = ("dagster", "mlflow")
+DATABASES = ("dagster", "mlflow", "iceberg")
 PG_USER = "hrm"
 PG_SYSTEM_USER = "hrm_postgres"
 SERVICES = ("postgres", "s3", "mlflow", "dagster-daemon", "dagster-webserver")
@@ -103,6 +103,9 @@ class Stack:
             "HRM_COMPUTE_LOG_BUCKET": BUCKET,
             "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{ports['mlflow']}",
             "HRM_WAREHOUSE_URL": f"s3://{BUCKET}/warehouse",
+            "HRM_ICEBERG_CATALOG_URI": (
+                f"postgresql+psycopg2://{PG_USER}:{creds['postgres_password']}@127.0.0.1:{ports['postgres']}/iceberg"
+            ),
             "HRM_DVC_REMOTE": f"s3://{BUCKET}/dvc",
         }
 

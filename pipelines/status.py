@@ -12,7 +12,7 @@ import yaml
 from mlflow.exceptions import MlflowException
 
 from assets.paper_loop import PAPER_DIR
-from assets.resources import LakeWarehouse
+from assets.resources import IcebergWarehouse
 from hrm_core.core.errors import HRMError
 from hrm_core.data.versioning import restore_data, snapshot_symbols
 
@@ -75,10 +75,10 @@ def _paper_lines(home: Path) -> list[str]:
 
 
 def _warehouse_line(warehouse) -> str:
-    if isinstance(warehouse, LakeWarehouse):  # the commits say it without reading any data
-        clean = warehouse.lake().current().get("clean.ohlcv", {})
-        counts = ", ".join(f"{s} {e['rows']}" for s, e in sorted(clean.items()) if e["rows"])
-        return f"warehouse {warehouse.root} (lake): clean bars {counts or 'none'}"
+    if isinstance(warehouse, IcebergWarehouse):  # the manifests say it without reading any data
+        clean = warehouse.iceberg().partition_rows("clean.ohlcv")
+        counts = ", ".join(f"{s} {n}" for s, n in sorted(clean.items()) if n)
+        return f"warehouse (Iceberg): clean bars {counts or 'none'}"
     path = Path(warehouse.database)
     if not path.exists():
         return "warehouse: none yet"

@@ -2,7 +2,7 @@
 wheel), moto's S3 server, the MLflow tracking server on them, the Dagster daemon and webserver on a
 Postgres instance. The full graph runs against them under ``HRM_PROFILE=production``: runs in
 Postgres, the model and its aliases on the MLflow server, artifacts and the DVC remote in S3, the
-lake written by parallel partition runs with nothing lost or duplicated, and no credential in
+Iceberg warehouse written by parallel partition runs with nothing lost or duplicated, and no credential in
 any log or metadata; then the daemon fires the retrain schedule and the drift sensor. (Training
 in several processes, which a stage asset starts through ``trainer.fit``, is test_distributed's.)"""
 
@@ -14,15 +14,14 @@ from pathlib import Path
 
 import boto3
 import dagster as dg
-import duckdb
 import pytest
 from mlflow import MlflowClient
 
 from assets.monitoring import DRIFT_SHARE
 from hrm_core.core.config import read_preset
-from hrm_core.data.lake import Lake
 from pipelines import stack as local_stack
 from pipelines.cli import main
+from pipelines.resources import iceberg_warehouse
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -108,20 +107,18 @@ def test_the_full_graph_runs_against_the_production_stack(stack, capsys):
     assert s3_keys("mlartifacts/")  # artifacts proxied into S3
     assert s3_keys("dvc/files/md5/")  # the raw snapshots pushed to the DVC remote on S3
 
-    con = duckdb.connect()  # the lake: every source row once, clean + quarantined = raw
-    Lake(os.environ["HRM_WAREHOUSE_URL"], local.root / "cache", os.environ["HRM_S3_ENDPOINT_URL"]).load_into(
-        con
-    )
-    raw = dict(con.execute("SELECT symbol, count(*) FROM raw.ohlcv GROUP BY 1").fetchall())
-    assert raw == {"NASDAQ": 5031, "SP500": 5031}
-    distinct = con.execute(
-        "SELECT count(*) FROM (SELECT DISTINCT symbol, source_file, source_row FROM raw.ohlcv)"
-    )
-    assert distinct.fetchone()[0] == sum(raw.values())
-    kept = con.execute(
-        "SELECT (SELECT count(*) FROM clean.ohlcv) + (SELECT count(*) FROM quarantine.ohlcv)"
-    ).fetchone()[0]
-    assert kept == sum(raw.values())
+    with iceberg_warehouse(os.environ["HRM_S3_ENDPOINT_URL"]).get_connection() as con:  # Iceberg tables
+        raw = dict(con.execute("SELECT symbol, count(*) FROM raw.ohlcv GROUP BY 1").fetchall())
+        assert raw == {"NASDAQ": 5031, "SP500": 5031}  # every source row once, clean + quarantined = raw
+        distinct = con.execute(
+            "SELECT count(*) FROM (SELECT DISTINCT symbol, source_file, source_row FROM raw.ohlcv)"
+        )
+        assert distinct.fetchone()[0] == sum(raw.values())
+        kept = con.execute(
+            "SELECT (SELECT count(*) FROM clean.ohlcv) + (SELECT count(*) FROM quarantine.ohlcv)"
+        ).fetchone()[0]
+        assert kept == sum(raw.values())
+    assert s3_keys("warehouse/raw/ohlcv/data/symbol=NASDAQ/")  # data files in S3, partitioned by symbol
     logs = " ".join(p.read_text(errors="ignore") for p in local.logs.glob("*.log"))
     assert not any(secret in printed.out + printed.err for secret in secrets)
     # the S3 server's access log records the key id that signed each request (presigned artifact

@@ -19,6 +19,7 @@ CLUSTER = {
     "HRM_WAREHOUSE_URL": "s3://hrm-data/warehouse",
     "HRM_DVC_REMOTE": "s3://hrm-data/dvc",
     "MLFLOW_TRACKING_URI": "http://mlflow.hrm.svc:5000",
+    "HRM_ICEBERG_CATALOG_URI": "postgresql+psycopg2://hrm:s3cret-pw@postgres.hrm.svc:5432/iceberg",
 }
 
 
@@ -26,7 +27,10 @@ def test_the_production_profile_takes_its_locations_from_the_environment(monkeyp
     for name, value in CLUSTER.items():
         monkeypatch.setenv(name, value)
     resources = resources_for_profile("production")
-    assert resources["warehouse"].root == CLUSTER["HRM_WAREHOUSE_URL"]
+    warehouse = resources["warehouse"]  # pyiceberg's SQL catalog; its URI (a password) stays in the env
+    assert warehouse.catalog == {"type": "sql", "warehouse": CLUSTER["HRM_WAREHOUSE_URL"]}
+    assert warehouse.uri_env == "HRM_ICEBERG_CATALOG_URI"
+    assert warehouse.iceberg().properties["uri"] == CLUSTER["HRM_ICEBERG_CATALOG_URI"]
     assert resources["dvc"].remote_url == CLUSTER["HRM_DVC_REMOTE"]
     assert resources["tracking"].tracking_uri == CLUSTER["MLFLOW_TRACKING_URI"]
     assert resources["settings"].config_path == "configs/hrm_gpu.yaml"
@@ -47,6 +51,22 @@ def test_a_missing_production_variable_is_named_with_an_example(monkeypatch, mis
     monkeypatch.delenv(missing)
     with pytest.raises(ConfigError, match=f"needs \\${missing}, e.g. {missing}="):
         resources_for_profile("production")
+
+
+def test_another_iceberg_catalog_is_configured_by_pyicebergs_own_variables(monkeypatch):
+    for name, value in CLUSTER.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("HRM_ICEBERG_CATALOG_URI")
+    with pytest.raises(ConfigError, match="needs an Iceberg catalog: \\$HRM_ICEBERG_CATALOG_URI"):
+        resources_for_profile("production")
+    monkeypatch.setenv("PYICEBERG_CATALOG__HRM__TYPE", "rest")
+    monkeypatch.setenv("PYICEBERG_CATALOG__HRM__URI", "https://catalog.example.com")
+    monkeypatch.setenv("HRM_S3_ENDPOINT_URL", "http://minio:9000")
+    warehouse = resources_for_profile("production")["warehouse"]
+    assert warehouse.catalog == {"s3.endpoint": "http://minio:9000"}  # the rest is pyiceberg's own
+    from pyiceberg.utils.config import Config  # what load_catalog("hrm") reads in a fresh process
+
+    assert Config().get_catalog_config("hrm") == {"type": "rest", "uri": "https://catalog.example.com"}
 
 
 def test_an_unknown_profile_is_refused(monkeypatch):
@@ -89,7 +109,7 @@ def test_a_production_service_that_does_not_answer_fails_fast_naming_variable_an
     ):
         check_production_services(timeout_s=2)
     monkeypatch.delenv("HRM_S3_ENDPOINT_URL")
-    monkeypatch.setenv("HRM_WAREHOUSE_URL", str(tmp_path / "lake"))
+    monkeypatch.setenv("HRM_WAREHOUSE_URL", str(tmp_path / "warehouse"))
     monkeypatch.setenv("HRM_DVC_REMOTE", str(tmp_path / "dvc"))
     monkeypatch.setenv("DAGSTER_PG_HOST", "127.0.0.1")
     monkeypatch.setenv("DAGSTER_PG_PORT", str(port))

@@ -1,0 +1,405 @@
+"""The production warehouse as Apache Iceberg tables (pyiceberg), queried with the local SQL.
+
+Why Iceberg: step pods on different nodes write the warehouse at once, and a DuckDB file has one
+writer. Iceberg gives what a shared warehouse needs and Spark, Trino and DuckDB already read:
+atomic commits through a catalog (a SQL catalog on Postgres in the stack, SQLite in tests, or a
+REST, Glue or Hive catalog by configuration), optimistic concurrency with conflict validation,
+snapshots to read at, time travel and rollback.
+
+How the pipeline uses it (:class:`Iceberg`): a connection is an in-memory DuckDB holding every
+warehouse table as of the snapshot current when it opened (``load_into``), so the assets run the
+same SQL as on the local DuckDB file; when the block ends, each table's changed partitions go back
+as one Iceberg overwrite of those partitions (``commit``). Tables are partitioned by ``symbol``
+(identity), so writers of different symbols both land (pyiceberg refreshes and retries), while a
+writer whose partitions another commit changed since it read fails loudly: Iceberg's serializable
+validation finds the other's data files in the window, and :class:`ConflictError` says so — rows
+are never silently lost. Each commit's snapshot carries the run id and the partitions it wrote, so
+a failed or killed run is undone by restoring exactly those partitions as they were before it
+(``revert_run``), leaving every other writer's commits in place.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+import pyarrow as pa
+import pyarrow.fs as pafs
+from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    NoSuchNamespaceError,
+    NoSuchTableError,
+    ValidationException,
+)
+from pyiceberg.expressions import AlwaysTrue, BooleanExpression, In
+from pyiceberg.io.pyarrow import PyArrowFileIO
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import ancestors_of
+
+from hrm_core.core.errors import HRMError
+from hrm_core.data.warehouse import SCHEMAS
+
+ALL = "_all"
+"""The one partition of a table without a ``symbol`` column."""
+RUN_ID = "hrm.run-id"
+PARTITIONS = "hrm.partitions"
+REVERTS = "hrm.reverts"
+"""Snapshot summary properties: the run that wrote a snapshot, the partitions it wrote (JSON), and
+the run a revert undid."""
+TABLE_PROPERTIES = {
+    "commit.retry.num-retries": "20",  # writers of other symbols: refresh, validate, retry
+    "commit.retry.min-wait-ms": "50",
+    "commit.retry.max-wait-ms": "5000",
+    "write.metadata.delete-after-commit.enabled": "true",  # old metadata JSON does not pile up
+    "write.metadata.previous-versions-max": "20",
+}
+Snapshots = dict[str, int | None]
+"""table name (``schema.table``) -> snapshot id (None: the table has no snapshot yet)."""
+
+
+class ConflictError(HRMError):
+    """Another writer changed the partitions this block read before it could commit."""
+
+
+@dataclass
+class Loaded:
+    """What a connection read: the tables as loaded (their metadata pins the snapshot a commit
+    validates from) and each partition's rows and content hash."""
+
+    tables: dict[str, Table]
+    fingerprints: dict[str, dict[str, tuple[int, str]]] = field(default_factory=dict)
+
+    def snapshots(self) -> Snapshots:
+        return {name: _snapshot_id(table) for name, table in self.tables.items()}
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """What a maintenance pass did, per table."""
+
+    expired: dict[str, int]
+    orphans_removed: dict[str, int]
+    compacted: dict[str, int]
+    kept: dict[str, list[int]]
+
+
+@dataclass(frozen=True)
+class Iceberg:
+    """The warehouse's Iceberg catalog. ``properties`` are pyiceberg catalog properties (``type``,
+    ``uri``, ``warehouse``, ``s3.endpoint``, ...); they are merged over ``PYICEBERG_CATALOG__HRM__*``
+    environment variables and ``.pyiceberg.yaml``, so a REST, Glue or Hive catalog needs only
+    configuration."""
+
+    properties: dict[str, str]
+    name: str = "hrm"
+
+    def catalog(self) -> Catalog:
+        return load_catalog(
+            self.name, **{"py-io-impl": "pyiceberg.io.pyarrow.PyArrowFileIO", **self.properties}
+        )
+
+    # --- reading -------------------------------------------------------------------------------
+    def tables(self, catalog: Catalog | None = None) -> dict[str, Table]:
+        """Every warehouse table (the namespaces are the warehouse's schemas)."""
+        catalog = catalog or self.catalog()
+        found = {}
+        for schema in SCHEMAS:
+            try:
+                identifiers = catalog.list_tables(schema)
+            except NoSuchNamespaceError:  # nothing written to this schema yet
+                continue
+            for identifier in identifiers:
+                name = ".".join(identifier)
+                found[name] = catalog.load_table(identifier)
+        return found
+
+    def snapshots(self) -> Snapshots:
+        """Each table's current snapshot id."""
+        return {name: _snapshot_id(table) for name, table in self.tables().items()}
+
+    def partition_rows(self, table: str) -> dict[str, int]:
+        """Rows per partition of ``table`` now, from its manifests (no data file is read)."""
+        try:
+            partitions = self.catalog().load_table(table).inspect.partitions().to_pylist()
+        except NoSuchTableError:
+            return {}
+        return {(p["partition"] or {}).get("symbol") or ALL: p["record_count"] for p in partitions}
+
+    def read(self, table: str, snapshot_id: int | None = None, symbols: list[str] | None = None) -> pa.Table:
+        """``table`` as of ``snapshot_id`` (time travel; None: current), only ``symbols`` if given."""
+        try:
+            loaded = self.catalog().load_table(table)
+        except NoSuchTableError:
+            raise HRMError(f"warehouse table {table}: no such table in the Iceberg catalog") from None
+        if snapshot_id is not None and loaded.metadata.snapshot_by_id(snapshot_id) is None:
+            raise HRMError(f"warehouse table {table}: snapshot {snapshot_id} is no longer kept")
+        row_filter = In("symbol", symbols) if symbols else AlwaysTrue()
+        return loaded.scan(row_filter=row_filter, snapshot_id=snapshot_id).to_arrow()
+
+    def load_into(self, con: duckdb.DuckDBPyConnection) -> Loaded:
+        """Create the warehouse's schemas and every table, as of now, in ``con``."""
+        for schema in SCHEMAS:
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        loaded = Loaded(self.tables())
+        for name, table in loaded.tables.items():
+            rows = (
+                table.scan().to_arrow()
+                if table.current_snapshot()
+                else table.schema().as_arrow().empty_table()
+            )
+            con.register("iceberg_scan", rows)
+            try:
+                con.execute(f"CREATE TABLE {name} AS SELECT * FROM iceberg_scan")
+            finally:
+                con.unregister("iceberg_scan")
+        loaded.fingerprints = fingerprints(con)
+        return loaded
+
+    # --- writing -------------------------------------------------------------------------------
+    def commit(self, con: duckdb.DuckDBPyConnection, loaded: Loaded, run_id: str = "") -> Snapshots:
+        """Overwrite, table by table, the partitions of ``con``'s tables that differ from what was
+        loaded; returns the new snapshot of each table written."""
+        con = con.cursor()  # the block may have left a result unfetched on its connection
+        now = fingerprints(con)
+        written: Snapshots = {}
+        catalog = None
+        for name in sorted(set(now) | set(loaded.fingerprints)):
+            before, after = loaded.fingerprints.get(name, {}), now.get(name)
+            if after is None:  # dropped in the block: its rows go, its history stays
+                changed, rows = sorted(before), None
+            else:
+                changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+                rows = _rows(con, name, changed) if changed else None
+            if not changed:
+                continue
+            table = loaded.tables.get(name)
+            if table is None:  # new to this block: it read nothing, so any rows there now are another's
+                catalog = catalog or self.catalog()
+                table = _create(catalog, name, rows.schema)
+                if table.current_snapshot() and table.scan(row_filter=_where(changed)).to_arrow().num_rows:
+                    raise ConflictError(
+                        f"warehouse table {name}: another writer created it with rows in partition(s) "
+                        f"{', '.join(changed[:5])} while this run wrote them; nothing was written"
+                    )
+            written[name] = _overwrite(
+                table, name, changed, rows, {RUN_ID: run_id, PARTITIONS: json.dumps(changed)}
+            )
+        return written
+
+    def revert_run(self, run_id: str) -> int:
+        """Undo the commits of ``run_id``: each partition it wrote is put back as it was before the
+        run's first write of it, unless a later commit of another writer rewrote it since (then
+        that commit's rows stand). Returns how many partitions were restored."""
+        restored = 0
+        for name, table in self.tables().items():
+            history = list(reversed(list(ancestors_of(table.current_snapshot(), table.metadata))))
+            if not run_id or any(s.summary.get(REVERTS) == run_id for s in history):
+                continue
+            before: dict[str, int | None] = {}  # partition -> the snapshot before the run wrote it
+            for snapshot in history:
+                parts = json.loads(snapshot.summary.get(PARTITIONS) or "[]")
+                if snapshot.summary.get(RUN_ID) == run_id:
+                    for part in parts:
+                        before.setdefault(part, snapshot.parent_snapshot_id)
+                else:  # another writer rewrote it after the run: nothing of the run's is left
+                    for part in parts:
+                        before.pop(part, None)
+            for parent in sorted(set(before.values()), key=lambda s: s or 0):
+                parts = sorted(p for p, s in before.items() if s == parent)
+                old = None
+                if parent is not None:
+                    old = table.scan(row_filter=_where(parts), snapshot_id=parent).to_arrow()
+                table = self.catalog().load_table(name)
+                _overwrite(table, name, parts, old, {REVERTS: run_id, PARTITIONS: json.dumps(parts)})
+                restored += len(parts)
+        return restored
+
+    # --- maintenance ---------------------------------------------------------------------------
+    def maintain(self, keep: set[int], older_than: timedelta, orphan_age: timedelta) -> Maintenance:
+        """Compact partitions written in several files into one, expire snapshots older than
+        ``older_than`` except the current ones and ``keep`` (those registered model versions name),
+        and delete files no kept snapshot references that are older than ``orphan_age`` (younger
+        ones may belong to a commit in flight)."""
+        expired, orphans, compacted, kept = {}, {}, {}, {}
+        now = datetime.now(UTC)
+        for name, table in self.tables().items():
+            compacted[name] = _compact(table, name)
+            table = self.catalog().load_table(name)
+            protected = {s.snapshot_id for s in table.snapshots() if s.snapshot_id in keep}
+            expire = table.maintenance.expire_snapshots()
+            candidates = [
+                s.snapshot_id
+                for s in table.snapshots()
+                if s.timestamp_ms < (now - older_than).timestamp() * 1000
+                and s.snapshot_id not in protected
+                and s.snapshot_id != _snapshot_id(table)
+            ]
+            if candidates:
+                expire.by_ids(candidates).commit()
+            expired[name] = len(candidates)
+            table = self.catalog().load_table(name)
+            kept[name] = sorted(s.snapshot_id for s in table.snapshots())
+            orphans[name] = _remove_orphans(table, now - orphan_age)
+        return Maintenance(expired, orphans, compacted, kept)
+
+
+def _snapshot_id(table: Table) -> int | None:
+    snapshot = table.current_snapshot()
+    return snapshot.snapshot_id if snapshot else None
+
+
+def _create(catalog: Catalog, name: str, schema: pa.Schema) -> Table:
+    """Create ``name`` with ``schema``, partitioned by symbol when it has one; a table another
+    writer created meanwhile is loaded instead."""
+    namespace = name.split(".")[0]
+    try:
+        catalog.create_namespace(namespace)
+    except Exception:  # a writer in a race created it first (each catalog words that its own way)
+        if not catalog.namespace_exists(namespace):
+            raise
+    try:
+        with catalog.create_table_transaction(name, schema, properties=TABLE_PROPERTIES) as create:
+            if "symbol" in schema.names:
+                with create.update_spec() as spec:
+                    spec.add_identity("symbol")
+    except Exception:  # the same race for the table
+        if not catalog.table_exists(name):
+            raise
+    return catalog.load_table(name)
+
+
+def _where(parts: list[str]) -> BooleanExpression:
+    """The rows of ``parts``: the whole table when it is one partition (or becomes empty)."""
+    return AlwaysTrue() if ALL in parts else In("symbol", parts)
+
+
+def _rows(con: duckdb.DuckDBPyConnection, name: str, parts: list[str]) -> pa.Table:
+    """The rows of ``parts`` of ``name`` in ``con``, in types Iceberg has."""
+    if ALL in parts:
+        return _iceberg_types(con.sql(f"SELECT * FROM {name}").to_arrow_table())
+    query = f"SELECT * FROM {name} WHERE symbol IN (SELECT unnest(?))"
+    return _iceberg_types(con.sql(query, params=[parts]).to_arrow_table())
+
+
+WIDER = {
+    pa.uint8(): pa.int16(),
+    pa.uint16(): pa.int32(),
+    pa.uint32(): pa.int64(),
+    pa.uint64(): pa.decimal128(20, 0),
+}
+"""Iceberg has no unsigned integers: each is stored in the smallest signed type holding all its values
+(DuckDB's ``hash`` is a UBIGINT; it reads back as DECIMAL(20, 0), which compares equal)."""
+
+
+def _iceberg_type(kind: pa.DataType) -> pa.DataType:
+    if pa.types.is_timestamp(kind) and kind.unit == "ns":  # Iceberg v2 keeps microseconds, as DuckDB does
+        return pa.timestamp("us", kind.tz)
+    return WIDER.get(kind, kind)
+
+
+def _iceberg_types(rows: pa.Table) -> pa.Table:
+    schema = pa.schema([f.with_type(_iceberg_type(f.type)) for f in rows.schema])
+    return rows.cast(schema, safe=False)  # unsafe only for nanoseconds, which are dropped
+
+
+def _overwrite(
+    table: Table, name: str, parts: list[str], rows: pa.Table | None, properties: dict
+) -> int | None:
+    """Replace ``parts`` of ``table`` by ``rows`` (None: delete them) in one commit, validated from
+    the snapshot ``table`` was loaded at; returns the new snapshot id."""
+    condition = _where(parts)
+    try:
+        with table.transaction() as transaction, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Delete operation did not match any records")
+            if rows is not None and not _same_schema(table, rows.schema):
+                with transaction.update_schema() as update:
+                    update.union_by_name(rows.schema)
+            if rows is None or rows.num_rows == 0:
+                transaction.delete(condition, snapshot_properties=properties)
+            else:
+                transaction.overwrite(rows, overwrite_filter=condition, snapshot_properties=properties)
+    except (ValidationException, CommitFailedException) as error:
+        shown = ", ".join(parts[:5]) + (" ..." if len(parts) > 5 else "")
+        raise ConflictError(
+            f"warehouse table {name}: another writer committed partition(s) {shown} after this run "
+            f"read them; nothing of this block was written (rerun it to apply it on top): {error}"
+        ) from error
+    return _snapshot_id(table)
+
+
+def _same_schema(table: Table, schema: pa.Schema) -> bool:
+    return set(schema.names) <= {f.name for f in table.schema().fields}
+
+
+def _compact(table: Table, name: str) -> int:
+    """Rewrite each partition kept in more than one data file as one file; returns how many."""
+    if table.current_snapshot() is None:
+        return 0
+    files = table.inspect.files().to_pydict()
+    per_partition: dict[str, int] = {}
+    for partition in files["partition"]:
+        key = partition.get("symbol", ALL) if partition else ALL
+        per_partition[key] = per_partition.get(key, 0) + 1
+    fragmented = sorted(k for k, n in per_partition.items() if n > 1)
+    if not fragmented:
+        return 0
+    rows = table.scan(row_filter=_where(fragmented)).to_arrow()
+    _overwrite(table, name, fragmented, rows, {"hrm.maintenance": "compact", PARTITIONS: json.dumps([])})
+    return len(fragmented)
+
+
+def _referenced(table: Table) -> set[str]:
+    """Every file the table's kept metadata names: metadata JSONs, manifest lists, manifests, data."""
+    io = table.io
+    found = {table.metadata_location, *(entry.metadata_file for entry in table.metadata.metadata_log)}
+    for snapshot in table.snapshots():
+        found.add(snapshot.manifest_list)
+        for manifest in snapshot.manifests(io):
+            found.add(manifest.manifest_path)
+            found.update(
+                e.data_file.file_path for e in manifest.fetch_manifest_entry(io, discard_deleted=False)
+            )
+    return {_path_only(p) for p in found}
+
+
+def _path_only(location: str) -> str:
+    return PyArrowFileIO.parse_location(location)[2]
+
+
+def _remove_orphans(table: Table, before: datetime) -> int:
+    """Delete files under the table's location that no kept snapshot references, older than ``before``."""
+    scheme, netloc, base = PyArrowFileIO.parse_location(table.location())
+    fs = table.io.fs_by_scheme(scheme, netloc)
+    referenced = _referenced(table)
+    removed = 0
+    for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
+        if info.type != pafs.FileType.File or info.path in referenced:
+            continue
+        if info.mtime is not None and info.mtime.replace(tzinfo=info.mtime.tzinfo or UTC) >= before:
+            continue
+        fs.delete_file(info.path)
+        removed += 1
+    return removed
+
+
+def fingerprints(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, tuple[int, str]]]:
+    """Rows and an order-free content hash per partition of every table in the warehouse schemas."""
+    tables = con.execute(
+        "SELECT schema_name || '.' || table_name, list_contains(list(column_name), 'symbol') "
+        "FROM duckdb_columns() WHERE database_name = current_database() AND NOT internal "
+        "AND schema_name IN (SELECT unnest(?)) AND (schema_name, table_name) IN "
+        "(SELECT (schema_name, table_name) FROM duckdb_tables() WHERE NOT temporary) GROUP BY ALL",
+        [list(SCHEMAS)],
+    ).fetchall()
+    found: dict[str, dict[str, tuple[int, str]]] = {}
+    for table, has_symbol in tables:
+        key = "symbol" if has_symbol else f"'{ALL}'"
+        rows = con.execute(
+            f"SELECT {key}, count(*), sum(hash(t)::HUGEINT)::VARCHAR FROM {table} t GROUP BY ALL"
+        ).fetchall()
+        found[table] = {str(k): (int(n), str(h)) for k, n, h in rows} or {ALL: (0, "0")}
+    return found
