@@ -148,6 +148,8 @@ def candidate_model(
         "tilt.deployed": "true" if bool(model.heads.tilt_gate) else "false",
         "tilt.evidence": rl_finetune.get("tilt_reason", "not recorded"),
     }
+    if rl_finetune.get("warehouse_snapshots"):  # the Iceberg snapshots it trained on (time travel)
+        tags["warehouse_snapshots"] = rl_finetune["warehouse_snapshots"]
     with tracking.active():
         registered = mlflow.register_model(info.model_uri, tracking.model_name, tags=tags)
     client.set_registered_model_alias(tracking.model_name, ALIAS_STAGING, registered.version)

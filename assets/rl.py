@@ -115,6 +115,7 @@ def finetune_stage(
         "parent_run_id": parent,
         "tilt_deployed": gated.gate.deployed,
         "tilt_reason": gated.gate.reason,
+        "warehouse_snapshots": curriculum_model.get("warehouse_snapshots", ""),
         **lineage,
     }
     tmp = done.with_suffix(".tmp")

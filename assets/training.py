@@ -25,7 +25,7 @@ import mlflow
 import numpy as np
 from dagster_duckdb import DuckDBResource
 
-from assets.resources import HRMSettings, MlflowResource
+from assets.resources import HRMSettings, MlflowResource, warehouse_snapshots
 from assets.splits import walk_forward_splits
 from assets.versioning import dataset_version
 from hrm_core.core.checkpoint import load_checkpoint
@@ -153,6 +153,7 @@ def train_stage(
         )
     stage = curriculum[index]
     fold = config.training.fold
+    snapshots = warehouse_snapshots(warehouse)  # the Iceberg tables as this stage reads them
     data = training_data(warehouse, config, fold)
     data_version = latest_metadata(context.instance, dataset_version.key.to_user_string(), "data_version")
     model, ewc, base_version = start_from_production(tracking, warehouse, config, data, data_version)
@@ -244,6 +245,7 @@ def train_stage(
         "validation_trials": [*(previous or {}).get("validation_trials", []), *validation_trials(history)],
         "tilt_deployed": result.gate.deployed,
         "tilt_reason": result.gate.reason,
+        "warehouse_snapshots": snapshots,
         **lineage,
     }
     tmp = done.with_suffix(".tmp")

@@ -71,7 +71,10 @@ EXAMPLES = {
   hrm-trading orders --json                          the same, as a JSON list for a broker""",
     "data": """examples:
   hrm-trading data restore --model-version 3         the raw data version 3 was trained on
-  hrm-trading data restore --model-version 3 --to old/   into another folder""",
+  hrm-trading data restore --model-version 3 --to old/   into another folder
+  hrm-trading data show --version 3                  the data version 3 was trained on (Iceberg: each
+                                                     table at its snapshot, by time travel)
+  hrm-trading data show --version 3 --table clean.ohlcv --symbol SP500   those rows""",
 }
 
 
@@ -201,13 +204,18 @@ def _parser() -> argparse.ArgumentParser:
     orders.add_argument("--account", default="main", help="paper account name (default main)")
     orders.add_argument("--json", action="store_true", help="print a JSON list of orders")
     _command(commands, "status", "what HRM_HOME holds: data version, symbols, runs, models and drift")
-    data = _command(commands, "data", "the versioned raw data")
+    data = _command(commands, "data", "the versioned data a model version was trained on")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     restore = data_commands.add_parser("restore", help="bring back the raw data a model version trained on")
     restore.add_argument("--model-version", required=True, help="registered version of hrm-trader")
     restore.add_argument(
         "--to", default=None, help="empty folder to restore into (default HRM_HOME/restored/vN)"
     )
+    show = data_commands.add_parser("show", help="what a model version was trained on (Iceberg: time travel)")
+    show.add_argument("--version", required=True, help="registered version of hrm-trader")
+    show.add_argument("--table", default=None, help="print this table's rows at the version's snapshot")
+    show.add_argument("--symbol", default=None, help="with --table: only this symbol's rows")
+    show.add_argument("--rows", type=int, default=20, help="with --table: how many rows to print")
     stack = _command(
         commands,
         "stack",
@@ -625,9 +633,12 @@ def _status(args: argparse.Namespace) -> int:
 def _data(args: argparse.Namespace) -> int:
     from pipelines.home import prepare_home
     from pipelines.resources import resources_for_profile
-    from pipelines.status import restore_model_data
+    from pipelines.status import restore_model_data, show_model_data
 
     home = prepare_home()
+    if args.data_command == "show":
+        print(show_model_data(resources_for_profile(), args.version, args.table, args.symbol, args.rows))
+        return 0
     target = Path(args.to) if args.to else home / "restored" / f"v{args.model_version}"
     path = restore_model_data(resources_for_profile(), args.model_version, target)
     print(f"restored the raw data of hrm-trader version {args.model_version} into {path}")

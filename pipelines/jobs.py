@@ -10,6 +10,7 @@ from assets.evaluation import evaluation_cell, evaluation_partitions, evaluation
 from assets.features import hierarchical_features
 from assets.ingest import raw_ohlcv, symbols_partitions
 from assets.labels import training_labels
+from assets.maintenance import warehouse_maintenance
 from assets.monitoring import DRIFT_SHARE, feature_drift_report
 from assets.paper import BEYOND_EXPECTATION, paper_account
 from assets.paper_loop import default_source
@@ -132,6 +133,23 @@ def daily_ingest_schedule(
 
 RETRAIN_CRON = os.environ.get("HRM_RETRAIN_CRON", "0 3 * * 0")
 """When the retrain schedule fires: Sunday nights, or ``$HRM_RETRAIN_CRON`` (a deployment's choice)."""
+
+
+@dg.job
+def maintenance_job() -> None:
+    """Compact, expire and clean the Iceberg warehouse (``assets.maintenance``)."""
+    warehouse_maintenance()
+
+
+MAINTENANCE_CRON = os.environ.get("HRM_MAINTENANCE_CRON", "0 4 * * *")
+"""When warehouse maintenance runs: every night at 04:00, or ``$HRM_MAINTENANCE_CRON``."""
+
+maintenance_schedule = dg.ScheduleDefinition(
+    name="maintenance_schedule",
+    job=maintenance_job,
+    cron_schedule=MAINTENANCE_CRON,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)
 
 
 @dg.schedule(job=train_job, cron_schedule=RETRAIN_CRON, default_status=dg.DefaultScheduleStatus.STOPPED)

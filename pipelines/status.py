@@ -1,8 +1,10 @@
-"""``hrm-trading status`` and ``hrm-trading data restore``: what a home holds, and the exact raw
-data any registered model version was trained on."""
+"""``hrm-trading status`` and ``hrm-trading data restore|show``: what a home holds, and the exact
+data any registered model version was trained on (its DVC raw snapshots; on Iceberg, its tables
+read back by time travel)."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -119,14 +121,53 @@ def _registry_lines(tracking) -> list[str]:
     return lines
 
 
+def _model_version(tracking, version: str):
+    try:
+        return tracking.client().get_model_version(tracking.model_name, str(version))
+    except MlflowException as error:
+        raise HRMError(f"--model-version {version}: no such version of {tracking.model_name}") from error
+
+
+def show_model_data(resources: dict, version: str, table: str | None, symbol: str | None, rows: int) -> str:
+    """What ``hrm-trader`` version ``version`` was trained on: on Iceberg, every table at the
+    snapshot it recorded (rows per symbol), or the first ``rows`` rows of ``table``, read by time
+    travel; on the local DuckDB file, its DVC data version."""
+    tracking, warehouse = resources["tracking"], resources["warehouse"]
+    tags = _model_version(tracking, version).tags
+    name = f"{tracking.model_name} version {version}"
+    if not isinstance(warehouse, IcebergWarehouse):
+        if table:
+            raise HRMError(
+                "--table reads a table at a model version's snapshot: that is the production profile's "
+                "Iceberg warehouse; locally the record is DVC's (`hrm-trading data restore`)"
+            )
+        return (
+            f"{name} was trained on data version (DVC md5) {tags.get('data_version', 'unknown')}; "
+            f"bring it back with `hrm-trading data restore --model-version {version}`"
+        )
+    recorded = tags.get("warehouse_snapshots")
+    if not recorded:
+        raise HRMError(f"{name} records no warehouse snapshots (tag warehouse_snapshots)")
+    snapshots = json.loads(recorded)
+    iceberg = warehouse.iceberg()
+    if table:
+        if table not in snapshots:
+            raise HRMError(f"--table {table}: {name} recorded {', '.join(sorted(snapshots))}")
+        frame = iceberg.read(table, snapshots[table], [symbol] if symbol else None).to_pandas()
+        return f"{table} at snapshot {snapshots[table]} ({len(frame)} rows):\n{frame.head(rows).to_string()}"
+    lines = [f"{name} was trained on these Iceberg snapshots (read back by time travel):"]
+    for table_name, snapshot in sorted(snapshots.items()):
+        counts = iceberg.partition_rows(table_name, snapshot) if snapshot is not None else {}
+        shown = ", ".join(f"{part} {n}" for part, n in sorted(counts.items())) or "empty"
+        lines.append(f"  {table_name:<28} snapshot {snapshot}: {shown}")
+    return "\n".join(lines)
+
+
 def restore_model_data(resources: dict, version: str, target: Path) -> Path:
     """Restore the raw data of ``hrm-trader`` version ``version`` from the DVC remote into
     ``target/data``; returns that folder."""
     tracking = resources["tracking"]
-    try:
-        mv = tracking.client().get_model_version(tracking.model_name, str(version))
-    except MlflowException as error:
-        raise HRMError(f"--model-version {version}: no such version of {tracking.model_name}") from error
+    mv = _model_version(tracking, version)
     md5 = mv.tags.get("data_version")
     if not md5 or md5 == "unknown":
         raise HRMError(

@@ -263,3 +263,39 @@ def test_maintenance_compacts_expires_and_removes_orphans_but_keeps_named_snapsh
     assert iceberg.read("raw.ohlcv", named).num_rows == 50  # time travel to the named snapshot
     with pytest.raises(HRMError, match=f"snapshot {unnamed} is no longer kept"):
         iceberg.read("raw.ohlcv", unnamed)
+
+
+def test_the_maintenance_job_keeps_what_a_model_version_names_and_data_show_reads_it_back(catalog, tmp_path):
+    """The Dagster job, as its schedule runs it: a registered version names the first snapshots;
+    after maintenance they are still there and ``data show --version`` reads them by time travel."""
+    import json
+
+    from assets.resources import IcebergWarehouse
+    from pipelines.jobs import maintenance_job
+    from pipelines.resources import local_resources
+    from pipelines.status import show_model_data
+
+    warehouse = IcebergWarehouse(catalog=catalog)
+    tracking = local_resources(tmp_path / "home")["tracking"]
+    write(catalog, "S0", "trained-on")
+    named = Iceberg(catalog).snapshots()
+    client = tracking.client()
+    client.create_registered_model(tracking.model_name)
+    client.create_model_version(
+        tracking.model_name, (tmp_path / "model").as_uri(), tags={"warehouse_snapshots": json.dumps(named)}
+    )
+    for i in range(3):
+        write(catalog, "S0", f"later-{i}", value=5.0 + i)
+    result = maintenance_job.execute_in_process(
+        resources={"warehouse": warehouse, "tracking": tracking},
+        run_config={
+            "ops": {"warehouse_maintenance": {"config": {"expire_after_hours": 0, "orphan_after_hours": 0}}}
+        },
+    )
+    assert result.success
+    kept = result.output_for_node("warehouse_maintenance")["kept"]["raw.ohlcv"]
+    assert named["raw.ohlcv"] in kept and len(kept) == 2  # the named snapshot and the current one
+    shown = show_model_data({"tracking": tracking, "warehouse": warehouse}, "1", None, None, 5)
+    assert f"raw.ohlcv                    snapshot {named['raw.ohlcv']}: S0 50" in shown
+    rows_then = show_model_data({"tracking": tracking, "warehouse": warehouse}, "1", "raw.ohlcv", "S0", 3)
+    assert "(50 rows)" in rows_then and "1.0" in rows_then  # the values as trained on, not the later 7.0

@@ -121,10 +121,12 @@ class Iceberg:
         """Each table's current snapshot id."""
         return {name: _snapshot_id(table) for name, table in self.tables().items()}
 
-    def partition_rows(self, table: str) -> dict[str, int]:
-        """Rows per partition of ``table`` now, from its manifests (no data file is read)."""
+    def partition_rows(self, table: str, snapshot_id: int | None = None) -> dict[str, int]:
+        """Rows per partition of ``table`` at ``snapshot_id`` (None: now), from its manifests (no
+        data file is read)."""
         try:
-            partitions = self.catalog().load_table(table).inspect.partitions().to_pylist()
+            loaded = self.catalog().load_table(table)
+            partitions = loaded.inspect.partitions(snapshot_id=snapshot_id).to_pylist()
         except NoSuchTableError:
             return {}
         return {(p["partition"] or {}).get("symbol") or ALL: p["record_count"] for p in partitions}
