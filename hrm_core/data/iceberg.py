@@ -170,23 +170,21 @@ class Iceberg:
         written: Snapshots = {}
         catalog = None
         for name in sorted(set(now) | set(loaded.fingerprints)):
-            before, after = loaded.fingerprints.get(name, {}), now.get(name)
-            if after is None:  # dropped in the block: its rows go, its history stays
-                changed, rows = sorted(before), None
-            else:
-                changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-                rows = _rows(con, name, changed) if changed else None
-            if not changed:
-                continue
+            before, after = loaded.fingerprints.get(name, {}), now.get(name, {})
+            changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
             table = loaded.tables.get(name)
-            if table is None:  # new to this block: it read nothing, so any rows there now are another's
+            if table is None and name in now:  # new to this block: created even when empty
                 catalog = catalog or self.catalog()
-                table = _create(catalog, name, rows.schema)
-                if table.current_snapshot() and table.scan(row_filter=_where(changed)).to_arrow().num_rows:
-                    raise ConflictError(
+                empty = _iceberg_types(con.sql(f"SELECT * FROM {name} LIMIT 0").to_arrow_table())
+                table = create_table(catalog, name, empty.schema)
+                if changed and table.current_snapshot() and table.scan(row_filter=_where(changed)).count():
+                    raise ConflictError(  # it read nothing there, so any rows there now are another's
                         f"warehouse table {name}: another writer created it with rows in partition(s) "
                         f"{', '.join(changed[:5])} while this run wrote them; nothing was written"
                     )
+            if not changed:
+                continue
+            rows = _rows(con, name, changed) if name in now else None  # None: dropped in the block
             written[name] = _overwrite(
                 table, name, changed, rows, {RUN_ID: run_id, PARTITIONS: json.dumps(changed)}
             )
@@ -254,7 +252,7 @@ def _snapshot_id(table: Table) -> int | None:
     return snapshot.snapshot_id if snapshot else None
 
 
-def _create(catalog: Catalog, name: str, schema: pa.Schema) -> Table:
+def create_table(catalog: Catalog, name: str, schema: pa.Schema) -> Table:
     """Create ``name`` with ``schema``, partitioned by symbol when it has one; a table another
     writer created meanwhile is loaded instead."""
     namespace = name.split(".")[0]
@@ -275,7 +273,7 @@ def _create(catalog: Catalog, name: str, schema: pa.Schema) -> Table:
 
 
 def _where(parts: list[str]) -> BooleanExpression:
-    """The rows of ``parts``: the whole table when it is one partition (or becomes empty)."""
+    """The rows of ``parts``: the whole table when it has no ``symbol`` column (one partition)."""
     return AlwaysTrue() if ALL in parts else In("symbol", parts)
 
 
@@ -403,5 +401,5 @@ def fingerprints(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, tuple[in
         rows = con.execute(
             f"SELECT {key}, count(*), sum(hash(t)::HUGEINT)::VARCHAR FROM {table} t GROUP BY ALL"
         ).fetchall()
-        found[table] = {str(k): (int(n), str(h)) for k, n, h in rows} or {ALL: (0, "0")}
+        found[table] = {str(k): (int(n), str(h)) for k, n, h in rows}
     return found
