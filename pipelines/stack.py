@@ -366,6 +366,11 @@ def down(stack: Stack) -> list[str]:
                 capture_output=True,
                 user=_postgres_user(),
             )
+            if _alive(pid):  # pg_ctl could not reach the data folder (e.g. its parent turned 0700)
+                os.kill(pid, signal.SIGINT)  # Postgres's fast shutdown, by signal
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and _alive(pid):
+                    time.sleep(0.2)
         else:
             _stop_group(pid)
         stopped.append(name)

@@ -53,7 +53,9 @@ the run a revert undid."""
 TABLE_PROPERTIES = {
     "commit.retry.num-retries": "20",  # writers of other symbols: refresh, validate, retry
     "commit.retry.min-wait-ms": "50",
-    "commit.retry.max-wait-ms": "5000",
+    "commit.retry.max-wait-ms": "2000",
+    "commit.manifest-merge.enabled": "true",  # manifests stay few, so a commit's cost does not grow
+    "commit.manifest.min-count-to-merge": "20",
     "write.metadata.delete-after-commit.enabled": "true",  # old metadata JSON does not pile up
     "write.metadata.previous-versions-max": "20",
 }
