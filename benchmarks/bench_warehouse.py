@@ -1,5 +1,4 @@
-"""The production warehouse: Iceberg (pyiceberg's SQL catalog on SQLite, data files in a folder)
-beside a reference in the same run.
+"""The production warehouse: Iceberg (pyiceberg's SQL catalog on SQLite, data files in a folder).
 
 - ``ingest``: 1,000 generated symbols x 2,000 bars (0.1 % of bars broken, so that validation
   quarantines some) written by 8 parallel writer processes, 125 symbols each, as the raw_ohlcv
@@ -11,8 +10,9 @@ beside a reference in the same run.
 - ``conflicts``: 20 trials of two processes writing the same symbol from the same snapshot; a
   silent loss is both reporting success while only one's rows are there.
 
-``--reference lake`` runs the same work on the Parquet lake this replaced (``hrm_core.data.lake``,
-present up to the commit that removed it); the README gives both, measured in one run.
+The Parquet lake this replaced ran the same work in the same run by ``--reference lake`` at commit
+8257209, the last with ``hrm_core/data/lake.py``; the README gives both. Here the reads' reference
+is the same read after 10 commits.
 
     python benchmarks/bench_warehouse.py [--only ingest|reads|conflicts] [--symbols 1000]
 """
@@ -25,12 +25,15 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from datetime import timedelta
 from multiprocessing import get_context
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+from pyiceberg.expressions import EqualTo
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -44,23 +47,14 @@ BARS = 2_000
 
 
 class Store:
-    """The warehouse under test behind one interface: load a connection, commit what changed."""
+    """The warehouse under test: load a connection, commit what changed (what the resource does)."""
 
-    def __init__(self, kind: str, root: Path) -> None:
-        self.kind, self.root = kind, root
+    def __init__(self, root: Path) -> None:
+        self.root = root
 
-    def _backend(self):
-        if self.kind == "iceberg":
-            return Iceberg(
-                {
-                    "type": "sql",
-                    "uri": f"sqlite:///{self.root}/catalog.db",
-                    "warehouse": (self.root / "data").as_uri(),
-                }
-            )
-        from hrm_core.data.lake import Lake  # the reference, in the run that measured it
-
-        return Lake(str(self.root / "lake"), self.root / "cache")
+    def _backend(self) -> Iceberg:
+        uri = f"sqlite:///{self.root}/catalog.db"
+        return Iceberg({"type": "sql", "uri": uri, "warehouse": (self.root / "data").as_uri()})
 
     def open(self) -> tuple[duckdb.DuckDBPyConnection, object]:
         con = duckdb.connect()
@@ -98,11 +92,11 @@ def generated_bars(symbols: list[str], seed: int) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def ingest_writer(kind: str, root: Path, symbols: list[str], index: int) -> tuple[int, int]:
+def ingest_writer(root: Path, symbols: list[str], index: int) -> tuple[int, int]:
     """One raw_ohlcv writer: its symbols' bars into raw.ohlcv; returns (rows, peak RSS)."""
     with PeakRSS() as memory:
         bars = generated_bars(symbols, index)
-        store = Store(kind, root)
+        store = Store(root)
         con, loaded = store.open()
         ensure_tables(con)
         with transaction(con):
@@ -111,14 +105,14 @@ def ingest_writer(kind: str, root: Path, symbols: list[str], index: int) -> tupl
     return len(bars), memory.peak
 
 
-def validate_and_build(kind: str, root: Path) -> dict:
+def validate_and_build(root: Path) -> dict:
     """clean_ohlcv then hierarchical_features, each in its own connection as the assets do."""
     from hrm_core.core.config import ValidationConfig
     from hrm_core.data.validation import validate_ohlcv
     from hrm_core.data.warehouse import read_bars
     from hrm_core.features.build import update_features
 
-    store, timings = Store(kind, root), {}
+    store, timings = Store(root), {}
     with PeakRSS() as memory:
         started = time.perf_counter()
         con, loaded = store.open()
@@ -142,7 +136,7 @@ def validate_and_build(kind: str, root: Path) -> dict:
     return timings | {"raw": raw, "clean": clean, "quarantined": quarantined, "peak_rss": memory.peak}
 
 
-def bench_ingest(kind: str, symbols: int) -> dict:
+def bench_ingest(symbols: int) -> dict:
     names = [f"S{i:04d}" for i in range(symbols)]
     chunks = [names[i::WRITERS] for i in range(WRITERS)]
     with tempfile.TemporaryDirectory() as folder:
@@ -150,12 +144,10 @@ def bench_ingest(kind: str, symbols: int) -> dict:
         spawn = get_context("spawn")
         started = time.perf_counter()
         with ProcessPoolExecutor(WRITERS, mp_context=spawn) as pool:
-            written = list(
-                pool.map(ingest_writer, [kind] * WRITERS, [root] * WRITERS, chunks, range(WRITERS))
-            )
+            written = list(pool.map(ingest_writer, [root] * WRITERS, chunks, range(WRITERS)))
         ingest_s = time.perf_counter() - started
         with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-            built = pool.submit(validate_and_build, kind, root).result()
+            built = pool.submit(validate_and_build, root).result()
     rows_in = sum(rows for rows, _ in written)
     return {
         "ingest_s": round(ingest_s, 1),
@@ -177,66 +169,49 @@ def feature_rows(symbol: str, version: int) -> pd.DataFrame:
     return frame.assign(symbol=symbol, ts=pd.date_range("2010-01-01", periods=BARS, freq="D"))
 
 
-def bench_reads(kind: str, commits: int) -> dict:
+def bench_reads(commits: int) -> dict:
     """Rewrite one symbol per commit; time a read of one symbol at 10, 100, ... commits."""
     symbols = [f"S{i:03d}" for i in range(100)]
     found = {}
     with tempfile.TemporaryDirectory() as folder:
-        store = Store(kind, Path(folder))
+        store = Store(Path(folder))
         for n in range(1, commits + 1):
-            _rewrite(store, kind, symbols[n % len(symbols)], n)
+            _rewrite(store, symbols[n % len(symbols)], n)
             if n in (10, 100, 1_000, commits):
-                found[f"read_after_{n}_ms"] = _read_ms(store, kind, symbols[1])
-        if kind == "iceberg":
-            from datetime import timedelta
-
-            started = time.perf_counter()
-            store._backend().maintain(set(), timedelta(0), timedelta(0))
-            found["maintenance_s"] = round(time.perf_counter() - started, 1)
-            found[f"read_after_{commits}_maintained_ms"] = _read_ms(store, kind, symbols[1])
+                found[f"read_after_{n}_ms"] = _read_ms(store, symbols[1])
+        started = time.perf_counter()
+        store._backend().maintain(set(), timedelta(0), timedelta(0))
+        found["maintenance_s"] = round(time.perf_counter() - started, 1)
+        found[f"read_after_{commits}_maintained_ms"] = _read_ms(store, symbols[1])
     return found
 
 
-def _rewrite(store: Store, kind: str, symbol: str, n: int) -> None:
+def _rewrite(store: Store, symbol: str, n: int) -> None:
     """One commit that replaces one symbol's partition, as a partition writer's commit does."""
     rows = feature_rows(symbol, n)
-    if kind == "iceberg":
-        import pyarrow as pa
-        from pyiceberg.expressions import EqualTo
-
-        catalog = store._backend().catalog()
-        arrow = pa.Table.from_pandas(rows, preserve_index=False).cast(
-            pa.schema([*(pa.field(f"f{i}", pa.float64()) for i in range(10)), ("symbol", pa.string()),
-                       ("ts", pa.timestamp("us"))])
-        )  # fmt: skip
-        table = create_table(catalog, "features.wide", arrow.schema)  # partitioned by symbol
-        table.overwrite(arrow, overwrite_filter=EqualTo("symbol", symbol))
-        return
-    con = duckdb.connect()  # only the rewritten symbol: the lake commits that partition
-    con.execute("CREATE SCHEMA features")
-    con.register("rows", rows)
-    con.execute("CREATE TABLE features.wide AS SELECT * FROM rows")
-    store.commit(con, {}, f"commit-{n}")
+    columns = [
+        *(pa.field(f"f{i}", pa.float64()) for i in range(10)),
+        ("symbol", pa.string()),
+        ("ts", pa.timestamp("us")),
+    ]
+    arrow = pa.Table.from_pandas(rows, preserve_index=False).cast(pa.schema(columns))
+    table = create_table(store._backend().catalog(), "features.wide", arrow.schema)  # partitioned by symbol
+    table.overwrite(arrow, overwrite_filter=EqualTo("symbol", symbol))
 
 
-def _read_ms(store: Store, kind: str, symbol: str) -> float:
-    """One symbol's rows: a filtered Iceberg scan; the lake's only read loads every table."""
+def _read_ms(store: Store, symbol: str) -> float:
+    """One symbol's rows: a scan filtered on the partition (best of three)."""
     timings = []
     for _ in range(3):
         started = time.perf_counter()
-        if kind == "iceberg":
-            rows = store._backend().read("features.wide", symbols=[symbol]).num_rows
-        else:
-            con, _ = store.open()
-            rows = con.execute("SELECT count(*) FROM features.wide WHERE symbol = ?", [symbol]).fetchone()[0]
-        assert rows == BARS
+        assert store._backend().read("features.wide", symbols=[symbol]).num_rows == BARS
         timings.append(time.perf_counter() - started)
     return round(1000 * min(timings), 1)
 
 
-def same_symbol_writer(kind: str, root: Path, trial: int, writer: int, barrier) -> str:
+def same_symbol_writer(root: Path, trial: int, writer: int, barrier) -> str:
     """Replace S0 by rows that name this trial and writer, from the snapshot both writers read."""
-    store = Store(kind, root)
+    store = Store(root)
     con, loaded = store.open()
     ensure_tables(con)
     bars = generated_bars(["S0"], 100 + 2 * trial + writer).assign(source_file=f"trial{trial}-writer{writer}")
@@ -250,7 +225,7 @@ def same_symbol_writer(kind: str, root: Path, trial: int, writer: int, barrier) 
     return "landed"
 
 
-def bench_conflicts(kind: str, trials: int) -> dict:
+def bench_conflicts(trials: int) -> dict:
     """A trial is sound when exactly one writer's rows are there and that writer landed, and the
     other failed loudly (or landed after it, in order, which two writers from one snapshot cannot)."""
     spawn = get_context("spawn")
@@ -258,12 +233,12 @@ def bench_conflicts(kind: str, trials: int) -> dict:
     with tempfile.TemporaryDirectory() as folder, spawn.Manager() as manager:
         root = Path(folder)
         with ProcessPoolExecutor(2, mp_context=spawn) as pool:
-            pool.submit(ingest_writer, kind, root, ["S0"], 0).result()
+            pool.submit(ingest_writer, root, ["S0"], 0).result()
             for trial in range(trials):
                 barrier = manager.Barrier(2)
-                args = ([kind] * 2, [root] * 2, [trial] * 2, [0, 1], [barrier] * 2)
+                args = ([root] * 2, [trial] * 2, [0, 1], [barrier] * 2)
                 outcomes = list(pool.map(same_symbol_writer, *args))
-                con, _ = Store(kind, root).open()
+                con, _ = Store(root).open()
                 there = {r[0] for r in con.execute("SELECT DISTINCT source_file FROM raw.ohlcv").fetchall()}
                 landed = {f"trial{trial}-writer{w}" for w, o in enumerate(outcomes) if o == "landed"}
                 loud += outcomes.count("failed loudly")
@@ -274,23 +249,20 @@ def bench_conflicts(kind: str, trials: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=("ingest", "reads", "conflicts"))
-    parser.add_argument("--reference", choices=("lake", "none"), default="none")
     parser.add_argument("--symbols", type=int, default=1_000)
     parser.add_argument("--commits", type=int, default=1_000)
     parser.add_argument("--trials", type=int, default=20)
     args = parser.parse_args()
-    kinds = ["iceberg"] + ([args.reference] if args.reference != "none" else [])
     for work in ("ingest", "reads", "conflicts"):
         if args.only and work != args.only:
             continue
-        for kind in kinds:
-            if work == "ingest":
-                result = bench_ingest(kind, args.symbols)
-            elif work == "reads":
-                result = bench_reads(kind, args.commits)
-            else:
-                result = bench_conflicts(kind, args.trials)
-            print(json.dumps({"work": work, "warehouse": kind, **result}), flush=True)
+        if work == "ingest":
+            result = bench_ingest(args.symbols)
+        elif work == "reads":
+            result = bench_reads(args.commits)
+        else:
+            result = bench_conflicts(args.trials)
+        print(json.dumps({"work": work, **result}), flush=True)
 
 
 if __name__ == "__main__":
