@@ -1,6 +1,5 @@
 """The resources assets ask for. Their wiring per deployment lives in ``pipelines.resources``."""
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -97,14 +96,6 @@ def warehouse_exists(warehouse: DuckDBResource) -> bool:
     if isinstance(warehouse, IcebergWarehouse):
         return any(snapshot is not None for snapshot in warehouse.iceberg().snapshots().values())
     return Path(warehouse.database).exists()
-
-
-def warehouse_snapshots(warehouse: DuckDBResource) -> str:
-    """The snapshot id of every Iceberg table as JSON (what a model version records to read its
-    data back by time travel); empty for the local DuckDB file, whose record is DVC's."""
-    if isinstance(warehouse, IcebergWarehouse):
-        return json.dumps(warehouse.iceberg().snapshots(), sort_keys=True)
-    return ""
 
 
 class DvcResource(dg.ConfigurableResource):

@@ -25,13 +25,14 @@ import mlflow
 import numpy as np
 from dagster_duckdb import DuckDBResource
 
-from assets.resources import HRMSettings, MlflowResource, warehouse_snapshots
+from assets.resources import HRMSettings, MlflowResource
 from assets.splits import walk_forward_splits
 from assets.versioning import dataset_version
 from hrm_core.core.checkpoint import load_checkpoint
 from hrm_core.core.config import HRMConfig, StageConfig, hrm_home
 from hrm_core.core.errors import ConfigError
 from hrm_core.core.ewc import EWC
+from hrm_core.data.iceberg import snapshots_of
 from hrm_core.dataset.market import MarketData, load_market_data
 from hrm_core.model.serving import ServedModel, save_served
 from hrm_core.model.trader import TraderBase
@@ -60,8 +61,13 @@ GPU_OP_TAGS = {
 
 def training_data(warehouse: DuckDBResource, config: HRMConfig, fold: int) -> MarketData:
     """Fold ``fold`` of the warehouse as training data, with scenario symbols for scarce tasks."""
+    return training_read(warehouse, config, fold)[0]
+
+
+def training_read(warehouse: DuckDBResource, config: HRMConfig, fold: int) -> tuple[MarketData, str]:
+    """``training_data`` and the Iceberg snapshots that very read saw (JSON; empty locally)."""
     with warehouse.get_connection() as con:
-        return with_scenarios(load_market_data(con, config, fold), config)
+        return with_scenarios(load_market_data(con, config, fold), config), snapshots_of(con)
 
 
 def git_commit(project_dir: str) -> str:
@@ -153,8 +159,7 @@ def train_stage(
         )
     stage = curriculum[index]
     fold = config.training.fold
-    snapshots = warehouse_snapshots(warehouse)  # the Iceberg tables as this stage reads them
-    data = training_data(warehouse, config, fold)
+    data, snapshots = training_read(warehouse, config, fold)
     data_version = latest_metadata(context.instance, dataset_version.key.to_user_string(), "data_version")
     model, ewc, base_version = start_from_production(tracking, warehouse, config, data, data_version)
     if previous is not None:  # warm start from the previous stage; EWC stays anchored at production

@@ -170,8 +170,7 @@ def revert_warehouse_runs(warehouse, run_ids: list[str]) -> int:
 
     if not isinstance(warehouse, IcebergWarehouse):
         return 0
-    iceberg = warehouse.iceberg()
-    return sum(iceberg.revert_run(run_id) for run_id in run_ids)
+    return warehouse.iceberg().revert_runs(run_ids)
 
 
 def recover_home(home: Path, instance, tracking, warehouse=None) -> list[str]:

@@ -198,13 +198,13 @@ def test_a_run_killed_at_any_point_is_undone_and_a_concurrent_run_survives(catal
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert write(catalog, "S9", "concurrent") == "landed"  # another symbol's run, after the kill
-    Iceberg(catalog).revert_run("killed-run")
+    Iceberg(catalog).revert_runs(["killed-run"])
     after = rows(catalog)
     pd.testing.assert_frame_equal(after[after["symbol"] != "S9"].reset_index(drop=True), before)
     assert len(after[after["symbol"] == "S9"]) == 50  # the concurrent run survived the revert
     quarantine = Iceberg(catalog).snapshots().get("quarantine.ohlcv")  # absent, or without the run's rows
     assert quarantine is None or rows(catalog, "quarantine.ohlcv").empty
-    assert Iceberg(catalog).revert_run("killed-run") == 0  # reverting twice changes nothing
+    assert Iceberg(catalog).revert_runs(["killed-run"]) == 0  # reverting twice changes nothing
 
 
 def test_a_revert_leaves_a_partition_another_run_rewrote_after_it(catalog):
@@ -212,8 +212,37 @@ def test_a_revert_leaves_a_partition_another_run_rewrote_after_it(catalog):
     write(catalog, "S1", "failed-run", value=7.0)
     write(catalog, "S0", "failed-run", n=20)
     write(catalog, "S0", "a-later-run", n=30)  # rewrites S0 whole after the failed run
-    assert Iceberg(catalog).revert_run("failed-run") == 1  # S1 only
+    assert Iceberg(catalog).revert_runs(["failed-run"]) == 1  # S1 only
     assert rows(catalog).groupby("symbol").size().to_dict() == {"S0": 30}
+
+
+def test_runs_reverted_together_go_back_to_before_the_first_and_an_expired_start_is_refused(catalog):
+    write(catalog, "S0", "good")
+    write(catalog, "S0", "ingest-run", value=2.0)  # a failed run's ingest, then the run itself
+    write(catalog, "S0", "the-run", value=3.0)
+    assert Iceberg(catalog).revert_runs(["the-run", "ingest-run"]) == 1
+    assert rows(catalog)["open"].iloc[0] == 1.0  # as before the first of them
+    write(catalog, "S0", "later-run", value=4.0)
+    Iceberg(catalog).maintain(set(), older_than=timedelta(0), orphan_age=timedelta(days=1))
+    with pytest.raises(HRMError, match="has expired; they cannot be reverted"):
+        Iceberg(catalog).revert_runs(["later-run"])  # its starting snapshot is gone: never emptied
+    assert rows(catalog)["open"].iloc[0] == 4.0
+
+
+def test_a_block_that_changes_a_tables_columns_leaves_them_in_its_order(catalog):
+    """Asset SQL inserts by position, so the table must come back with the block's columns."""
+    iceberg = Iceberg(catalog)
+    for columns in ("symbol, a, d", "symbol, a, c, d", "symbol, c"):
+        con = duckdb.connect()
+        loaded = iceberg.load_into(con)
+        con.execute("DROP TABLE IF EXISTS features.t")
+        values = ", ".join(str(i) for i in range(1, len(columns.split(", "))))
+        con.execute(f"CREATE TABLE features.t AS SELECT * FROM (VALUES ('A', {values})) v({columns})")
+        iceberg.commit(con, loaded, "rebuild")
+        con = duckdb.connect()
+        iceberg.load_into(con)
+        assert [c[0] for c in con.sql("DESCRIBE features.t").fetchall()] == columns.split(", ")
+        assert con.sql("SELECT * FROM features.t").fetchall() == [("A", *range(1, len(columns.split(", "))))]
 
 
 def test_the_commits_of_a_run_whose_process_died_are_undone_by_the_next_command(catalog, tmp_path):

@@ -15,11 +15,12 @@ writer whose partitions another commit changed since it read fails loudly: Icebe
 validation finds the other's data files in the window, and :class:`ConflictError` says so — rows
 are never silently lost. Each commit's snapshot carries the run id and the partitions it wrote, so
 a failed or killed run is undone by restoring exactly those partitions as they were before it
-(``revert_run``), leaving every other writer's commits in place.
+(``revert_runs``), leaving every other writer's commits in place.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -59,6 +60,10 @@ TABLE_PROPERTIES = {
     "write.metadata.delete-after-commit.enabled": "true",  # old metadata JSON does not pile up
     "write.metadata.previous-versions-max": "20",
 }
+EXPIRED = -1
+"""In a revert's plan: the snapshot before a run's write was expired (expiry unlinks parents)."""
+SNAPSHOTS_VARIABLE = "iceberg_snapshots"
+"""A connection's DuckDB variable holding the snapshots it loaded (JSON), for lineage."""
 Snapshots = dict[str, int | None]
 """table name (``schema.table``) -> snapshot id (None: the table has no snapshot yet)."""
 
@@ -96,7 +101,7 @@ class Iceberg:
     environment variables and ``.pyiceberg.yaml``, so a REST, Glue or Hive catalog needs only
     configuration."""
 
-    properties: dict[str, str]
+    properties: dict[str, str] = field(repr=False)  # a catalog URI may carry a password
     name: str = "hrm"
 
     def catalog(self) -> Catalog:
@@ -161,6 +166,8 @@ class Iceberg:
             finally:
                 con.unregister("iceberg_scan")
         loaded.fingerprints = fingerprints(con)
+        recorded = json.dumps(loaded.snapshots(), sort_keys=True).replace("'", "''")
+        con.execute(f"SET VARIABLE {SNAPSHOTS_VARIABLE} = '{recorded}'")
         return loaded
 
     # --- writing -------------------------------------------------------------------------------
@@ -187,37 +194,57 @@ class Iceberg:
             if not changed:
                 continue
             rows = _rows(con, name, changed) if name in now else None  # None: dropped in the block
-            written[name] = _overwrite(
-                table, name, changed, rows, {RUN_ID: run_id, PARTITIONS: json.dumps(changed)}
-            )
+            try:
+                written[name] = _overwrite(
+                    table, name, changed, rows, {RUN_ID: run_id, PARTITIONS: json.dumps(changed)}
+                )
+            except ConflictError as error:
+                if not written:
+                    raise
+                raise ConflictError(  # no multi-table commit in pyiceberg: say what did land
+                    f"{error}; tables this block committed before it: {', '.join(written)} "
+                    "(reverting the run restores them)"
+                ) from error
         return written
 
-    def revert_run(self, run_id: str) -> int:
-        """Undo the commits of ``run_id``: each partition it wrote is put back as it was before the
-        run's first write of it, unless a later commit of another writer rewrote it since (then
-        that commit's rows stand). Returns how many partitions were restored."""
+    def revert_runs(self, run_ids: list[str]) -> int:
+        """Undo the commits of ``run_ids`` (a failed run and its ingest runs): each partition they
+        wrote is put back as it was before their first write of it, unless a later commit of
+        another writer rewrote it since (then that commit's rows stand). One commit per table,
+        validated from the history it was planned on. Returns how many partitions were restored."""
+        ours = set(run_ids) - {""}
         restored = 0
         for name, table in self.tables().items():
             history = list(reversed(list(ancestors_of(table.current_snapshot(), table.metadata))))
-            if not run_id or any(s.summary.get(REVERTS) == run_id for s in history):
-                continue
-            before: dict[str, int | None] = {}  # partition -> the snapshot before the run wrote it
+            if not ours or any(ours & set((s.summary.get(REVERTS) or "").split(",")) for s in history):
+                continue  # nothing to undo, or undone already
+            before: dict[str, int | None] = {}  # partition -> the snapshot before our first write
             for snapshot in history:
                 parts = json.loads(snapshot.summary.get(PARTITIONS) or "[]")
-                if snapshot.summary.get(RUN_ID) == run_id:
+                if snapshot.summary.get(RUN_ID) in ours:
+                    if snapshot.parent_snapshot_id is None and (snapshot.sequence_number or 0) > 1:
+                        before.update(dict.fromkeys(parts, EXPIRED))  # its parent expired (not the first)
                     for part in parts:
                         before.setdefault(part, snapshot.parent_snapshot_id)
-                else:  # another writer rewrote it after the run: nothing of the run's is left
+                else:  # another writer rewrote it after us: nothing of ours is left there
                     for part in parts:
                         before.pop(part, None)
-            for parent in sorted(set(before.values()), key=lambda s: s or 0):
+            if not before:
+                continue
+            old = []
+            for parent in {s for s in before.values() if s is not None}:
+                if parent == EXPIRED or table.metadata.snapshot_by_id(parent) is None:
+                    raise HRMError(
+                        f"warehouse table {name}: the snapshot {parent} from before run(s) "
+                        f"{', '.join(sorted(ours))} has expired; they cannot be reverted"
+                    )
                 parts = sorted(p for p, s in before.items() if s == parent)
-                old = None
-                if parent is not None:
-                    old = table.scan(row_filter=_where(parts), snapshot_id=parent).to_arrow()
-                table = self.catalog().load_table(name)
-                _overwrite(table, name, parts, old, {REVERTS: run_id, PARTITIONS: json.dumps(parts)})
-                restored += len(parts)
+                old.append(table.scan(row_filter=_where(parts), snapshot_id=parent).to_arrow())
+            parts = sorted(before)
+            rows = pa.concat_tables(old, promote_options="default") if old else None
+            properties = {REVERTS: ",".join(sorted(ours)), PARTITIONS: json.dumps(parts)}
+            _overwrite(table, name, parts, rows, properties)
+            restored += len(parts)
         return restored
 
     # --- maintenance ---------------------------------------------------------------------------
@@ -229,9 +256,13 @@ class Iceberg:
         expired, orphans, compacted, kept = {}, {}, {}, {}
         now = datetime.now(UTC)
         for name, table in self.tables().items():
-            compacted[name] = _compact(table, name)
+            try:
+                compacted[name] = _compact(table, name)
+            except ConflictError:  # a writer got there first: compact it next time
+                compacted[name] = 0
             table = self.catalog().load_table(name)
-            protected = {s.snapshot_id for s in table.snapshots() if s.snapshot_id in keep}
+            referenced = {ref.snapshot_id for ref in table.metadata.refs.values()}  # branches, tags
+            protected = {s.snapshot_id for s in table.snapshots() if s.snapshot_id in keep} | referenced
             expire = table.maintenance.expire_snapshots()
             candidates = [
                 s.snapshot_id
@@ -247,6 +278,12 @@ class Iceberg:
             kept[name] = sorted(s.snapshot_id for s in table.snapshots())
             orphans[name] = _remove_orphans(table, now - orphan_age)
         return Maintenance(expired, orphans, compacted, kept)
+
+
+def snapshots_of(con: duckdb.DuckDBPyConnection) -> str:
+    """The snapshot of every table ``con`` loaded, as JSON (what a model version records to read
+    its data back by time travel); empty for a connection to a DuckDB file."""
+    return con.execute(f"SELECT getvariable('{SNAPSHOTS_VARIABLE}')").fetchone()[0] or ""
 
 
 def _snapshot_id(table: Table) -> int | None:
@@ -317,9 +354,8 @@ def _overwrite(
     try:
         with table.transaction() as transaction, warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Delete operation did not match any records")
-            if rows is not None and not _same_schema(table, rows.schema):
-                with transaction.update_schema() as update:
-                    update.union_by_name(rows.schema)
+            if rows is not None and rows.schema.names != [f.name for f in table.schema().fields]:
+                _mirror_columns(transaction, table, rows.schema)
             if rows is None or rows.num_rows == 0:
                 transaction.delete(condition, snapshot_properties=properties)
             else:
@@ -328,13 +364,23 @@ def _overwrite(
         shown = ", ".join(parts[:5]) + (" ..." if len(parts) > 5 else "")
         raise ConflictError(
             f"warehouse table {name}: another writer committed partition(s) {shown} after this run "
-            f"read them; nothing of this block was written (rerun it to apply it on top): {error}"
+            f"read them; this table was not written (rerun to apply it on top): {error}"
         ) from error
     return _snapshot_id(table)
 
 
-def _same_schema(table: Table, schema: pa.Schema) -> bool:
-    return set(schema.names) <= {f.name for f in table.schema().fields}
+def _mirror_columns(transaction, table: Table, schema: pa.Schema) -> None:
+    """Give the table the block's columns, in the block's order: added, dropped, moved. A block
+    that changes a table's columns changes every row, so it rewrites every partition; the order
+    matters because the asset SQL inserts by position."""
+    with transaction.update_schema() as update:
+        update.union_by_name(schema)
+        for gone in [f.name for f in table.schema().fields if f.name not in schema.names]:
+            update.delete_column(gone)
+    with transaction.update_schema() as update:
+        update.move_first(schema.names[0])
+        for previous, column in itertools.pairwise(schema.names):
+            update.move_after(column, previous)
 
 
 def _compact(table: Table, name: str) -> int:
@@ -357,7 +403,10 @@ def _compact(table: Table, name: str) -> int:
 def _referenced(table: Table) -> set[str]:
     """Every file the table's kept metadata names: metadata JSONs, manifest lists, manifests, data."""
     io = table.io
-    found = {table.metadata_location, *(entry.metadata_file for entry in table.metadata.metadata_log)}
+    metadata = table.metadata
+    found = {table.metadata_location, *(entry.metadata_file for entry in metadata.metadata_log)}
+    found.update(f.statistics_path for f in metadata.statistics)  # Puffin files other engines write
+    found.update(f.statistics_path for f in metadata.partition_statistics)
     for snapshot in table.snapshots():
         found.add(snapshot.manifest_list)
         for manifest in snapshot.manifests(io):
@@ -381,8 +430,8 @@ def _remove_orphans(table: Table, before: datetime) -> int:
     for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
         if info.type != pafs.FileType.File or info.path in referenced:
             continue
-        if info.mtime is not None and info.mtime.replace(tzinfo=info.mtime.tzinfo or UTC) >= before:
-            continue
+        if info.mtime is None or info.mtime.replace(tzinfo=info.mtime.tzinfo or UTC) >= before:
+            continue  # young (or of unknown age): it may belong to a commit in flight
         fs.delete_file(info.path)
         removed += 1
     return removed
@@ -403,5 +452,7 @@ def fingerprints(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, tuple[in
         rows = con.execute(
             f"SELECT {key}, count(*), sum(hash(t)::HUGEINT)::VARCHAR FROM {table} t GROUP BY ALL"
         ).fetchall()
+        if any(k is None for k, _, _ in rows):
+            raise HRMError(f"warehouse table {table}: rows without a symbol cannot be partitioned by it")
         found[table] = {str(k): (int(n), str(h)) for k, n, h in rows}
     return found
