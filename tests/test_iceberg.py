@@ -57,6 +57,16 @@ def catalog(request, tmp_path) -> dict[str, str]:
     }
 
 
+@pytest.fixture
+def local_catalog(tmp_path) -> dict[str, str]:
+    """The SQLite catalog with files in a folder: for what the file system does not change."""
+    return {
+        "type": "sql",
+        "uri": f"sqlite:///{tmp_path / 'catalog.db'}",
+        "warehouse": (tmp_path / "warehouse").as_uri(),
+    }
+
+
 def bars(symbol: str, n: int = 50, value: float = 1.0) -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -125,10 +135,10 @@ def test_writers_of_the_same_symbol_never_lose_rows_silently(catalog):
     assert len(rows(catalog)) == 50
 
 
-def test_a_block_that_raises_or_changes_nothing_writes_nothing(catalog, tmp_path):
+def test_a_block_that_raises_or_changes_nothing_writes_nothing(local_catalog, tmp_path):
     from assets.resources import IcebergWarehouse
 
-    warehouse = IcebergWarehouse(catalog=catalog)
+    warehouse = IcebergWarehouse(catalog=local_catalog)
     with pytest.raises(RuntimeError), warehouse.get_connection() as con:
         ensure_tables(con)
         replace_symbols(con, "raw.ohlcv", bars("S0"), ["S0"])
@@ -187,51 +197,53 @@ iceberg.commit(con, loaded, run_id)
 
 
 @pytest.mark.parametrize("point", ["before the commit", "between tables", "inside the catalog commit"])
-def test_a_run_killed_at_any_point_is_undone_and_a_concurrent_run_survives(catalog, point):
-    write(catalog, "S0", "earlier")
-    before = rows(catalog)
+def test_a_run_killed_at_any_point_is_undone_and_a_concurrent_run_survives(local_catalog, point):
+    write(local_catalog, "S0", "earlier")
+    before = rows(local_catalog)
     killed = subprocess.run(
-        [sys.executable, "-c", KILLER, point, repr(catalog), "killed-run"],
+        [sys.executable, "-c", KILLER, point, repr(local_catalog), "killed-run"],
         cwd=REPO,
         capture_output=True,
         text=True,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert write(catalog, "S9", "concurrent") == "landed"  # another symbol's run, after the kill
-    Iceberg(catalog).revert_runs(["killed-run"])
-    after = rows(catalog)
+    assert write(local_catalog, "S9", "concurrent") == "landed"  # another symbol's run, after the kill
+    Iceberg(local_catalog).revert_runs(["killed-run"])
+    after = rows(local_catalog)
     pd.testing.assert_frame_equal(after[after["symbol"] != "S9"].reset_index(drop=True), before)
     assert len(after[after["symbol"] == "S9"]) == 50  # the concurrent run survived the revert
-    quarantine = Iceberg(catalog).snapshots().get("quarantine.ohlcv")  # absent, or without the run's rows
-    assert quarantine is None or rows(catalog, "quarantine.ohlcv").empty
-    assert Iceberg(catalog).revert_runs(["killed-run"]) == 0  # reverting twice changes nothing
+    quarantine = (
+        Iceberg(local_catalog).snapshots().get("quarantine.ohlcv")
+    )  # absent, or without the run's rows
+    assert quarantine is None or rows(local_catalog, "quarantine.ohlcv").empty
+    assert Iceberg(local_catalog).revert_runs(["killed-run"]) == 0  # reverting twice changes nothing
 
 
-def test_a_revert_leaves_a_partition_another_run_rewrote_after_it(catalog):
-    write(catalog, "S0", "good")
-    write(catalog, "S1", "failed-run", value=7.0)
-    write(catalog, "S0", "failed-run", n=20)
-    write(catalog, "S0", "a-later-run", n=30)  # rewrites S0 whole after the failed run
-    assert Iceberg(catalog).revert_runs(["failed-run"]) == 1  # S1 only
-    assert rows(catalog).groupby("symbol").size().to_dict() == {"S0": 30}
+def test_a_revert_leaves_a_partition_another_run_rewrote_after_it(local_catalog):
+    write(local_catalog, "S0", "good")
+    write(local_catalog, "S1", "failed-run", value=7.0)
+    write(local_catalog, "S0", "failed-run", n=20)
+    write(local_catalog, "S0", "a-later-run", n=30)  # rewrites S0 whole after the failed run
+    assert Iceberg(local_catalog).revert_runs(["failed-run"]) == 1  # S1 only
+    assert rows(local_catalog).groupby("symbol").size().to_dict() == {"S0": 30}
 
 
-def test_runs_reverted_together_go_back_to_before_the_first_and_an_expired_start_is_refused(catalog):
-    write(catalog, "S0", "good")
-    write(catalog, "S0", "ingest-run", value=2.0)  # a failed run's ingest, then the run itself
-    write(catalog, "S0", "the-run", value=3.0)
-    assert Iceberg(catalog).revert_runs(["the-run", "ingest-run"]) == 1
-    assert rows(catalog)["open"].iloc[0] == 1.0  # as before the first of them
-    write(catalog, "S0", "later-run", value=4.0)
-    Iceberg(catalog).maintain(set(), older_than=timedelta(0), orphan_age=timedelta(days=1))
+def test_runs_reverted_together_go_back_to_before_the_first_and_an_expired_start_is_refused(local_catalog):
+    write(local_catalog, "S0", "good")
+    write(local_catalog, "S0", "ingest-run", value=2.0)  # a failed run's ingest, then the run itself
+    write(local_catalog, "S0", "the-run", value=3.0)
+    assert Iceberg(local_catalog).revert_runs(["the-run", "ingest-run"]) == 1
+    assert rows(local_catalog)["open"].iloc[0] == 1.0  # as before the first of them
+    write(local_catalog, "S0", "later-run", value=4.0)
+    Iceberg(local_catalog).maintain(set(), older_than=timedelta(0), orphan_age=timedelta(days=1))
     with pytest.raises(HRMError, match="has expired; they cannot be reverted"):
-        Iceberg(catalog).revert_runs(["later-run"])  # its starting snapshot is gone: never emptied
-    assert rows(catalog)["open"].iloc[0] == 4.0
+        Iceberg(local_catalog).revert_runs(["later-run"])  # its starting snapshot is gone: never emptied
+    assert rows(local_catalog)["open"].iloc[0] == 4.0
 
 
-def test_a_block_that_changes_a_tables_columns_leaves_them_in_its_order(catalog):
+def test_a_block_that_changes_a_tables_columns_leaves_them_in_its_order(local_catalog):
     """Asset SQL inserts by position, so the table must come back with the block's columns."""
-    iceberg = Iceberg(catalog)
+    iceberg = Iceberg(local_catalog)
     for columns in ("symbol, a, d", "symbol, a, c, d", "symbol, c"):
         con = duckdb.connect()
         loaded = iceberg.load_into(con)
@@ -245,7 +257,7 @@ def test_a_block_that_changes_a_tables_columns_leaves_them_in_its_order(catalog)
         assert con.sql("SELECT * FROM features.t").fetchall() == [("A", *range(1, len(columns.split(", "))))]
 
 
-def test_the_commits_of_a_run_whose_process_died_are_undone_by_the_next_command(catalog, tmp_path):
+def test_the_commits_of_a_run_whose_process_died_are_undone_by_the_next_command(local_catalog, tmp_path):
     import socket
 
     import dagster as dg
@@ -254,18 +266,18 @@ def test_the_commits_of_a_run_whose_process_died_are_undone_by_the_next_command(
     from pipelines.home import HOST_TAG, PID_TAG, recover_home
     from pipelines.resources import local_resources
 
-    warehouse = IcebergWarehouse(catalog=catalog)
-    write(catalog, "S0", "finished-run")
+    warehouse = IcebergWarehouse(catalog=local_catalog)
+    write(local_catalog, "S0", "finished-run")
     with dg.instance_for_test() as instance:
         dead = instance.create_run_for_job(  # never finished; its process (pid) is gone
             dg.GraphDefinition("g").to_job(), tags={PID_TAG: "999999999", HOST_TAG: socket.gethostname()}
         )
-        write(catalog, "S1", dead.run_id)
+        write(local_catalog, "S1", dead.run_id)
         tracking = local_resources(tmp_path / "home")["tracking"]
         notes = recover_home(tmp_path / "home", instance, tracking, warehouse)
         assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
     assert "restored 1 warehouse partition(s) those runs wrote" in notes
-    assert sorted(rows(catalog)["symbol"].unique()) == ["S0"]
+    assert sorted(rows(local_catalog)["symbol"].unique()) == ["S0"]
 
 
 def test_maintenance_compacts_expires_and_removes_orphans_but_keeps_named_snapshots(catalog):

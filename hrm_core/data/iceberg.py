@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,7 @@ from pyiceberg.expressions import AlwaysTrue, BooleanExpression, In
 from pyiceberg.io.pyarrow import PyArrowFileIO
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
+from sqlalchemy.exc import DBAPIError
 
 from hrm_core.core.errors import HRMError
 from hrm_core.data.warehouse import SCHEMAS
@@ -105,9 +107,15 @@ class Iceberg:
     name: str = "hrm"
 
     def catalog(self) -> Catalog:
-        return load_catalog(
-            self.name, **{"py-io-impl": "pyiceberg.io.pyarrow.PyArrowFileIO", **self.properties}
-        )
+        properties = {"py-io-impl": "pyiceberg.io.pyarrow.PyArrowFileIO", **self.properties}
+        for attempt in range(3):
+            try:
+                return load_catalog(self.name, **properties)
+            except DBAPIError:  # a SQL catalog's first use creates its tables: another process won
+                if attempt == 2:
+                    raise
+                time.sleep(0.2)
+        raise AssertionError("unreachable")
 
     # --- reading -------------------------------------------------------------------------------
     def tables(self, catalog: Catalog | None = None) -> dict[str, Table]:
