@@ -108,19 +108,17 @@ class Iceberg:
 
     def catalog(self) -> Catalog:
         properties = {"py-io-impl": "pyiceberg.io.pyarrow.PyArrowFileIO", **self.properties}
-        for attempt in range(3):
+        for _ in range(2):
             try:
                 return load_catalog(self.name, **properties)
             except DBAPIError:  # a SQL catalog's first use creates its tables: another process won
-                if attempt == 2:
-                    raise
                 time.sleep(0.2)
-        raise AssertionError("unreachable")
+        return load_catalog(self.name, **properties)
 
     # --- reading -------------------------------------------------------------------------------
-    def tables(self, catalog: Catalog | None = None) -> dict[str, Table]:
+    def tables(self) -> dict[str, Table]:
         """Every warehouse table (the namespaces are the warehouse's schemas)."""
-        catalog = catalog or self.catalog()
+        catalog = self.catalog()
         found = {}
         for schema in SCHEMAS:
             try:
@@ -134,7 +132,7 @@ class Iceberg:
 
     def snapshots(self) -> Snapshots:
         """Each table's current snapshot id."""
-        return {name: _snapshot_id(table) for name, table in self.tables().items()}
+        return Loaded(self.tables()).snapshots()
 
     def partition_rows(self, table: str, snapshot_id: int | None = None) -> dict[str, int]:
         """Rows per partition of ``table`` at ``snapshot_id`` (None: now), from its manifests (no
@@ -269,18 +267,15 @@ class Iceberg:
             except ConflictError:  # a writer got there first: compact it next time
                 compacted[name] = 0
             table = self.catalog().load_table(name)
-            referenced = {ref.snapshot_id for ref in table.metadata.refs.values()}  # branches, tags
-            protected = {s.snapshot_id for s in table.snapshots() if s.snapshot_id in keep} | referenced
-            expire = table.maintenance.expire_snapshots()
+            heads = {ref.snapshot_id for ref in table.metadata.refs.values()}  # main, branches, tags
+            protected = keep | heads
             candidates = [
                 s.snapshot_id
                 for s in table.snapshots()
-                if s.timestamp_ms < (now - older_than).timestamp() * 1000
-                and s.snapshot_id not in protected
-                and s.snapshot_id != _snapshot_id(table)
+                if s.timestamp_ms < (now - older_than).timestamp() * 1000 and s.snapshot_id not in protected
             ]
             if candidates:
-                expire.by_ids(candidates).commit()
+                table.maintenance.expire_snapshots().by_ids(candidates).commit()
             expired[name] = len(candidates)
             table = self.catalog().load_table(name)
             kept[name] = sorted(s.snapshot_id for s in table.snapshots())
