@@ -198,3 +198,79 @@ def test_a_flip_and_a_stop_in_one_bar_close_two_trades_and_the_ledger_adds_up():
     assert result.position.iloc[-1] == 0.0
     total = result.trades["pnl"].sum()
     assert total == pytest.approx(result.equity.iloc[-1] - trading.initial_capital, abs=1e-9)
+
+
+def gap_up_bars(n: int, seed: int) -> pd.DataFrame:
+    """A random walk that often opens well above the previous close: a long sized on the close
+    costs more than the account holds at the open."""
+    bars = gapped_bars(n, seed)
+    rng = np.random.default_rng(seed)
+    jump = np.where(rng.uniform(size=n) < 0.3, rng.uniform(0.01, 0.05, n), 0.0)
+    bars["open"] = np.concatenate([[100.0], bars["close"].to_numpy()[:-1]]) * (1 + jump)
+    bars["high"] = np.maximum(bars["open"], bars["close"]) * 1.002
+    bars["low"] = np.minimum(bars["open"], bars["close"]) * 0.998
+    return bars
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_at_a_cap_of_one_cash_never_goes_below_zero_on_gapped_bars(seed):
+    """Longs at the full cap, sized on the close and filled at a higher open with every cost on,
+    are cut to what cash buys, as vectorbt fills them: cash stays ≥ 0 in the engine and its torch
+    twin, and vectorbt replaying the engine's fills agrees on every bar."""
+    bars = gap_up_bars(800, seed)
+    rng = np.random.default_rng(100 + seed)
+    trading = EVERY_COST.model_copy(update={"max_position_size": 1.0, "borrow_rate": 0.0})
+    position = torch.tensor(rng.choice([0.0, 1.0, -0.5, 1.0], len(bars)), dtype=torch.float64)
+    decisions = engine_decisions(position)
+    ours = run_decisions(bars, decisions, trading)
+    assert ours.cash.min() >= 0
+    cut = (ours.cash == 0).sum()
+    assert cut > 20  # the cut happened, and often
+    uncapped = run_decisions(bars, decisions, trading.model_copy(update={"max_position_size": 1.0001}))
+    assert uncapped.cash.min() < 0  # without the cut the same stream borrows cash
+    twin = run_positions(
+        position[None, :-1],
+        torch.tensor(bars["open"].to_numpy())[None],
+        torch.tensor(bars["close"].to_numpy())[None],
+        trading,
+    )
+    np.testing.assert_allclose(twin.equity[0].numpy(), ours.equity.to_numpy(), rtol=1e-9, atol=0)
+    size = ours.position.diff().fillna(ours.position.iloc[0]).to_numpy()
+    theirs = vbt.Portfolio.from_orders(
+        bars["close"],
+        np.where(size != 0, size, np.nan),
+        price=bars["open"],
+        fees=trading.commission,
+        fixed_fees=trading.fixed_fee,
+        slippage=trading.slippage,
+        init_cash=trading.initial_capital,
+        direction="both",
+        freq="1D",
+    )
+    np.testing.assert_allclose(ours.cash.to_numpy(), theirs.cash().to_numpy(), rtol=1e-9, atol=1e-6)
+    np.testing.assert_allclose(ours.equity.to_numpy(), theirs.value().to_numpy(), rtol=1e-9)
+
+
+def test_action_names_and_codes_execute_the_same_and_unknown_names_are_refused():
+    bars = gapped_bars(300, 7)
+    rng = np.random.default_rng(7)
+    codes = rng.choice(len(ACTIONS), len(bars))
+    decisions = pd.DataFrame(
+        {"action": codes, "quantity": rng.uniform(0, 1, len(bars)), "stop_loss": 1.0, "take_profit": 2.0}
+    )
+    by_code = run_decisions(bars, decisions, EVERY_COST)
+    for actions in (
+        np.asarray(ACTIONS, dtype=object)[codes],
+        pd.Categorical(np.asarray(ACTIONS)[codes]),
+        codes.astype(float),
+        codes.astype(object),
+    ):
+        same = run_decisions(bars, decisions.assign(action=actions), EVERY_COST)
+        pd.testing.assert_series_equal(same.equity, by_code.equity)
+        pd.testing.assert_frame_equal(same.trades, by_code.trades)
+    assert set(by_code.trades["exit"]) <= {"signal", "stop", "target", "end"} and len(by_code.trades) > 10
+    for bad in ("BUY", 5, -1, 1.5, None):
+        wrong = decisions.assign(action=decisions["action"].astype(object))
+        wrong.loc[42, "action"] = bad
+        with pytest.raises(ValueError, match="bar 42: action must be one of BUY_LONG"):
+            run_decisions(bars, wrong, EVERY_COST)

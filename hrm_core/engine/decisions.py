@@ -44,6 +44,7 @@ from hrm_core.core.vocabulary import (
     EXIT_SIGNAL,
     EXIT_STOP,
     EXIT_TARGET,
+    HOLD,
     SELL_SHORT,
 )
 
@@ -143,6 +144,19 @@ def _close_trade(account, trade, t, price, fee, reason):
 
 
 @numba.njit(cache=True)
+def affordable(size: float, price: float, cash: float, fees: float, fixed_fees: float, slippage: float):
+    """The part of a buy of ``size`` shares at ``price`` that ``cash`` pays for, fees included, as
+    vectorbt's ``buy_nb`` fills it: all of it when cash suffices, else what the cash less the fixed
+    fee buys, and nothing when that is nothing. Sells are never cut (they raise cash)."""
+    if size <= 0.0:
+        return size
+    px = price * (1.0 + slippage)
+    if size * px * (1.0 + fees) + fixed_fees <= cash:
+        return size
+    return max(cash - fixed_fees, 0.0) / (1.0 + fees) / px
+
+
+@numba.njit(cache=True)
 def _pay(account, params, size, price):
     """Fill ``size`` shares at ``price`` from the account's cash; returns (fill price, fee)."""
     px, fee, account.cash = fill(size, price, account.cash, params.fees, params.fixed_fees, params.slippage)
@@ -156,7 +170,15 @@ def _fill_pending(account, params, t, open_, trade):
     one, or both close and open (a flip, its fee split pro rata)."""
     pending = account.pending
     account.pending = 0.0
+    cut = False
+    if params.max_size <= 1.0:  # no leverage: a buy the open made dearer is cut to what cash buys
+        size = affordable(pending, open_, account.cash, params.fees, params.fixed_fees, params.slippage)
+        if size == 0.0:
+            return False
+        cut, pending = size != pending, size
     px, fee = _pay(account, params, pending, open_)
+    if cut:  # spent all of it, as vectorbt books it (not a rounding error below zero)
+        account.cash = 0.0
     shares = account.shares
     closed = False
     rest, rest_fee = pending, fee
@@ -182,16 +204,23 @@ def _fill_pending(account, params, t, open_, trade):
     return closed
 
 
-@numba.njit(cache=True)
-def run_bar(account, params, t, open_, high, low, close, trades):
+@numba.njit(cache=True, inline="always")  # inlined: half the per-bar cost
+def run_bar(account, params, t, open_, high, low, close, trades, first):
     """Bar t's events: the pending order fills at the open, then stop / target intrabar, then
-    borrow at the close. Writes the trades that closed into ``trades`` (``TRADE_DT`` records, at
-    least ``MAX_CLOSED_PER_BAR``) and returns how many: two when a flip at the open closes one and a
-    stop or target closes the new one in the same bar."""
+    borrow at the close. Writes the trades that closed into ``trades[first]`` on (``TRADE_DT``
+    records) and returns how many: two when a flip at the open closes one and a stop or target
+    closes the new one in the same bar. Most bars have no order to fill, no level to touch and no
+    borrow to pay: nothing can happen in them, and they return at once."""
+    shares = account.shares
+    if account.pending == 0.0 and (
+        shares == 0.0
+        or (np.isnan(account.stop) and np.isnan(account.target) and (shares > 0.0 or params.borrow == 0.0))
+    ):
+        return 0
     closed = 0
-    held_before_open = account.shares != 0.0
+    held_before_open = shares != 0.0
     if account.pending != 0.0:
-        closed = 1 if _fill_pending(account, params, t, open_, trades[0]) else 0
+        closed = 1 if _fill_pending(account, params, t, open_, trades[first]) else 0
     shares = account.shares
     if shares != 0.0:
         d = 1.0 if shares > 0 else -1.0
@@ -208,7 +237,7 @@ def run_bar(account, params, t, open_, high, low, close, trades):
         if reason > 0:
             px, fee = _pay(account, params, -shares, level)
             account.trade_cash += shares * px - fee
-            _close_trade(account, trades[closed], t, px, fee, reason)
+            _close_trade(account, trades[first + closed], t, px, fee, reason)
             account.shares, closed = 0.0, closed + 1
     if account.shares < 0:
         borrow = params.borrow * -account.shares * close
@@ -218,10 +247,12 @@ def run_bar(account, params, t, open_, high, low, close, trades):
     return closed
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")  # inlined: half the per-bar cost
 def decide(account, params, close, atr, action, quantity, stop_atr, target_atr):
     """The decision at a bar's close becomes the order that fills at the next open, sized from
     equity at this close. Stop and target distances (ATRs, 0 = none) apply to a new trade."""
+    if action == HOLD:
+        return
     shares = account.shares
     equity = account.cash + shares * close
     size = min(quantity, params.max_size) * equity / close
@@ -257,7 +288,7 @@ def _run(open_, high, low, close, atr, action, quantity, stop_atr, target_atr, a
     position = np.empty(n)
     trades = 0
     for t in range(n):
-        trades += run_bar(account, params, t, open_[t], high[t], low[t], close[t], ledger[trades:])
+        trades += run_bar(account, params, t, open_[t], high[t], low[t], close[t], ledger, trades)
         if t < n - 1:
             decide(account, params, close[t], atr[t], action[t], quantity[t], stop_atr[t], target_atr[t])
         elif mark_open_trade(account, ledger[trades], t, close[t]):  # the last bar: mark it at its close
@@ -294,14 +325,15 @@ def run_decisions(
     n = len(bars)
     if len(decisions) != n:
         raise ValueError(f"run_decisions: {len(decisions)} decisions for {n} bars; give one per bar")
-    action = decisions["action"].map(lambda a: ACTIONS.index(a) if isinstance(a, str) else int(a))
-    action = action.to_numpy(np.int64)
+    action = action_codes(decisions["action"])
     quantity, stop_atr, target_atr = (
         decisions[k].to_numpy(float) for k in ("quantity", "stop_loss", "take_profit")
     )
     _reject(action, quantity, stop_atr, target_atr, bars["atr"].to_numpy(float))
     account = new_accounts(1, float(trading.initial_capital))
-    ledger = np.zeros(MAX_CLOSED_PER_BAR * n + 1, dtype=TRADE_DT)
+    # every trade was opened by an entry decision; run_bar may point one bar's slots past the last
+    entries = np.count_nonzero((action == BUY_LONG) | (action == SELL_SHORT))
+    ledger = np.empty(entries + MAX_CLOSED_PER_BAR, dtype=TRADE_DT)
     cash, position, count = _run(
         *(bars[k].to_numpy(float) for k in ("open", "high", "low", "close", "atr")),
         action,
@@ -325,6 +357,24 @@ def run_decisions(
     )
 
 
+def action_codes(actions: pd.Series | np.ndarray) -> np.ndarray:
+    """Actions as ``ACTIONS`` indices, vectorised: integer codes pass as they are, names (or codes
+    written as numbers in an object column) are looked up; anything else becomes -1, which
+    ``_reject`` refuses."""
+    values = np.asarray(actions)
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64, copy=False)
+    if values.dtype.kind == "f":
+        whole = np.isfinite(values) & (values == np.round(values))
+        return np.where(whole, np.nan_to_num(values), -1).astype(np.int64)
+    codes = pd.Categorical(values, categories=ACTIONS).codes.astype(np.int64)
+    unknown = codes < 0
+    if unknown.any():  # numbers in an object column (e.g. read from JSON)
+        numbers = pd.to_numeric(pd.Series(values[unknown]), errors="coerce").to_numpy(float)
+        codes[unknown] = action_codes(numbers)
+    return codes
+
+
 def ledger_frame(records: np.ndarray | list) -> pd.DataFrame:
     """``TRADE_DT`` records as a frame with named exit reasons."""
     flat = (
@@ -333,23 +383,22 @@ def ledger_frame(records: np.ndarray | list) -> pd.DataFrame:
         else [records]
     )
     trades = pd.DataFrame(np.concatenate(flat or [np.zeros(0, TRADE_DT)]), columns=list(TRADE_FIELDS))
-    trades["exit"] = [EXIT_REASONS[int(r)] for r in trades["exit"]]
+    trades["exit"] = np.asarray(EXIT_REASONS, dtype=object)[trades["exit"].to_numpy()]
     return trades
 
 
 def _reject(action, quantity, stop_atr, target_atr, atr) -> None:
-    """Refuse decisions no policy should output, naming the first bad bar."""
+    """Refuse decisions no policy should output, naming the first bad bar. Each column's range is
+    checked by its min and max (a NaN fails both); only a column that fails is searched."""
+    finite = np.finfo(np.float64).max
     checks = [
-        ((action < 0) | (action >= len(ACTIONS)), "action must be one of " + ", ".join(ACTIONS)),
-        (~np.isfinite(quantity) | (quantity < 0), "quantity must be finite and ≥ 0"),
-        (~np.isfinite(stop_atr) | (stop_atr < 0), "stop_loss must be a finite ATR multiple ≥ 0 (0: none)"),
-        (
-            ~np.isfinite(target_atr) | (target_atr < 0),
-            "take_profit must be a finite ATR multiple ≥ 0 (0: none)",
-        ),
-        (~np.isfinite(atr) | (atr < 0), "atr must be finite and ≥ 0"),
+        (action, len(ACTIONS) - 1, "action must be one of " + ", ".join(ACTIONS)),
+        (quantity, finite, "quantity must be finite and ≥ 0"),
+        (stop_atr, finite, "stop_loss must be a finite ATR multiple ≥ 0 (0: none)"),
+        (target_atr, finite, "take_profit must be a finite ATR multiple ≥ 0 (0: none)"),
+        (atr, finite, "atr must be finite and ≥ 0"),
     ]
-    for bad, rule in checks:
-        hits = np.flatnonzero(bad)
-        if len(hits):
-            raise ValueError(f"run_decisions: bar {hits[0]}: {rule}")
+    for values, highest, rule in checks:
+        if len(values) and not (values.min() >= 0 and values.max() <= highest):
+            bad = ~((values >= 0) & (values <= highest))
+            raise ValueError(f"run_decisions: bar {int(np.argmax(bad))}: {rule}")

@@ -97,7 +97,7 @@ class TradingEnv(gym.Env):
         decide(self.account, self.params, d.close[t], d.atr[t], kind, quantity, stop, target)
         nxt = t + 1
         closed = run_bar(
-            self.account, self.params, nxt, d.open[nxt], d.high[nxt], d.low[nxt], d.close[nxt], self.trade
+            self.account, self.params, nxt, d.open[nxt], d.high[nxt], d.low[nxt], d.close[nxt], self.trade, 0
         )
         self.step_index += 1
         change = self.equity / before - 1

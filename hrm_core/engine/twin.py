@@ -5,8 +5,9 @@ A path of exposures w_t (decided at bar t's close, t = 0..T−1, exit rules off)
 runs a policy whose actions move the position to w_t (``exposure.action_of``): when w_t differs from
 the exposure held, the order is w_t · equity_t / close_t − shares, sized at the decision close;
 it fills at open_{t+1} with slippage against the trade and pays ``commission`` × traded value plus
-``fixed_fee``; shorts pay ``borrow_rate`` × their value at each close; equity is cash + shares ·
-close. In float64 the twin equals ``run_decisions`` to 1e-9 (``tests/test_engine.py``).
+``fixed_fee`` (at a cap ≤ 1 a buy that open makes unaffordable is cut to what cash buys); shorts
+pay ``borrow_rate`` × their value at each close; equity is cash + shares · close. In float64 the twin equals
+``run_decisions`` to 1e-9 (``tests/test_engine.py``).
 
 The engine's path is not a useful function to differentiate: a position the band holds is shares
 held, with no gradient to the decision that holds it. ``differentiable_returns`` therefore has the
@@ -54,10 +55,15 @@ def run_positions(
         order = torch.where(w != held, size - shares, torch.zeros_like(size))
         held = w
         fill_price = fill_at * (1 + trading.slippage * torch.sign(order))
+        cut = torch.zeros_like(order, dtype=torch.bool)
+        if trading.max_position_size <= 1:  # a buy the open made dearer is cut to what cash buys
+            cut = (order > 0) & (order * fill_price * (1 + trading.commission) + trading.fixed_fee > cash)
+            affordable = (cash - trading.fixed_fee).clamp_min(0.0) / (1 + trading.commission) / fill_price
+            order = torch.where(cut, affordable, order)
         fee = order.abs() * fill_price * trading.commission + trading.fixed_fee * (order != 0)
         shares = shares + order
         borrow = trading.borrow_rate * (-shares).clamp_min(0.0) * close[:, t + 1]
-        cash = cash - order * fill_price - fee - borrow
+        cash = torch.where(cut, torch.zeros_like(cash), cash - order * fill_price - fee) - borrow
         equity.append(cash + shares * close[:, t + 1])
         costs.append((fee + (order * (fill_price - fill_at)).abs() + borrow) / value)
     path = torch.stack(equity, dim=1)

@@ -57,7 +57,7 @@ def _step_all(
         before = account.cash + account.shares * close[t]
         decide(account, params, close[t], atr[t], action[i], quantity[i], stop_atr[i], target_atr[i])
         nxt = t + 1
-        run_bar(account, params, nxt, open_[nxt], high[nxt], low[nxt], close[nxt], trade)
+        run_bar(account, params, nxt, open_[nxt], high[nxt], low[nxt], close[nxt], trade, 0)
         after = account.cash + account.shares * close[nxt]
         rewards[i] = after / before - 1
         rows[i] = nxt

@@ -192,7 +192,9 @@ def tick(
             held[symbol] = 0.0 if previous is None else float(previous["held"])
             before = account.copy()
             closing = np.zeros(MAX_CLOSED_PER_BAR, dtype=TRADE_DT)
-            closed = run_bar(account, params, n, bar["open"], bar["high"], bar["low"], bar["close"], closing)
+            closed = run_bar(
+                account, params, n, bar["open"], bar["high"], bar["low"], bar["close"], closing, 0
+            )
             fills += _fills(symbol, ts, before, closing[:closed], bar["open"], params)
             trades += [_trade_row(con, symbol, ts, trade) for trade in closing[:closed]]
             if account["shares"] == 0.0:  # flat (a stop, a target, or a decision to be): nothing held
