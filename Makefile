@@ -22,8 +22,10 @@ setup: $(STAMP)
 run: setup
 	$(BIN)/hrm-trading run
 
+# One pytest worker per core (tests/conftest.py gives each one torch thread); the 25 slowest tests
+# are listed at the end.
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --durations=25
 
 # After `make run`: the sample's last year, replayed bar by bar into the paper account.
 paper: setup

@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
+import torch
 
 from hrm_core.data.sources import SampleSource
 from hrm_core.data.synthetic import random_walk_bars
@@ -18,6 +19,11 @@ from hrm_core.data.warehouse import ensure_tables, replace_symbols, transaction
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+# `make test` runs one pytest worker per core (pytest-xdist): each worker, and every process it
+# starts, gets one torch / BLAS thread, or the workers oversubscribe the cores
+os.environ.setdefault("HRM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["HRM_THREADS"]))
 # Hypothesis writes its example database and caches to .hypothesis/ in the working directory,
 # which is the checkout under `make test`: point it at a temporary folder instead
 os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", tempfile.mkdtemp(prefix="hrm-hypothesis-"))
