@@ -61,9 +61,11 @@ class Store:
         uri = f"sqlite:///{self.root}/catalog.db"
         return Iceberg({"type": "sql", "uri": uri, "warehouse": (self.root / "data").as_uri()})
 
-    def open(self) -> tuple[duckdb.DuckDBPyConnection, object]:
+    def open(
+        self, reads: list[str] | None = None, writes: tuple[str, ...] = ()
+    ) -> tuple[duckdb.DuckDBPyConnection, object]:
         con = duckdb.connect()
-        return con, self._backend().load_into(con)
+        return con, self._backend().load_into(con, reads, writes)
 
     def commit(self, con: duckdb.DuckDBPyConnection, loaded: object, run_id: str) -> None:
         self._backend().commit(con, loaded, run_id)
@@ -266,7 +268,7 @@ def fill(con: duckdb.DuckDBPyConnection, bars: pd.DataFrame) -> None:
 
 def bench_build(symbols: int, rounds: int) -> dict:
     """``hierarchical_features`` on each warehouse from the same bars; each round on fresh ones."""
-    from hrm_core.features.build import update_features
+    from hrm_core.features.build import READS, WRITES, update_features
 
     bars = generated_bars([f"S{i:04d}" for i in range(symbols)], 0)
     warm = duckdb.connect()
@@ -287,7 +289,7 @@ def bench_build(symbols: int, rounds: int) -> dict:
             fill(memory, bars)
 
             started = time.perf_counter()
-            con, loaded = store.open()
+            con, loaded = store.open(READS, WRITES)  # what hierarchical_features declares
             rows.add(update_features(con).rows)
             store.commit(con, loaded, "features")
             timings["iceberg_s"].append(time.perf_counter() - started)
