@@ -6,10 +6,10 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets.ingest import WAREHOUSE_POOL
-from assets.resources import HRMSettings
+from assets.resources import HRMSettings, connect
 from assets.versioning import dataset_version
 from hrm_core.core.feature_registry import FEATURES
-from hrm_core.features.build import update_features
+from hrm_core.features.build import READS, TABLE, WRITES, update_features
 from hrm_core.features.quality import nonfinite_counts, point_in_time_difference
 
 POINT_IN_TIME_TOLERANCE = 1e-9
@@ -20,7 +20,7 @@ def hierarchical_features(warehouse: DuckDBResource) -> dg.MaterializeResult:
     """``features.hierarchical``: every registered feature for every clean bar (``hrm_core.features``:
     numba kernels over DuckDB). Only what changed is computed: new bars of symbols whose earlier
     bars are unchanged, and changed or new symbols whole; in one transaction."""
-    with warehouse.get_connection() as con:
+    with connect(warehouse, READS, WRITES) as con:
         update = update_features(con)
         rows = update.rows
         symbols = con.execute("SELECT count(DISTINCT symbol) FROM features.hierarchical").fetchone()[0]
@@ -46,7 +46,7 @@ def hierarchical_features(warehouse: DuckDBResource) -> dg.MaterializeResult:
 @dg.asset_check(asset=hierarchical_features, blocking=True)
 def features_finite(warehouse: DuckDBResource) -> dg.AssetCheckResult:
     """Every feature is finite from its lookback on (NULL only during warm-up)."""
-    with warehouse.get_connection() as con:
+    with connect(warehouse, [TABLE]) as con:
         bad = {name: n for name, n in nonfinite_counts(con).items() if n}
     return dg.AssetCheckResult(passed=not bad, metadata={"nonfinite_rows": dg.MetadataValue.json(bad)})
 
@@ -55,7 +55,7 @@ def features_finite(warehouse: DuckDBResource) -> dg.AssetCheckResult:
 def features_point_in_time(settings: HRMSettings, warehouse: DuckDBResource) -> dg.AssetCheckResult:
     """Rebuilding from bars up to a random cut gives the same features up to the cut: no look-ahead."""
     rng = random.Random(settings.config().seed)
-    with warehouse.get_connection() as con:
+    with connect(warehouse, [*READS, TABLE]) as con:
         symbols = [r[0] for r in con.execute("SELECT DISTINCT symbol FROM clean.ohlcv ORDER BY 1").fetchall()]
         symbol = rng.choice(symbols)
         stamps = [

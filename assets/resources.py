@@ -1,8 +1,8 @@
 """The resources assets ask for. Their wiring per deployment lives in ``pipelines.resources``."""
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Collection, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -80,15 +80,31 @@ class IcebergWarehouse(DuckDBResource):
         self._run_id = context.run_id or ""
 
     @contextmanager
-    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def get_connection(
+        self, reads: Collection[str] | None = None, writes: Collection[str] = ()
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection holding every table, or only ``reads`` and ``writes`` when the block says
+        what it uses (``connect``); ``Iceberg.load_into`` says how each is held."""
         iceberg = self.iceberg()
         con = duckdb.connect()
         try:
-            loaded = iceberg.load_into(con)
+            loaded = iceberg.load_into(con, reads, writes)
             yield con
             iceberg.commit(con, loaded, self._run_id)
         finally:
             con.close()
+
+
+def connect(
+    warehouse: DuckDBResource, reads: Collection[str], writes: Collection[str] = ()
+) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+    """A warehouse connection for a block that reads ``reads`` and changes ``writes`` (and reads
+    them): on Iceberg only those tables are loaded and only ``writes`` are hashed and committed,
+    which is most of a block's cost there when the warehouse holds more than it uses; a DuckDB
+    file holds every table either way."""
+    if isinstance(warehouse, IcebergWarehouse):
+        return warehouse.get_connection(reads, writes)
+    return warehouse.get_connection()
 
 
 def warehouse_exists(warehouse: DuckDBResource) -> bool:

@@ -9,12 +9,17 @@
   1,000 commits that each rewrite one symbol, then after maintenance (compaction, expiry, orphans).
 - ``conflicts``: 20 trials of two processes writing the same symbol from the same snapshot; a
   silent loss is both reporting success while only one's rows are there.
+- ``build``: the feature build (``hierarchical_features``) of 300 symbols x 2,000 clean bars, in one
+  process, into Iceberg (load, build, commit, as the resource does around the asset) beside the same
+  build on the local profile's DuckDB file and on an in-memory DuckDB already holding the bars;
+  each warehouse also holds raw and quarantined bars, as after validation. Best of ``--rounds``,
+  each round on fresh warehouses, and the ratio of Iceberg to the DuckDB file (target ≤ 1.3).
 
 The Parquet lake this replaced ran the same work in the same run by ``--reference lake`` at commit
 8257209, the last with ``hrm_core/data/lake.py``; the README gives both. Here the reads' reference
 is the same read after 10 commits.
 
-    python benchmarks/bench_warehouse.py [--only ingest|reads|conflicts] [--symbols 1000]
+    python benchmarks/bench_warehouse.py [--only ingest|reads|conflicts|build] [--symbols 1000]
 """
 
 from __future__ import annotations
@@ -56,9 +61,11 @@ class Store:
         uri = f"sqlite:///{self.root}/catalog.db"
         return Iceberg({"type": "sql", "uri": uri, "warehouse": (self.root / "data").as_uri()})
 
-    def open(self) -> tuple[duckdb.DuckDBPyConnection, object]:
+    def open(
+        self, reads: list[str] | None = None, writes: tuple[str, ...] = ()
+    ) -> tuple[duckdb.DuckDBPyConnection, object]:
         con = duckdb.connect()
-        return con, self._backend().load_into(con)
+        return con, self._backend().load_into(con, reads, writes)
 
     def commit(self, con: duckdb.DuckDBPyConnection, loaded: object, run_id: str) -> None:
         self._backend().commit(con, loaded, run_id)
@@ -246,22 +253,85 @@ def bench_conflicts(trials: int) -> dict:
     return {"trials": trials, "silent_losses": silent, "loud_failures": loud}
 
 
+def fill(con: duckdb.DuckDBPyConnection, bars: pd.DataFrame) -> None:
+    """The OHLCV tables as validation leaves them: raw bars, the clean ones, the broken ones quarantined."""
+    symbols = sorted(bars["symbol"].unique())
+    broken = bars["low"] > bars["high"]
+    ensure_tables(con)
+    with transaction(con):
+        replace_symbols(con, "raw.ohlcv", bars, symbols)
+        replace_symbols(con, "clean.ohlcv", bars[~broken], symbols)
+        replace_symbols(
+            con, "quarantine.ohlcv", bars[broken].assign(rules=[["low_above_high"]] * broken.sum()), symbols
+        )
+
+
+def bench_build(symbols: int, rounds: int) -> dict:
+    """``hierarchical_features`` on each warehouse from the same bars; each round on fresh ones."""
+    from hrm_core.features.build import READS, WRITES, update_features
+
+    bars = generated_bars([f"S{i:04d}" for i in range(symbols)], 0)
+    warm = duckdb.connect()
+    fill(warm, bars[bars["symbol"] == "S0000"])
+    update_features(warm)  # the kernels loaded from numba's cache before any timing
+    timings: dict[str, list[float]] = {"iceberg_s": [], "duckdb_file_s": [], "duckdb_memory_s": []}
+    rows = set()
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as folder:
+            root = Path(folder)
+            store = Store(root)
+            con, loaded = store.open()
+            fill(con, bars)
+            store.commit(con, loaded, "validate")
+            with duckdb.connect(str(root / "warehouse.duckdb")) as con:
+                fill(con, bars)
+            memory = duckdb.connect()
+            fill(memory, bars)
+
+            started = time.perf_counter()
+            con, loaded = store.open(READS, WRITES)  # what hierarchical_features declares
+            rows.add(update_features(con).rows)
+            store.commit(con, loaded, "features")
+            timings["iceberg_s"].append(time.perf_counter() - started)
+
+            started = time.perf_counter()
+            with duckdb.connect(str(root / "warehouse.duckdb")) as con:
+                rows.add(update_features(con).rows)
+            timings["duckdb_file_s"].append(time.perf_counter() - started)
+
+            started = time.perf_counter()
+            rows.add(update_features(memory).rows)
+            timings["duckdb_memory_s"].append(time.perf_counter() - started)
+            con, _ = store.open()
+            rows.add(con.execute("SELECT count(*) FROM features.hierarchical").fetchone()[0])
+    best = {name: round(min(values), 2) for name, values in timings.items()}
+    return best | {
+        "rows": sorted(rows),
+        "iceberg_vs_duckdb_file": round(best["iceberg_s"] / best["duckdb_file_s"], 2),
+        "iceberg_vs_duckdb_memory": round(best["iceberg_s"] / best["duckdb_memory_s"], 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("ingest", "reads", "conflicts"))
+    parser.add_argument("--only", choices=("ingest", "reads", "conflicts", "build"))
     parser.add_argument("--symbols", type=int, default=1_000)
     parser.add_argument("--commits", type=int, default=1_000)
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--build-symbols", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    for work in ("ingest", "reads", "conflicts"):
+    for work in ("ingest", "reads", "conflicts", "build"):
         if args.only and work != args.only:
             continue
         if work == "ingest":
             result = bench_ingest(args.symbols)
         elif work == "reads":
             result = bench_reads(args.commits)
-        else:
+        elif work == "conflicts":
             result = bench_conflicts(args.trials)
+        else:
+            result = bench_build(args.build_symbols, args.rounds)
         print(json.dumps({"work": work, **result}), flush=True)
 
 

@@ -340,3 +340,80 @@ def test_the_maintenance_job_keeps_what_a_model_version_names_and_data_show_read
     assert f"raw.ohlcv                    snapshot {named['raw.ohlcv']}: S0 50" in shown
     rows_then = show_model_data({"tracking": tracking, "warehouse": warehouse}, "1", "raw.ohlcv", "S0", 3)
     assert "(50 rows)" in rows_then and "1.0" in rows_then  # the values as trained on, not the later 7.0
+
+
+def test_a_block_that_names_its_tables_loads_only_those_and_cannot_change_what_it_only_reads(local_catalog):
+    from assets.resources import IcebergWarehouse, connect
+
+    write(local_catalog, "S0", "ingest")  # raw.ohlcv, and the empty clean and quarantine tables
+    with IcebergWarehouse(catalog=local_catalog).get_connection() as con:
+        con.execute(
+            "INSERT INTO clean.ohlcv SELECT symbol, ts, open, high, low, close, volume FROM raw.ohlcv"
+        )
+    before = Iceberg(local_catalog).snapshots()
+    iceberg = Iceberg(local_catalog)
+    con = duckdb.connect()
+    loaded = iceberg.load_into(con, reads=["clean.ohlcv"], writes=["features.t"])
+    assert set(loaded.tables) == {"clean.ohlcv"}  # features.t is not there yet; raw and quarantine not read
+    assert loaded.fingerprints == {}  # nothing it may write holds rows yet: nothing hashed
+    assert warehouse_tables(con) == {"clean.ohlcv"}
+    with pytest.raises(duckdb.Error):  # a change to a table read only fails, never dropped at commit
+        con.execute("DELETE FROM clean.ohlcv")
+    con.execute(
+        "CREATE TABLE features.t AS SELECT symbol, avg(close) AS mean FROM clean.ohlcv GROUP BY symbol"
+    )
+    written = iceberg.commit(con, loaded, "features")
+    assert set(written) == {"features.t"}
+    after = Iceberg(local_catalog).snapshots()
+    assert {k: v for k, v in after.items() if k != "features.t"} == before
+    with connect(IcebergWarehouse(catalog=local_catalog), ["features.t"]) as con:  # what an asset calls
+        assert con.execute("SELECT symbol, mean FROM features.t").fetchall() == [("S0", 4.0)]
+        assert warehouse_tables(con) == {"features.t"}
+
+
+def warehouse_tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    query = (
+        "SELECT table_schema || '.' || table_name FROM information_schema.tables WHERE table_schema <> 'main'"
+    )
+    return {name for (name,) in con.execute(query).fetchall()}
+
+
+def test_a_write_of_many_partitions_lands_every_row_exactly_once(local_catalog):
+    """Partitions of different sizes (one of one row), in no order: each lands in its own file,
+    with every row once; a rewrite of some, cut into files of a small target size, replaces
+    exactly those."""
+    import json
+
+    iceberg = Iceberg(local_catalog)
+    con = duckdb.connect()
+    loaded = iceberg.load_into(con)
+    con.execute(
+        "CREATE TABLE features.t AS SELECT 'S' || (i % 120) AS symbol, i, i / 2 AS x "
+        "FROM range(20000) r(i) WHERE i % 120 <> 7 OR i = 7 ORDER BY hash(i)"
+    )
+    expected = con.execute("SELECT * FROM features.t ORDER BY i").df()
+    iceberg.commit(con, loaded, "many")
+    table = iceberg.catalog().load_table("features.t")
+    files = table.inspect.files().to_pydict()
+    assert len(files["file_path"]) == 120  # one file per partition
+    assert sorted(p["symbol"] for p in files["partition"]) == sorted(expected["symbol"].unique())
+    landed = iceberg.read("features.t").to_pandas().sort_values("i", ignore_index=True)
+    pd.testing.assert_frame_equal(landed, expected)
+    con = duckdb.connect()
+    loaded = iceberg.load_into(con, reads=[], writes=["features.t"])
+    con.execute("DELETE FROM features.t WHERE symbol IN ('S1', 'S7')")
+    con.execute("UPDATE features.t SET x = -x WHERE symbol = 'S2'")
+    con.execute("INSERT INTO features.t VALUES ('S1', -1, 0.0), ('NEW', -2, 0.0)")
+    expected = con.execute("SELECT * FROM features.t ORDER BY i").df()
+    with table.transaction() as transaction:
+        transaction.set_properties({"write.target-file-size-bytes": "1024"})
+    loaded.tables["features.t"] = iceberg.catalog().load_table("features.t")
+    iceberg.commit(con, loaded, "rewrite")
+    table = iceberg.catalog().load_table("features.t")
+    assert json.loads(table.current_snapshot().summary["hrm.partitions"]) == ["NEW", "S1", "S2", "S7"]
+    per_partition = pd.Series(
+        [p["symbol"] for p in table.inspect.files().to_pydict()["partition"]]
+    ).value_counts()
+    assert per_partition["S2"] > 1 and per_partition["S3"] == 1 and "S7" not in per_partition
+    landed = iceberg.read("features.t").to_pandas().sort_values("i", ignore_index=True)
+    pd.testing.assert_frame_equal(landed, expected)

@@ -28,6 +28,8 @@ from hrm_core.features.kernels import HISTORY_BARS, KERNEL_COLUMNS, STATE_COLUMN
 
 TABLE, STATE_TABLE = "features.hierarchical", "features.hierarchical_state"
 STAGING_TABLE, STATE_STAGING = "features.hierarchical_staging", "features.hierarchical_state_staging"
+READS, WRITES = ("clean.ohlcv",), (TABLE, STATE_TABLE)
+"""The warehouse tables ``update_features`` reads only, and those it changes (from ``clean.ohlcv``)."""
 ROWS_PER_BATCH = 1_000_000
 BARS = "ts, open, high, low, close, volume"
 
