@@ -65,6 +65,10 @@ def test_the_kernels_compute_the_eager_segments_halting_and_carry(layers, act):
     for name in ("tilt_logit", "up_logit", "log_volatility", "regime_logits", "q_halt", "q_continue"):
         torch.testing.assert_close(getattr(out, name), getattr(run.final, name), atol=2e-5, rtol=1e-4)
     torch.testing.assert_close(torch.from_numpy(z_H), run.carry.z_H, atol=2e-5, rtol=1e-4)
+    dropped, dropped_steps, _ = CompiledHRM.from_model(model).run(
+        inputs.strategic.numpy(), inputs.tactical.numpy(), 6, act, keep_carry=False
+    )  # serving's way: a halted sample is not computed further
+    assert np.array_equal(dropped, raw) and np.array_equal(dropped_steps, steps)
 
 
 PRESETS = sorted(Path(__file__).resolve().parents[1].glob("configs/*.yaml"))

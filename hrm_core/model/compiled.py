@@ -141,11 +141,15 @@ class CompiledHRM:
         act: bool,
         z_H: np.ndarray | None = None,
         update_H: bool = True,
+        keep_carry: bool = True,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Up to ``segments`` segments on each sample's windows, halting as ``run_segments`` does
         (no exploration): raw head outputs [B, len(HEAD_OUTPUTS)] of each sample's final decision,
         segments used [B], and z_H [B, H tokens, D] after the segments the batch ran (the agent's
-        carry between bars). ``z_H`` None starts H afresh; ``update_H`` False keeps it fixed."""
+        carry between bars). ``z_H`` None starts H afresh; ``update_H`` False keeps it fixed.
+        ``keep_carry`` False (a decision that drops the carry, as serving does) stops computing a
+        sample once it has halted: its decision is final there, so the outputs are the same, and
+        the z_H returned is each sample's at its halt rather than the batch's."""
         x_H, x_L = self.embed(strategic, tactical)
         batch = x_H.shape[0]
         z_H = self.initial_z_H(batch) if z_H is None else np.array(z_H, dtype=np.float32)
@@ -154,7 +158,7 @@ class CompiledHRM:
         out, steps = _run_segments(
             np.ascontiguousarray(x_H), np.ascontiguousarray(x_L), z_H, z_L, self.H, self.L,
             self.head_w, self.head_b, self.regime_w, self.regime_b,
-            s.num_heads, s.H_cycles, s.L_cycles, segments, act, update_H,
+            s.num_heads, s.H_cycles, s.L_cycles, segments, act, update_H, keep_carry,
         )  # fmt: skip
         return out, steps, z_H
 
@@ -297,10 +301,11 @@ def _heads(z_H: np.ndarray, z_L: np.ndarray, head_w, head_b, regime_w, regime_b,
 
 @numba.njit(cache=True, fastmath=True, nogil=True)  # without the GIL: a server decides in parallel
 def _run_segments(x_H, x_L, z_H, z_L, H, L, head_w, head_b, regime_w, regime_b,
-                  heads, H_cycles, L_cycles, segments, act, update_H):  # fmt: skip
+                  heads, H_cycles, L_cycles, segments, act, update_H, keep_carry):  # fmt: skip
     """``run_segments`` at inference for a batch: every segment updates each sample's carry
     (``HRMTrader.segment``) in place; a sample's decision is that of the segment it halted at, and
-    the batch stops when every sample has halted."""
+    the batch stops when every sample has halted. Without ``keep_carry`` a halted sample is not
+    computed further."""
     batch = x_H.shape[0]
     out = np.zeros((batch, len(HEAD_OUTPUTS)), np.float32)
     raw = np.zeros(len(HEAD_OUTPUTS), np.float32)
@@ -309,6 +314,8 @@ def _run_segments(x_H, x_L, z_H, z_L, H, L, head_w, head_b, regime_w, regime_b,
     cycles = H_cycles if update_H else 1  # with z_H fixed, one cycle of L updates
     for _ in range(segments):
         for b in range(batch):
+            if halted[b] and not keep_carry:
+                continue
             zh, zl = z_H[b], z_L[b]
             for _h in range(cycles):
                 for _l in range(L_cycles):

@@ -153,7 +153,7 @@ class ServedModel:
         strategic = np.ascontiguousarray(strategic, dtype=np.float32)
         tactical = np.ascontiguousarray(tactical, dtype=np.float32)
         if self.compiled is not None:
-            raw, steps, _ = self.compiled.run(strategic, tactical, self.segments, act=True)
+            raw, steps, _ = self.compiled.run(strategic, tactical, self.segments, act=True, keep_carry=False)
             return raw, steps
         return self.agent(strategic, tactical)
 
