@@ -10,8 +10,6 @@ import dagster as dg
 import mlflow
 import pandas as pd
 from dagster_duckdb import DuckDBResource
-from evidently import Report
-from evidently.presets import DataDriftPreset
 
 from assets.registry import promotion_decision
 from assets.resources import HRMSettings, MlflowResource
@@ -48,7 +46,12 @@ def drift_frames(
 def drifted_share(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[float, list[str], object]:
     """Evidently's share of drifted columns, the drifted column names, and the snapshot. Evidently
     picks the test per column (K-S p-values for small samples, normed Wasserstein distance above
-    1,000 reference rows, threshold 0.1), so a short current window is noisier."""
+    1,000 reference rows, threshold 0.1), so a short current window is noisier. Evidently is
+    imported here: it takes ~2 s to import, and every process that loads the definitions (each
+    CLI command, each run's code server) would pay it."""
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
     snapshot = Report([DataDriftPreset()]).run(reference_data=reference, current_data=current)
     share, drifted = 0.0, []
     for metric in snapshot.dict()["metrics"]:
