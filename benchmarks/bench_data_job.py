@@ -43,7 +43,8 @@ def write_files(folder: Path, files: int, bars: int) -> list[tuple[str, int, str
     (file, line in the file counting the header as line 0, rule)."""
     rng = np.random.default_rng(0)
     dates = pd.date_range("2010-01-01", periods=bars, freq="D").strftime("%Y-%m-%d").to_numpy()
-    faulty = dict(zip(rng.choice(files, len(FAULTS), replace=False).tolist(), FAULTS, strict=True))
+    faults = FAULTS[:files]  # one file, one fault
+    faulty = dict(zip(rng.choice(files, len(faults), replace=False).tolist(), faults, strict=True))
     planted = []
     for index in range(files):
         close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, bars)))
