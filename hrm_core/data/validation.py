@@ -329,6 +329,7 @@ def _record(bars: pd.DataFrame, rows: pa.Table) -> pd.DataFrame:
 
 
 def _warning_expectations(config: ValidationConfig) -> list:
+    """The warnings as expectations on the record's columns, so that its counts are GE's too."""
     gaps = ge.ExpectColumnPairValuesAToBeGreaterThanB(
         column_A="max_interval_s",
         column_B="interval_s",
@@ -348,25 +349,28 @@ def _validate_record(record: pd.DataFrame, summary: pd.DataFrame, config: Valida
     suite = _suite("ohlcv_batch", [c.expectation for c in ROW_CHECKS] + _warning_expectations(config))
     entries = []
     for item in _run(suite, record, result_format="BASIC").results:
-        config_ = item.expectation_config
+        expectation = item.expectation_config
         if item.exception_info and item.exception_info.get("raised_exception"):
             raise DataError(
                 "validation",
-                f"expectation {config_.type} could not run",
+                f"expectation {expectation.type} could not run",
                 item.exception_info.get("exception_message", ""),
             )
-        meta = config_.meta
+        meta = expectation.meta
         name = meta.get("rule") or meta["warning"]
         sql = int(summary[f"check_{meta['check']}" if "rule" in meta else meta["warning"]].sum())
         found = int(item.result.get("unexpected_count") or 0)
         if found != sql:
             raise DataError(
                 "validation",
-                f"Great Expectations and the SQL rules disagree on {name} ({config_.type} {config_.kwargs})",
-                f"GE {found} rows, SQL {sql} rows; GE's first: {item.result.get('partial_unexpected_list')}",
+                f"Great Expectations and the SQL rules disagree on {name} ({expectation.type})",
+                f"{expectation.kwargs}: GE {found} rows, SQL {sql}; GE's first "
+                f"{item.result.get('partial_unexpected_list')}",
             )
-        columns = [v for k, v in config_.kwargs.items() if k.startswith("column") and isinstance(v, str)]
-        entries.append({"rule": name, "expectation": config_.type, "columns": columns, "unexpected": found})
+        columns = [v for k, v in expectation.kwargs.items() if k.startswith("column") and isinstance(v, str)]
+        entries.append(
+            {"rule": name, "expectation": expectation.type, "columns": columns, "unexpected": found}
+        )
     return sorted(entries, key=lambda e: [*RULES, "bar_gaps", "return_outliers"].index(e["rule"]))
 
 
