@@ -81,7 +81,8 @@ class FileSource:
             files = _LocalFiles(Path(self.path))
         names = [n for n in files.list() if n.lower().endswith(suffixes)]
         if self.files:
-            names = [n for n in names if n in set(self.files)]
+            wanted = set(self.files)
+            names = [n for n in names if n in wanted]
         if not names:
             raise DataError(
                 self.path,
@@ -97,7 +98,8 @@ class FileSource:
 
 def _read_files(files: _LocalFiles | _S3Files, names: list[str]) -> list[pd.DataFrame]:
     """Each file read here and parsed once, in parallel across the cores when there are enough
-    files to pay for the workers (spawned: the caller may hold threads, which forking would copy)."""
+    files to pay for the workers. Workers are spawned, not forked: the caller (Dagster, DuckDB,
+    torch) holds threads, and a fork of a process with threads can deadlock in the child."""
     workers = min(os.cpu_count() or 1, len(names) // PARALLEL_FILES)
     if workers < 2:
         return [read_ohlcv_bytes(files.read(name), name) for name in names]
