@@ -125,7 +125,7 @@ def test_many_files_are_parsed_by_worker_processes_as_one_process_parses_them(
     for symbol, frame in daily_bars.groupby("symbol"):
         write_csv(frame, tmp_path / "csvs" / f"{symbol}.csv")
     one_process = FileSource(str(tmp_path / "csvs"), "csv").load()
-    monkeypatch.setattr(sources, "PARALLEL_FILES", 1)  # three files: two workers
+    monkeypatch.setattr(sources, "PARALLEL_BYTES", 1)  # three files: two workers
     monkeypatch.setattr(sources.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(sources, "_LAST_FILES_LOAD", {})
     pd.testing.assert_frame_equal(FileSource(str(tmp_path / "csvs"), "csv").load(), one_process)
