@@ -1,4 +1,5 @@
-"""``clean_ohlcv``: Great Expectations rules split raw bars into clean and quarantined rows."""
+"""``clean_ohlcv``: the validation rules split raw bars into clean and quarantined rows; Great
+Expectations' run over the batch is the check's record."""
 
 from pathlib import Path
 
@@ -132,5 +133,6 @@ def _quarantine_check(report: ValidationReport, max_share: float, kept: Path | N
             "examples": dg.MetadataValue.json(
                 {r.symbol: r.examples for r in report.symbols.values() if r.examples}
             ),
+            "great_expectations": dg.MetadataValue.json(report.expectations),
         },
     )

@@ -30,8 +30,9 @@ from dagster._core.workspace.load_target import ModuleTarget
 CODE_MODULE, CODE_ATTRIBUTE = "pipelines.definitions", "defs"
 POLL_SECONDS = 2.0
 
-Partition = str | Mapping[str, str]
-"""A partition key, or a multi-partition key as {dimension: key}."""
+Partition = str | Mapping[str, str] | tuple[str, str]
+"""A partition key, a multi-partition key as {dimension: key}, or a (first, last) range of keys
+that one run covers."""
 
 
 @contextmanager
@@ -101,10 +102,15 @@ def create_run(
     plan = location.get_execution_plan(
         job, run_config, step_keys_to_execute=None, known_state=None, instance=instance
     ).execution_plan_snapshot
-    if isinstance(partition, Mapping):
-        partition_key = str(dg.MultiPartitionKey(dict(partition)))
+    if isinstance(partition, tuple):
+        partition_tags = {
+            "dagster/asset_partition_range_start": partition[0],
+            "dagster/asset_partition_range_end": partition[1],
+        }
+    elif isinstance(partition, Mapping):
+        partition_tags = {"dagster/partition": str(dg.MultiPartitionKey(dict(partition)))}
     else:
-        partition_key = partition
+        partition_tags = {"dagster/partition": partition}
     return instance.create_run(
         job_name=job_name,
         run_id=None,
@@ -115,7 +121,7 @@ def create_run(
         status=None,
         root_run_id=None,
         parent_run_id=None,
-        tags={**job.tags, **tags, "dagster/partition": partition_key},
+        tags={**job.tags, **tags, **partition_tags},
         job_snapshot=job.job_snapshot,
         execution_plan_snapshot=plan,
         parent_job_snapshot=job.parent_job_snapshot,
@@ -132,20 +138,22 @@ def run_partitions(
     home: Path,
     job_name: str,
     partitions: Sequence[Partition],
-    run_config: Mapping[str, object],
+    run_config: Mapping[str, object] | Callable[[Partition], Mapping[str, object]],
     tags: Mapping[str, str],
     at_once: int,
     on_done: Callable[[Partition, dg.DagsterRun], None],
     assets: Sequence[str] | None = None,
 ) -> list[dg.DagsterRun]:
     """One run of ``job_name`` per partition through the instance's queue, ``at_once`` of them
-    submitted at a time; waits for all, calling ``on_done`` as each finishes. Returns the runs."""
+    submitted at a time; waits for all, calling ``on_done`` as each finishes. Returns the runs.
+    ``run_config`` is every run's, or a function giving each partition's."""
     waiting, running, finished = list(partitions), {}, []
     with queue_served(home), code_location(instance) as workspace:
         while waiting or running:
             while waiting and len(running) < at_once:
                 partition = waiting.pop(0)
-                run = create_run(instance, workspace, job_name, partition, run_config, tags, assets)
+                config = run_config(partition) if callable(run_config) else run_config
+                run = create_run(instance, workspace, job_name, partition, config, tags, assets)
                 instance.submit_run(run.run_id, workspace)
                 running[run.run_id] = partition
             time.sleep(POLL_SECONDS)

@@ -72,9 +72,9 @@ def execute_job(defs, settings_args: dict, job_name: str, config, instance) -> t
     """Discover the source's symbols, make them the symbol partitions, and run ``job_name`` over all
     of them on the instance the UI reads; return the run's result and the ids of the ingest runs.
 
-    Under the production profile the symbols are ingested first, one ``raw_ohlcv`` run per symbol
-    and several at once (as the cluster runs one pod per partition), all writing the Iceberg warehouse in
-    parallel; the job then runs without ``raw_ohlcv``.
+    Under the production profile the symbols are ingested first, one ``raw_ohlcv`` run per batch of
+    symbols and several at once (as the cluster runs one pod per run), all writing the Iceberg
+    warehouse in parallel; the job then runs without ``raw_ohlcv``.
     """
     from assets.resources import IcebergWarehouse
     from hrm_core.core.config import hrm_home
@@ -95,7 +95,13 @@ def execute_job(defs, settings_args: dict, job_name: str, config, instance) -> t
     if isinstance(defs.resources["warehouse"], IcebergWarehouse) and any(
         k.path == ["raw_ohlcv"] for k in keys
     ):
-        ingest_run_ids = ingest_in_parallel(settings_args, symbols, defs.resources["warehouse"], instance)
+        ingest_run_ids = ingest_in_parallel(
+            settings_args,
+            symbols,
+            source_files(config.data, s3_client),
+            defs.resources["warehouse"],
+            instance,
+        )
         keys = [k for k in keys if k.path != ["raw_ohlcv"]]
         tags = run_tags()
     result = job.execute_in_process(
@@ -108,37 +114,66 @@ def execute_job(defs, settings_args: dict, job_name: str, config, instance) -> t
     return result, ingest_run_ids
 
 
-def ingest_in_parallel(settings_args: dict, symbols: list[str], warehouse, instance) -> list[str]:
-    """One ``raw_ohlcv`` run per symbol launched through the Dagster instance, as many at once as
-    there are cores (the instance's queue may allow fewer); return their run ids. When one fails,
-    every ingest run's warehouse commits are reverted and the failure is raised."""
+def source_files(config, s3_client=None) -> dict[str, list[str]]:
+    """The files that hold each symbol of a file source (none for other sources), from the load
+    that found the symbols: this process parsed every file once, and remembers the result."""
+    from hrm_core.data.sources import FileSource, make_source
+
+    source = make_source(config, s3_client)
+    if not isinstance(source, FileSource):
+        return {}
+    bars = source.load()
+    return {str(k): sorted(v) for k, v in bars.groupby("symbol")["source_file"].unique().items()}
+
+
+def ingest_in_parallel(
+    settings_args: dict, symbols: list[str], files: dict[str, list[str]], warehouse, instance
+) -> list[str]:
+    """One ``raw_ohlcv`` run per batch of symbols launched through the Dagster instance, one batch
+    per core run at once (the instance's queue may allow fewer); return their run ids. A run
+    parses only the files of its symbols (``files``; all of a source that is not files). When
+    one fails, every ingest run's warehouse commits are reverted and the failure is raised."""
+    import numpy as np
+
     from hrm_core.core.config import hrm_home
     from pipelines.home import revert_warehouse_runs
     from pipelines.launch import run_partitions
 
     workers = max(1, min(len(symbols), os.cpu_count() or 1))
+    cut = np.array_split(np.array(symbols, dtype=object), workers)  # contiguous: a key range each
+    batches = {(part[0], part[-1]): part.tolist() for part in cut if len(part)}
+    settings = {"resources": {"settings": {"config": {**settings_args, "project_dir": os.getcwd()}}}}
     failed: list[str] = []
 
-    def symbol_done(symbol: str, run) -> None:
+    def partition(batch: list[str]) -> str | tuple[str, str]:
+        return batch[0] if len(batch) == 1 else (batch[0], batch[-1])
+
+    def run_config(key: str | tuple[str, str]) -> dict:
+        batch = batches[key if isinstance(key, tuple) else (key, key)]
+        batch_files = sorted({name for symbol in batch for name in files.get(symbol, [])})
+        return {**settings, "ops": {"raw_ohlcv": {"config": {"files": batch_files}}}}
+
+    def batch_done(key: str | tuple[str, str], run) -> None:
         if run.status.value != "SUCCESS":
-            failed.append(symbol)
+            failed.append(key if isinstance(key, str) else f"{key[0]}…{key[1]}")
 
     runs = run_partitions(
         instance,
         hrm_home(),
         "data_job",
-        symbols,
-        {"resources": {"settings": {"config": {**settings_args, "project_dir": os.getcwd()}}}},
+        [partition(batch) for batch in batches.values()],
+        run_config,
         run_tags(),
         workers,
-        symbol_done,
+        batch_done,
         assets=["raw_ohlcv"],
     )
     run_ids = [run.run_id for run in runs]
     if failed:
         revert_warehouse_runs(warehouse, run_ids)
-        raise HRMError(
-            f"ingest of {failed[0]} (raw_ohlcv[{failed[0]}]) failed; see its run in the Dagster UI"
-        )
-    print(f"ingested {len(symbols)} symbol(s) in parallel runs, {workers} at once", flush=True)
+        raise HRMError(f"ingest of raw_ohlcv[{failed[0]}] failed; see its run in the Dagster UI")
+    print(
+        f"ingested {len(symbols)} symbol(s) in parallel runs, {len(batches)} batch(es), {workers} at once",
+        flush=True,
+    )
     return run_ids

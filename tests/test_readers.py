@@ -7,6 +7,7 @@ import pytest
 
 from hrm_core.core.config import DataConfig
 from hrm_core.core.errors import DataError
+from hrm_core.data import sources
 from hrm_core.data.readers import read_ohlcv_bytes
 from hrm_core.data.sources import FileSource, SampleSource, make_source
 from tests.conftest import write_csv
@@ -116,6 +117,30 @@ def test_folder_source_reads_every_file_and_refuses_an_empty_folder(tmp_path: Pa
     (tmp_path / "empty" / "notes.txt").write_text("no bars here")
     with pytest.raises(DataError, match=r"empty: no data files found .*notes.txt"):
         FileSource(str(tmp_path / "empty"), "csv").load()
+
+
+def test_many_files_are_parsed_by_worker_processes_as_one_process_parses_them(
+    tmp_path: Path, daily_bars, monkeypatch: pytest.MonkeyPatch
+):
+    for symbol, frame in daily_bars.groupby("symbol"):
+        write_csv(frame, tmp_path / "csvs" / f"{symbol}.csv")
+    one_process = FileSource(str(tmp_path / "csvs"), "csv").load()
+    monkeypatch.setattr(sources, "PARALLEL_BYTES", 1)  # three files: two workers
+    monkeypatch.setattr(sources.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(sources, "_LAST_FILES_LOAD", {})
+    pd.testing.assert_frame_equal(FileSource(str(tmp_path / "csvs"), "csv").load(), one_process)
+    (tmp_path / "csvs" / "BAD.csv").write_text("Date,Open,High,Low,Close,Volume\n2020-01-02,x,2,1,1,1\n")
+    with pytest.raises(DataError, match=r"BAD.csv: column 'open' must be numeric \(example: row 1: 'x'\)"):
+        FileSource(str(tmp_path / "csvs"), "csv").load()  # a worker's error, as the caller's own
+
+
+def test_a_file_source_limited_to_files_reads_only_those(tmp_path: Path, daily_bars):
+    paths = [
+        write_csv(frame, tmp_path / "csvs" / f"{symbol}.csv")
+        for symbol, frame in daily_bars.groupby("symbol")
+    ]
+    source = make_source(DataConfig(source="csv", path=str(tmp_path / "csvs")), files=(str(paths[1]),))
+    assert source.load()["symbol"].unique().tolist() == [paths[1].stem]
 
 
 def test_sample_source_is_real_sp500_and_nasdaq():

@@ -1,5 +1,7 @@
 """Each validation rule quarantines the rows that break it; nothing is lost or repaired."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -85,3 +87,20 @@ def test_warehouse_round_trip_keeps_utc(bars):
     con = warehouse_with(bars)
     back = read_bars(con, "clean.ohlcv", ["S0000"])
     assert back["ts"].equals(bars["ts"].astype(back["ts"].dtype))
+
+
+def test_great_expectations_records_every_rule_and_must_agree_with_the_sql(bars, monkeypatch):
+    from hrm_core.data import validation
+
+    broken = bars.assign(volume=bars["volume"].where(bars.index != 14, -5.0))
+    record = validate_ohlcv(broken, ValidationConfig()).expectations
+    assert {e["rule"] for e in record} == {*validation.RULES, "bar_gaps", "return_outliers"}
+    assert [e["unexpected"] for e in record if e["rule"] == "volume_non_negative"] == [1]
+    index = next(i for i, c in enumerate(validation.ROW_CHECKS) if c.rule == "volume_non_negative")
+    wrong = dataclasses.replace(validation.ROW_CHECKS[index], breaks="volume >= 0")  # a wrong SQL twin
+    checks = (*validation.ROW_CHECKS[:index], wrong, *validation.ROW_CHECKS[index + 1 :])
+    monkeypatch.setattr(validation, "ROW_CHECKS", checks)
+    with pytest.raises(
+        DataError, match="Great Expectations and the SQL rules disagree on volume_non_negative"
+    ):
+        validate_ohlcv(broken, ValidationConfig())

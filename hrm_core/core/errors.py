@@ -23,6 +23,10 @@ class DataError(HRMError):
             message += f" (example: {example})"
         super().__init__(message)
 
+    def __reduce__(self) -> tuple:
+        """Rebuilt from its parts, so that an error raised in a worker process reaches the caller."""
+        return DataError, (self.file, self.rule, self.example)
+
 
 class ConfigError(HRMError):
     """A configuration file or value that cannot be used."""

@@ -8,7 +8,10 @@ library needs no credentials logic of its own.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,6 +50,11 @@ class SampleSource:
         return pd.concat(frames, ignore_index=True)
 
 
+PARALLEL_BYTES = 32 * 2**20
+"""From this much data a source is parsed by one process per core. Measured on 2 cores: a worker
+takes about a second to start (it imports pandas) and a megabyte of daily-bar CSV about 90 ms to
+parse, so two workers save time from about 30 MB on."""
+
 _LAST_FILES_LOAD: dict[str, Any] = {}
 """The last file load of this process and the versions of its files: a run discovers the symbols
 and then ingests the same files, and a 3 M-row CSV took minutes to parse twice. Callers must not
@@ -57,12 +65,14 @@ mutate the frame ``FileSource.load`` returns."""
 class FileSource:
     """A CSV/parquet file or a folder of them, on local disk or under an ``s3://`` URI.
 
-    The symbol is the file's stem unless the file has a ``symbol`` column.
+    The symbol is the file's stem unless the file has a ``symbol`` column. ``files`` limits the
+    load to those of the path's files (a production ingest run reads only its symbols' files).
     """
 
     path: str
     kind: str = "csv"
     s3_client: Any = None
+    files: tuple[str, ...] = ()
 
     def load(self) -> pd.DataFrame:
         suffixes = SUFFIXES[self.kind]
@@ -71,6 +81,9 @@ class FileSource:
         else:
             files = _LocalFiles(Path(self.path))
         names = [n for n in files.list() if n.lower().endswith(suffixes)]
+        if self.files:
+            wanted = set(self.files)
+            names = [n for n in names if n in wanted]
         if not names:
             raise DataError(
                 self.path,
@@ -79,9 +92,22 @@ class FileSource:
             )
         fingerprint = (self.kind, tuple(files.version(name) for name in names))
         if _LAST_FILES_LOAD.get("fingerprint") != fingerprint:
-            frames = [read_ohlcv_bytes(files.read(name), name) for name in names]
+            frames = _read_files(files, names)
             _LAST_FILES_LOAD.update(fingerprint=fingerprint, bars=pd.concat(frames, ignore_index=True))
         return _LAST_FILES_LOAD["bars"]
+
+
+def _read_files(files: _LocalFiles | _S3Files, names: list[str]) -> list[pd.DataFrame]:
+    """Each file read here and parsed once, in parallel across the cores when there is enough data
+    to pay for the workers. Workers are spawned, not forked: the caller (Dagster, DuckDB, torch)
+    holds threads, and a fork of a process with threads can deadlock in the child."""
+    payloads = [files.read(name) for name in names]
+    workers = min(os.cpu_count() or 1, len(names))
+    if workers < 2 or sum(len(p) for p in payloads) < PARALLEL_BYTES:
+        return [read_ohlcv_bytes(payload, name) for payload, name in zip(payloads, names, strict=True)]
+    chunk = max(1, len(names) // (4 * workers))
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        return list(pool.map(read_ohlcv_bytes, payloads, names, chunksize=chunk))
 
 
 @dataclass(frozen=True)
@@ -114,13 +140,13 @@ class YFinanceSource:
         return pd.concat(frames, ignore_index=True)
 
 
-def make_source(config: DataConfig, s3_client: Any = None) -> Source:
-    """Build the source a :class:`DataConfig` names."""
+def make_source(config: DataConfig, s3_client: Any = None, files: tuple[str, ...] = ()) -> Source:
+    """Build the source a :class:`DataConfig` names (of a file source, only ``files`` if given)."""
     if config.source == "sample":
         return SampleSource(tuple(config.symbols) if config.symbols else SampleSource.symbols)
     if config.source == "yfinance":
         return YFinanceSource(tuple(config.symbols or ()), config.interval, config.start, config.end)
-    return FileSource(str(config.path), config.source, s3_client)
+    return FileSource(str(config.path), config.source, s3_client, files)
 
 
 class _LocalFiles:

@@ -14,7 +14,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 from hrm_core.core.errors import HRMError
@@ -43,12 +46,31 @@ def snapshot_symbols(data_dir: Path) -> list[str]:
     return sorted(p.stem for p in (data_dir / "raw").glob("*.parquet"))
 
 
-def write_snapshot(frame: pd.DataFrame, path: Path) -> None:
-    """Write a raw snapshot atomically (temp file, then rename), sorted for stable bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    frame.sort_values(["ts", "source_file", "source_row"]).to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+def write_snapshots(frame: pd.DataFrame, data_dir: Path) -> None:
+    """Write each symbol's raw snapshot, atomically (temp file, then rename), sorted for stable bytes.
+
+    One pass for the whole batch: the rows are sorted once (by symbol, time, file and line) and
+    converted to Arrow once, and each symbol's file is a slice of that table. Sorting and
+    converting symbol by symbol took longer than writing 1,000 files. One file per symbol stays the
+    layout: runs that ingest different symbols in parallel never write the same file.
+    """
+    order = np.lexsort(
+        (
+            frame["source_row"].to_numpy(),
+            pd.factorize(frame["source_file"], sort=True)[0],
+            np.where(frame["ts"].isna(), np.iinfo("int64").max, frame["ts"].array.asi8),  # missing last
+            pd.factorize(frame["symbol"], sort=True)[0],
+        )
+    )
+    rows = frame if (order[1:] > order[:-1]).all() else frame.take(order)  # often in order already
+    table = pa.Table.from_pandas(rows, preserve_index=False)
+    symbols, starts = np.unique(rows["symbol"].to_numpy(), return_index=True)
+    for symbol, start, end in zip(symbols, starts, [*starts[1:], len(rows)], strict=True):
+        path = snapshot_path(data_dir, str(symbol))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".parquet.tmp")
+        pq.write_table(table.slice(start, end - start), tmp)
+        os.replace(tmp, path)
 
 
 def _dvc(project_dir: Path, *args: str) -> str:
