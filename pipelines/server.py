@@ -260,8 +260,8 @@ class ServerState:
     def _latest(self, loaded: LoadedVersion) -> LatestBars | None:
         if not warehouse_exists(self.warehouse):
             return None
-        with self.warehouse.get_connection() as con:
-            return latest_bars(con, loaded)
+        with self.warehouse.get_connection() as con:  # the network on every symbol, on every core
+            return latest_bars(con, loaded, threads=os.cpu_count() or 1)
 
     def _paper_positions(self) -> dict[str, PaperHolding] | None:
         """Each symbol's latest bar in the paper account, the exposure its decision there read and

@@ -155,6 +155,19 @@ def test_the_served_files_decide_as_the_eager_agent(served, tmp_path, architectu
     np.testing.assert_allclose(decision, expected, atol=2e-5, rtol=1e-4)
 
 
+def test_a_universe_split_across_threads_decides_as_one_batch(served, tmp_path):
+    """The server's snapshot decides every symbol on every core: the parts' decisions are the
+    batch's, bit for bit, in the batch's order."""
+    model = trading_model(served["config"], served["data"], seed=3)
+    loaded = ServedModel.load(*save_served(tmp_path, model, served["config"]))
+    strategic, tactical, *_ = sample_windows(served["data"], served["config"], 300)
+    raw, steps = loaded.heads(strategic, tactical)
+    assert len(set(steps.tolist())) > 1  # samples halted at different segments
+    for threads in (2, 3):
+        split_raw, split_steps = loaded.heads(strategic, tactical, threads=threads)
+        assert np.array_equal(split_raw, raw) and np.array_equal(split_steps, steps)
+
+
 def test_the_served_model_refuses_inputs_of_the_wrong_shape_or_with_nans(served, tmp_path):
     loaded = ServedModel.load(*save_served(tmp_path, served["models"]["1"], served["config"]))
     strategic, tactical, cap, held, benchmark = sample_windows(served["data"], served["config"], 2)

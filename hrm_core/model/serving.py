@@ -18,6 +18,7 @@ tilt gate off (no skill shown on validation) answers the benchmark.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -42,6 +43,8 @@ OUTPUT_COLUMNS = (
     "segments",
 )
 INPUT_NAMES = ("strategic", "tactical", "cap", "held", "benchmark")
+PARALLEL_BATCH = 64
+"""The smallest part of a batch worth a thread of its own (a decision is ~1.5-3 ms of kernels)."""
 WEIGHTS_FILE, SPEC_FILE = "weights.npz", "spec.json"
 
 
@@ -146,16 +149,26 @@ class ServedModel:
         raw, steps = self.heads(strategic, tactical)
         return self.decide_from_heads(raw, steps, cap, held, benchmark)
 
-    def heads(self, strategic: np.ndarray, tactical: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def heads(
+        self, strategic: np.ndarray, tactical: np.ndarray, threads: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The network's part of a decision: raw head outputs [B, len(HEAD_OUTPUTS)] and segments
         used [B]. It reads the market windows only (the position held enters after the network),
-        so a server computes it once per bar and reuses it for every position asked about."""
+        so a server computes it once per bar and reuses it for every position asked about.
+        ``threads`` > 1 splits a large batch (a universe's snapshot) into that many parts decided at
+        once: the kernels release the GIL, and each sample's decision is its own."""
         strategic = np.ascontiguousarray(strategic, dtype=np.float32)
         tactical = np.ascontiguousarray(tactical, dtype=np.float32)
-        if self.compiled is not None:
+        if self.compiled is None:
+            return self.agent(strategic, tactical)
+        parts = min(threads, len(strategic) // PARALLEL_BATCH)
+        if parts <= 1:
             raw, steps, _ = self.compiled.run(strategic, tactical, self.segments, act=True, keep_carry=False)
             return raw, steps
-        return self.agent(strategic, tactical)
+        splits = np.array_split(np.arange(len(strategic)), parts)
+        with ThreadPoolExecutor(parts) as pool:
+            done = list(pool.map(lambda rows: self.heads(strategic[rows], tactical[rows]), splits))
+        return np.concatenate([raw for raw, _ in done]), np.concatenate([steps for _, steps in done])
 
     def decide_from_heads(
         self, raw: np.ndarray, steps: np.ndarray, cap: np.ndarray, held: np.ndarray, benchmark: np.ndarray

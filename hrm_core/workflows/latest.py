@@ -66,10 +66,13 @@ def bars_needed(loaded: LoadedVersion) -> int:
 
 
 def latest_bars(
-    con: duckdb.DuckDBPyConnection, loaded: LoadedVersion, symbols: list[str] | None = None
+    con: duckdb.DuckDBPyConnection,
+    loaded: LoadedVersion,
+    symbols: list[str] | None = None,
+    threads: int = 1,
 ) -> LatestBars:
     """The latest bar of each symbol (of ``symbols``, or every symbol with features) and the
-    network's outputs there."""
+    network's outputs there, computed on up to ``threads`` threads."""
     config = loaded.config
     hf = config.hierarchical_features
     normalization = {name: tuple(stats) for name, stats in loaded.meta["normalization"].items()}
@@ -103,7 +106,7 @@ def latest_bars(
     steps = np.zeros(len(last), dtype=np.float32)
     if ready.any():
         strategic, tactical = data.windows(last[ready], hf.high_level_lookback, hf.low_level_lookback)
-        raw[ready], steps[ready] = loaded.model.heads(strategic, tactical)
+        raw[ready], steps[ready] = loaded.model.heads(strategic, tactical, threads)
     return LatestBars(
         symbols=[data.symbols[i] for i in data.symbol_id[last]],
         ts=data.ts[last],
