@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	# The CPU build of torch first, so the range in pyproject.toml is already satisfied.
 	$(BIN)/pip install "torch==2.13.0"
 	$(BIN)/pip install -e ".[dev,aws,k8s]"
+	# numba's kernels compiled once into its cache, not by every test worker and run at once
+	$(BIN)/python -m hrm_core.workflows.warm
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -161,3 +161,10 @@ def test_windows_gathered_from_the_strided_view_equal_indexing_rows():
     torch.testing.assert_close(gather_windows(window_view(features, 100), rows), expected, rtol=0, atol=0)
     with pytest.raises(IndexError):  # a window reaching before the first row is refused, not wrapped
         gather_windows(window_view(features, 100), torch.tensor([98]))
+
+
+def test_the_setup_step_compiles_every_kernel_family_without_error():
+    """`make setup` runs ``hrm_core.workflows.warm``: a break there would stop every fresh clone."""
+    from hrm_core.workflows.warm import warm
+
+    assert set(warm()) == {"features", "engine", "served model"}
