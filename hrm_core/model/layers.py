@@ -14,10 +14,9 @@ from torch import nn
 
 
 def rms_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """RMSNorm without a learned scale (the reference's choice), computed in float32."""
-    dtype = x.dtype
-    x = x.float()
-    return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)).to(dtype)
+    """RMSNorm without a learned scale (the reference's choice), computed in float32 by torch's
+    fused kernel (the same numbers as x · rsqrt(mean(x²) + eps), at half the cost of five ops)."""
+    return F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
 
 
 class RotaryEmbedding(nn.Module):
