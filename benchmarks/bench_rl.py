@@ -3,13 +3,15 @@ hyper-parameters (``rl:`` of the preset): learning curves over seeds on a genera
 learnable signal (the planted momentum market: exposure ∝ the tactical signal earns), judged by the
 deterministic policy's out-of-sample Sharpe on the test part, net of costs; and training throughput
 in env-steps/s (rollouts, with the feature windows gathered per step, plus updates) for the MLP and
-the CPU-preset HRM, beside SB3's MLP, in the same run, one torch thread each.
+the CPU-preset HRM at the same number of envs, beside SB3's MLP, in the same run, one torch thread
+each. Throughput is timed after one warm-up update per policy, so the process's one-off costs (torch
+imports its compiler stack on the first optimiser) are not charged to whichever policy runs first.
 
 The policies match: two tanh layers of 64 for the actor and for the critic, a state-independent
 log σ starting at log(rl.init_std); ours squashes the mean with tanh into the signal's range, SB3's
 is linear and the env clips it, as SB3's ``Box`` actions are.
 
-    python benchmarks/bench_rl.py [--updates 60] [--seeds 3]
+    python benchmarks/bench_rl.py [--updates 60] [--seeds 3] [--envs 16] [--throughput-only]
 """
 
 from __future__ import annotations
@@ -107,14 +109,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--updates", type=int, default=60)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--envs", type=int, default=16, help="N: episodes stepped together")
+    parser.add_argument("--throughput-only", action="store_true", help="skip the learning curves")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    throughput = policy_throughput(args.envs)
+    print(f"PPO env-steps/s at N = {args.envs}: " + ", ".join(f"{k} {v:,}" for k, v in throughput.items()))
+    if args.throughput_only:
+        return
     config = load_config(
-        "configs/hrm_cpu_small.yaml", **SMALL, rl={"updates": args.updates, "n_envs": 16, "rollout_bars": 32}
+        "configs/hrm_cpu_small.yaml",
+        **SMALL,
+        rl={"updates": args.updates, "n_envs": args.envs, "rollout_bars": 32},
     )
     data = planted_regime_market(3000, seed=1, regime=1.0)
     checkpoints = sorted({max(1, args.updates * k // 4) for k in range(1, 5)})
-    results = {"checkpoints": checkpoints, "ours": {}, "sb3": {}}
+    results = {"checkpoints": checkpoints, "ours": {}, "sb3": {}, "ppo_env_steps_per_s": throughput}
     steps = args.updates * config.rl.n_envs * config.rl.rollout_bars
     for name, run in (("ours", ours_curve), ("sb3", sb3)):
         curves, seconds = [], []
@@ -130,17 +140,28 @@ def main() -> None:
             "std": curves.std(0, ddof=1).round(3).tolist() if args.seeds > 1 else [0.0] * len(checkpoints),
             "env_steps_per_s": round(steps / float(np.mean(seconds))),
         }
-    hrm_config = load_config(
-        "configs/hrm_cpu_small.yaml", rl={"updates": 3, "n_envs": 16, "rollout_bars": 32}
-    )
-    hrm_data = planted_regime_market(3000, seed=1, regime=1.0)
-    policy = TraderPolicy(
-        build_model_for(hrm_config, hrm_data.strategic_names, hrm_data.tactical_names), hrm_config
-    )
-    started = time.perf_counter()
-    RLTrainer(policy, hrm_data, hrm_config, "ppo", progress=False).fit()
-    results["hrm_cpu_preset_env_steps_per_s"] = round(3 * 16 * 32 / (time.perf_counter() - started))
     print(json.dumps(results, indent=2))
+
+
+def policy_throughput(n_envs: int, updates: int = 3) -> dict[str, int]:
+    """PPO env-steps/s (rollout and update) of the MLP and of the CPU preset's HRM (its ACT
+    segments, full-size windows) on the same market at the same ``n_envs``, one after the other in
+    this process; each policy first runs one untimed update."""
+    config = load_config("configs/hrm_cpu_small.yaml", rl={"n_envs": n_envs, "rollout_bars": 32})
+    data = planted_regime_market(3000, seed=1, regime=1.0)
+    names = (data.strategic_names, data.tactical_names)
+    policies = {
+        "mlp": MLPPolicy(len(names[0]), len(names[1]), config.rl.init_std),
+        "hrm": TraderPolicy(build_model_for(config, *names), config),
+    }
+    out = {}
+    for name, policy in policies.items():
+        trainer = RLTrainer(policy, data, config, "ppo", progress=False)
+        trainer.fit(stop_after_updates=1)
+        started = time.perf_counter()
+        trainer.fit(stop_after_updates=updates)
+        out[name] = round(updates * n_envs * config.rl.rollout_bars / (time.perf_counter() - started))
+    return out
 
 
 def ours_curve(data, config, seed: int, checkpoints: list[int]) -> tuple[list[float], float]:

@@ -76,6 +76,9 @@ evaluation_cell_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(evaluation_cell),
     partitions_def=evaluation_partitions,
     description="One fold × seed cell: every configured model trained and tested on the fold's block.",
+    # one step, already in its own run process (or pod): a step process of its own would import the
+    # whole code location a second time (~25 s a cell on 2 cores) and place nothing differently
+    executor_def=dg.in_process_executor,
 )
 evaluation_report_job = dg.define_asset_job(
     "evaluation_report_job",

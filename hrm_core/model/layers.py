@@ -14,10 +14,9 @@ from torch import nn
 
 
 def rms_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """RMSNorm without a learned scale (the reference's choice), computed in float32."""
-    dtype = x.dtype
-    x = x.float()
-    return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)).to(dtype)
+    """RMSNorm without a learned scale (the reference's choice), computed in float32 by torch's
+    fused kernel (the same numbers as x · rsqrt(mean(x²) + eps), at half the cost of five ops)."""
+    return F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
 
 
 class RotaryEmbedding(nn.Module):
@@ -30,14 +29,16 @@ class RotaryEmbedding(nn.Module):
         angles = torch.cat([angles, angles], dim=-1)  # [S, Dh]
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
+        # rotate_half(x) * sin == roll(x, Dh/2) * (sin with its first half negated): one roll and no
+        # negation of a strided slice per call, the same numbers bit for bit
+        sign = torch.cat([-torch.ones(head_dim // 2), torch.ones(head_dim // 2)])
+        self.register_buffer("signed_sin", angles.sin() * sign, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Rotate ``x`` [B, heads, S, Dh] by its positions."""
+        """Rotate ``x`` [..., S, Dh] by its positions (queries and keys stacked: one call)."""
         seq = x.shape[-2]
-        cos, sin = self.cos[:seq].to(x.dtype), self.sin[:seq].to(x.dtype)
-        half = x.shape[-1] // 2
-        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-        return x * cos + rotated * sin
+        cos, signed_sin = self.cos[:seq].to(x.dtype), self.signed_sin[:seq].to(x.dtype)
+        return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
 
 
 class Attention(nn.Module):
@@ -55,9 +56,9 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, seq, hidden = x.shape
-        q, k, v = self.qkv(x).view(batch, seq, 3, self.num_heads, self.head_dim).unbind(2)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, S, Dh]
-        y = F.scaled_dot_product_attention(self.rope(q), self.rope(k), v)
+        qkv = self.qkv(x).view(batch, seq, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = self.rope(qkv[:2]).unbind(0)  # [B, heads, S, Dh], rotated in one call
+        y = F.scaled_dot_product_attention(q, k, qkv[2])
         return self.out(y.transpose(1, 2).reshape(batch, seq, hidden))
 
 

@@ -153,11 +153,19 @@ def fit(
     return gate_tilt(TrainResult(trained, history), config, data, prior_trials)
 
 
-def after_rl(model: TraderBase, config: HRMConfig, data: MarketData, steps: int = 100) -> TrainResult:
+def stage_steps(stage: StageConfig, batch_chunks: int) -> int:
+    """Optimiser steps of a curriculum stage: its episodes in batches of ``batch_chunks``."""
+    return math.ceil(stage.episodes / batch_chunks)
+
+
+def after_rl(model: TraderBase, config: HRMConfig, data: MarketData, steps: int | None = None) -> TrainResult:
     """What RL fine-tuning leaves to do: retrain the outcome, regime and Q heads on the moved
     backbone (RL's update trains the tilt alone, so served confidence, risk, regimes and halting
     would describe the supervised model), then gate the RL policy's tilt on validation like any
-    trained model. The backbone and the tilt head stay as RL left them."""
+    trained model. The backbone and the tilt head stay as RL left them. ``steps`` defaults to the
+    curriculum's last stage's: heads on a frozen backbone need no more than the whole model got
+    there (a fixed 100 was 4× the CPU preset's stage and 50× a tiny budget's, the most of an
+    evaluation cell's time)."""
     heads = model.heads
     trained = [p for head in (heads.outcome, heads.regime, heads.q) for p in head.parameters()]
     for p in model.parameters():
@@ -165,6 +173,7 @@ def after_rl(model: TraderBase, config: HRMConfig, data: MarketData, steps: int 
     for p in trained:
         p.requires_grad_(True)
     stage = config.training.curriculum[-1]
+    steps = stage_steps(stage, config.training.batch_chunks) if steps is None else steps
     device = next(model.parameters()).device
     sampler = WindowSampler(data, config, device)
     starts = sampler.chunk_starts("train")
@@ -302,7 +311,7 @@ class Trainer:
         return TrainResult(self.model, state.history)
 
     def _stage_steps(self, stage: StageConfig) -> int:
-        return math.ceil(stage.episodes / self.training.batch_chunks)
+        return stage_steps(stage, self.training.batch_chunks)
 
     def _segments(self, stage: StageConfig) -> int:
         return self.config.model.halt_max_steps if stage.act else self.training.deep_supervision_segments
