@@ -163,9 +163,9 @@ def after_rl(model: TraderBase, config: HRMConfig, data: MarketData, steps: int 
     backbone (RL's update trains the tilt alone, so served confidence, risk, regimes and halting
     would describe the supervised model), then gate the RL policy's tilt on validation like any
     trained model. The backbone and the tilt head stay as RL left them. ``steps`` defaults to the
-    curriculum's last stage's: heads on a frozen backbone need no more than the whole model got
-    there (a fixed 100 was 4× the CPU preset's stage and 50× a tiny budget's, the most of an
-    evaluation cell's time)."""
+    curriculum's longest stage's (100 at the CPU preset, as before): heads on a frozen backbone
+    need no more than the whole model got in any stage, and a fixed 100 was 50× a tiny budget's
+    stage, most of a tiny evaluation cell's time."""
     heads = model.heads
     trained = [p for head in (heads.outcome, heads.regime, heads.q) for p in head.parameters()]
     for p in model.parameters():
@@ -173,7 +173,8 @@ def after_rl(model: TraderBase, config: HRMConfig, data: MarketData, steps: int 
     for p in trained:
         p.requires_grad_(True)
     stage = config.training.curriculum[-1]
-    steps = stage_steps(stage, config.training.batch_chunks) if steps is None else steps
+    if steps is None:
+        steps = max(stage_steps(s, config.training.batch_chunks) for s in config.training.curriculum)
     device = next(model.parameters()).device
     sampler = WindowSampler(data, config, device)
     starts = sampler.chunk_starts("train")
