@@ -174,7 +174,11 @@ def _parse_epoch(values: pd.Series, name: str, column: str) -> pd.Series:
     unit = "ms" if numbers.abs().median() > EPOCH_MS_THRESHOLD else "s"  # one wild value cannot flip it
     seconds = numbers / (1000.0 if unit == "ms" else 1.0)
     representable = seconds.abs() < YEAR_2200_SECONDS  # beyond: missing, quarantined by the ts rule
-    return pd.to_datetime(numbers.where(representable), unit=unit, utc=True)
+    # only representable numbers go through pandas' unit conversion: fed NaN beside a wild value
+    # it has raised numpy's FloatingPointError from inside (seen once in the fuzz test under xdist)
+    stamps = pd.Series(pd.NaT, index=numbers.index, dtype="datetime64[ns, UTC]")
+    stamps[representable] = pd.to_datetime(numbers[representable], unit=unit, utc=True)
+    return stamps
 
 
 ZONE_SUFFIX = re.compile(r"(?:Z|[+-]\d\d:?\d\d)$")
