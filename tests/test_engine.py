@@ -60,6 +60,24 @@ def engine_decisions(position: torch.Tensor) -> pd.DataFrame:
     )
 
 
+def vectorbt_replay(bars: pd.DataFrame, ours, trading: TradingConfig) -> tuple[np.ndarray, vbt.Portfolio]:
+    """The engine's fills (its position changes at each open) and vectorbt's ``from_orders``
+    replaying them at the same prices, fees, fixed fees and slippage."""
+    size = ours.position.diff().fillna(ours.position.iloc[0]).to_numpy()
+    theirs = vbt.Portfolio.from_orders(
+        bars["close"],
+        np.where(size != 0, size, np.nan),
+        price=bars["open"],
+        fees=trading.commission,
+        fixed_fees=trading.fixed_fee,
+        slippage=trading.slippage,
+        init_cash=trading.initial_capital,
+        direction="both",
+        freq="1D",
+    )
+    return size, theirs
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_the_torch_twin_equals_the_engine_with_every_cost_on(seed):
     bars = gapped_bars(600, seed)
@@ -146,18 +164,7 @@ def test_every_fill_and_the_value_match_vectorbt(seed):
         }
     )
     ours = run_decisions(bars, decisions, trading)
-    size = ours.position.diff().fillna(ours.position.iloc[0]).to_numpy()
-    theirs = vbt.Portfolio.from_orders(
-        bars["close"],
-        np.where(size != 0, size, np.nan),
-        price=bars["open"],
-        fees=trading.commission,
-        fixed_fees=trading.fixed_fee,
-        slippage=trading.slippage,
-        init_cash=trading.initial_capital,
-        direction="both",
-        freq="1D",
-    )
+    size, theirs = vectorbt_replay(bars, ours, trading)
     records = theirs.orders.records
     assert len(records) == int((size != 0).sum()) > 50
     np.testing.assert_allclose(ours.cash.to_numpy(), theirs.cash().to_numpy(), rtol=1e-9)
@@ -235,18 +242,7 @@ def test_at_a_cap_of_one_cash_never_goes_below_zero_on_gapped_bars(seed):
         trading,
     )
     np.testing.assert_allclose(twin.equity[0].numpy(), ours.equity.to_numpy(), rtol=1e-9, atol=0)
-    size = ours.position.diff().fillna(ours.position.iloc[0]).to_numpy()
-    theirs = vbt.Portfolio.from_orders(
-        bars["close"],
-        np.where(size != 0, size, np.nan),
-        price=bars["open"],
-        fees=trading.commission,
-        fixed_fees=trading.fixed_fee,
-        slippage=trading.slippage,
-        init_cash=trading.initial_capital,
-        direction="both",
-        freq="1D",
-    )
+    _, theirs = vectorbt_replay(bars, ours, trading)
     np.testing.assert_allclose(ours.cash.to_numpy(), theirs.cash().to_numpy(), rtol=1e-9, atol=1e-6)
     np.testing.assert_allclose(ours.equity.to_numpy(), theirs.value().to_numpy(), rtol=1e-9)
 
