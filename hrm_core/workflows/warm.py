@@ -10,7 +10,9 @@ each compile the same kernels at once.
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -26,7 +28,7 @@ from hrm_core.engine.decisions import run_decisions
 from hrm_core.engine.vector_env import VectorTradingEnv
 from hrm_core.features.build import build_features
 from hrm_core.model.build import build_model_for
-from hrm_core.model.serving import ServedModel
+from hrm_core.model.serving import ServedModel, save_served
 
 CONFIG = "configs/hrm_smoke.yaml"
 
@@ -59,18 +61,12 @@ def warm(config_path: str = CONFIG) -> dict[str, float]:
     start = time.perf_counter()
     hf = config.hierarchical_features
     names = (("s0", "s1"), ("t0", "t1"))
-    model = build_model_for(config, *names)
-    weights = {name: t.detach().float().numpy() for name, t in model.state_dict().items()}
-    spec = {
-        "architecture": config.model.architecture,
-        "config": config.model_dump(mode="json"),
-        "feature_names": [list(n) for n in names],
-        "cycles": [model.H_cycles, model.L_cycles],
-    }
     rng = np.random.default_rng(0)
     strategic = rng.normal(size=(2, hf.high_level_lookback, 2)).astype(np.float32)
     tactical = rng.normal(size=(2, hf.low_level_lookback, 2)).astype(np.float32)
-    ServedModel(spec, weights).heads(strategic, tactical)
+    with tempfile.TemporaryDirectory(prefix="hrm-warm-") as folder:  # the served files, as registered
+        served = ServedModel.load(*save_served(Path(folder), build_model_for(config, *names), config))
+    served.heads(strategic, tactical)
     seconds["served model"] = time.perf_counter() - start
     return seconds
 
